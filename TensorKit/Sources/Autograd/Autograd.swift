@@ -1,0 +1,164 @@
+import Foundation
+
+/// One recorded operation: the tensors it read and how to map the output gradient to theirs.
+public final class GradNode {
+    public let name: String
+    var inputs: [Tensor]
+    /// Maps the gradient of the output to one gradient per input (nil: no gradient for that input).
+    var backward: ((Tensor) -> [Tensor?])?
+
+    init(name: String, inputs: [Tensor], backward: @escaping (Tensor) -> [Tensor?]) {
+        self.name = name
+        self.inputs = inputs
+        self.backward = backward
+    }
+}
+
+/// Whether operations record a graph. Thread-local, so a sampling thread can run without grad
+/// while another trains.
+public enum GradMode {
+    private static let key = "TensorKit.GradMode.disabled"
+
+    public static var isEnabled: Bool {
+        get { Thread.current.threadDictionary[key] == nil }
+        set {
+            if newValue { Thread.current.threadDictionary.removeObject(forKey: key) }
+            else { Thread.current.threadDictionary[key] = true }
+        }
+    }
+}
+
+/// Runs `body` without recording any autograd graph (like `torch.no_grad()`).
+@discardableResult
+public func withNoGrad<R>(_ body: () throws -> R) rethrows -> R {
+    let previous = GradMode.isEnabled
+    GradMode.isEnabled = false
+    defer { GradMode.isEnabled = previous }
+    return try body()
+}
+
+/// Runs `body` with graph recording on (inside a no-grad scope, e.g. for recomputation).
+@discardableResult
+public func withGrad<R>(_ body: () throws -> R) rethrows -> R {
+    let previous = GradMode.isEnabled
+    GradMode.isEnabled = true
+    defer { GradMode.isEnabled = previous }
+    return try body()
+}
+
+extension Tensor {
+    /// Attaches an autograd node to `output` when grad mode is on and any input needs a gradient.
+    /// `backward` receives the output gradient and returns one gradient per input, shaped like it.
+    @discardableResult
+    public static func record(_ output: Tensor, _ name: String, inputs: [Tensor],
+                              backward: @escaping (Tensor) -> [Tensor?]) -> Tensor {
+        guard inputs.contains(where: { $0.requiresGrad }), GradMode.isEnabled else { return output }
+        output.gradFn = GradNode(name: name, inputs: inputs, backward: backward)
+        output.requiresGrad = true
+        return output
+    }
+
+    /// Reverse-mode differentiation from this tensor. `gradient` defaults to ones for a scalar.
+    /// Gradients accumulate into the `grad` of every leaf with `requiresGrad`. The graph is freed
+    /// afterwards unless `retainGraph`.
+    public func backward(_ gradient: Tensor? = nil, retainGraph: Bool = false) {
+        let seed: Tensor
+        if let gradient {
+            precondition(gradient.shape == shape, "backward: gradient shape \(gradient.shape) != tensor shape \(shape)")
+            seed = gradient
+        } else {
+            precondition(numel == 1, "backward() without a gradient needs a one-element tensor, got shape \(shape)")
+            seed = Tensor.full(shape, 1, dtype: dtype, device: device)
+        }
+        withNoGrad { Tensor.runBackward(roots: [(self, seed)], retainGraph: retainGraph) }
+    }
+
+    static func runBackward(roots: [(Tensor, Tensor)], retainGraph: Bool) {
+        // Topological order of nodes (depth-first post-order, iterative to survive deep graphs).
+        var order: [GradNode] = []
+        var visited = Set<ObjectIdentifier>()
+        var stack: [(GradNode, Int)] = []
+        for (root, _) in roots {
+            guard let node = root.gradFn, visited.insert(ObjectIdentifier(node)).inserted else { continue }
+            stack.append((node, 0))
+            while let (node, next) = stack.popLast() {
+                if next < node.inputs.count {
+                    stack.append((node, next + 1))
+                    if let child = node.inputs[next].gradFn, visited.insert(ObjectIdentifier(child)).inserted {
+                        stack.append((child, 0))
+                    }
+                } else {
+                    order.append(node)
+                }
+            }
+        }
+
+        var pending: [ObjectIdentifier: Tensor] = [:]
+        func accumulate(_ grad: Tensor, into tensor: Tensor) {
+            if let node = tensor.gradFn {
+                let id = ObjectIdentifier(node)
+                pending[id] = pending[id].map { $0 + grad } ?? grad
+            } else if tensor.requiresGrad {
+                let g = grad.dtype == tensor.dtype ? grad : grad.to(tensor.dtype)
+                if let existing = tensor.grad {
+                    tensor.grad = existing + g
+                } else {
+                    // Own the memory: a gradient that aliases another tensor must not be mutated later.
+                    tensor.grad = g.contiguousCopy()
+                }
+            }
+        }
+        for (root, seed) in roots { accumulate(seed, into: root) }
+
+        for node in order.reversed() {
+            guard let gradOutput = pending.removeValue(forKey: ObjectIdentifier(node)),
+                  let backward = node.backward else { continue }
+            let grads = backward(gradOutput)
+            precondition(grads.count == node.inputs.count, "\(node.name): backward returned \(grads.count) grads for \(node.inputs.count) inputs")
+            for (input, grad) in zip(node.inputs, grads) {
+                guard let grad, input.requiresGrad else { continue }
+                precondition(grad.shape == input.shape, "\(node.name): gradient shape \(grad.shape) != input shape \(input.shape)")
+                accumulate(grad, into: input)
+            }
+            if !retainGraph {
+                node.backward = nil
+                node.inputs = []
+            }
+        }
+    }
+}
+
+/// Computes the gradients of `outputs` with respect to `inputs` without touching any `.grad`
+/// of the inputs (leaves reached elsewhere still accumulate).
+public func gradients(of output: Tensor, withRespectTo inputs: [Tensor], gradOutput: Tensor? = nil) -> [Tensor?] {
+    let saved = inputs.map { $0.grad }
+    for input in inputs { input.grad = nil }
+    output.backward(gradOutput)
+    let result = inputs.map { $0.grad }
+    for (input, grad) in zip(inputs, saved) { input.grad = grad }
+    return result
+}
+
+/// Gradient checkpointing: runs `body` without keeping its intermediate activations and recomputes
+/// them during backward. `inputs` are the tensors `body` reads that may need gradients (parameters
+/// used inside `body` are found by the recomputation and receive their gradients as usual).
+public func checkpoint(_ inputs: [Tensor], _ body: @escaping ([Tensor]) -> Tensor) -> Tensor {
+    guard GradMode.isEnabled else { return body(inputs) }
+    let output = withNoGrad { body(inputs) }
+    // The node must be recorded even when no explicit input needs grad: parameters inside do.
+    let node = GradNode(name: "checkpoint", inputs: inputs) { gradOutput in
+        let detached = inputs.map { input -> Tensor in
+            let d = input.detach()
+            d.requiresGrad = input.requiresGrad
+            return d
+        }
+        let recomputed = withGrad { body(detached) }
+        if recomputed.requiresGrad {
+            Tensor.runBackward(roots: [(recomputed, gradOutput)], retainGraph: false)
+        }
+        return detached.map { $0.requiresGrad ? $0.grad : nil }
+    }
+    output.gradFn = node
+    output.requiresGrad = true
+    return output
+}

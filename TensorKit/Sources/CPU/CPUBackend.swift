@@ -1,0 +1,394 @@
+import Foundation
+
+/// The CPU backend: OpenBLAS for GEMM, Swift loops over unsafe pointers for everything else.
+/// Neural-network kernels live in the CPU*.swift files beside this one.
+public final class CPUBackend: Backend {
+    public static let shared = CPUBackend()
+    public let device: Device = .cpu
+
+    public func allocate(byteCount: Int) -> Storage { Storage(cpuByteCount: byteCount) }
+
+    /// A new contiguous CPU tensor.
+    @inline(__always) func empty(_ shape: [Int], _ dtype: DType) -> Tensor {
+        Tensor(storage: Storage(cpuByteCount: shape.reduce(1, *) * dtype.byteSize), shape: shape, dtype: dtype)
+    }
+
+    public func transfer(_ source: Tensor, to device: Device) -> Tensor {
+        precondition(device == .cpu, "the CPU backend cannot transfer to \(device); the target backend does that")
+        let out = empty(source.shape, source.dtype)
+        copy(source, into: out)
+        return out
+    }
+
+    // MARK: copy and fill
+
+    public func copy(_ source: Tensor, into destination: Tensor) {
+        precondition(source.shape == destination.shape, "copy: shape \(source.shape) into \(destination.shape)")
+        if source.numel == 0 { return }
+        let s = source.dtype, d = destination.dtype
+        if s == d, source.isContiguous, destination.isContiguous {
+            memmove(destination.storage.pointer + destination.offset * d.byteSize,
+                    source.storage.pointer + source.offset * s.byteSize, source.numel * s.byteSize)
+            return
+        }
+        let layout = StridedLayout(shape: source.shape, strides: [destination.strides, source.strides])
+        let n = layout.innerCount, ds = layout.innerStride(0), ss = layout.innerStride(1)
+        let dBase = destination.storage.pointer + destination.offset * d.byteSize
+        let sBase = source.storage.pointer + source.offset * s.byteSize
+        func run<S, D>(_: S.Type, _: D.Type, _ convert: (S) -> D) {
+            let dp = dBase.assumingMemoryBound(to: D.self), sp = sBase.assumingMemoryBound(to: S.self)
+            parallelFor(layout.rowCount, minimumPerChunk: max(1, 65_536 / max(n, 1))) { rows in
+                layout.forEachRow(rows) { o in
+                    let dr = dp + o[0], sr = sp + o[1]
+                    for i in 0..<n { dr[i * ds] = convert(sr[i * ss]) }
+                }
+            }
+        }
+        switch (s, d) {
+        case _ where s == d:
+            switch s.byteSize {
+            case 8: run(UInt64.self, UInt64.self) { $0 }
+            case 4: run(UInt32.self, UInt32.self) { $0 }
+            case 2: run(UInt16.self, UInt16.self) { $0 }
+            default: run(UInt8.self, UInt8.self) { $0 }
+            }
+        case (.float32, .float64): run(Float.self, Double.self) { Double($0) }
+        case (.float64, .float32): run(Double.self, Float.self) { Float($0) }
+        case (.float16, .float32): run(Float16.self, Float.self) { Float($0) }
+        case (.float32, .float16): run(Float.self, Float16.self) { Float16($0) }
+        case (.bfloat16, .float32): run(UInt16.self, Float.self) { floatFromBFloat16Bits($0) }
+        case (.float32, .bfloat16): run(Float.self, UInt16.self) { bfloat16Bits($0) }
+        default:
+            // Rare pairs: go through double one element at a time.
+            let sb = s.byteSize, db = d.byteSize
+            layout.forEachRow(0..<layout.rowCount) { o in
+                for i in 0..<n {
+                    storeScalar(loadScalar(sBase + (o[1] + i * ss) * sb, s), dBase + (o[0] + i * ds) * db, d)
+                }
+            }
+        }
+    }
+
+    public func fill(_ destination: Tensor, with value: Double) {
+        let ones = Tensor(storage: scalarStorage(value, destination.dtype), shape: destination.shape,
+                          dtype: destination.dtype, strides: [Int](repeating: 0, count: destination.rank))
+        copy(ones, into: destination)
+    }
+
+    private func scalarStorage(_ value: Double, _ dtype: DType) -> Storage {
+        let storage = Storage(cpuByteCount: dtype.byteSize)
+        storeScalar(value, storage.pointer, dtype)
+        return storage
+    }
+
+    public func randomFill(_ destination: Tensor, _ distribution: RandomDistribution, seed: UInt64, offset: UInt64) {
+        precondition(destination.isContiguous, "randomFill needs a contiguous destination")
+        let count = destination.numel
+        switch destination.dtype {
+        case .float32:
+            let p = destination.pointer(as: Float.self)
+            parallelFor((count + 3) / 4, minimumPerChunk: 16_384) { blocks in
+                let start = blocks.lowerBound * 4
+                Philox.fill(p + start, count: min(count, blocks.upperBound * 4) - start, distribution,
+                            seed: seed, offset: offset &+ UInt64(blocks.lowerBound))
+            }
+        case .float64:
+            Philox.fill(destination.pointer(as: Double.self), count: count, distribution, seed: seed, offset: offset)
+        default:
+            let tmp = empty(destination.shape, .float32)
+            randomFill(tmp, distribution, seed: seed, offset: offset)
+            copy(tmp, into: destination)
+        }
+    }
+
+    // MARK: elementwise
+
+    public func unary(_ op: UnaryOp, _ x: Tensor) -> Tensor {
+        let src = x.isContiguous ? x : x.contiguousCopy()
+        let out = empty(x.shape, x.dtype)
+        switch x.dtype {
+        case .float32: unaryKernel(op, src.pointer(as: Float.self), out.pointer(as: Float.self), x.numel)
+        case .float64: unaryKernel(op, src.pointer(as: Double.self), out.pointer(as: Double.self), x.numel)
+        default: preconditionFailure("unary \(op) is not defined for \(x.dtype) on the CPU; convert to float32 first")
+        }
+        return out
+    }
+
+    public func unaryBackward(_ op: UnaryOp, input x: Tensor, output y: Tensor, gradOutput: Tensor) -> Tensor {
+        let xs = x.isContiguous ? x : x.contiguousCopy()
+        let ys = y.isContiguous ? y : y.contiguousCopy()
+        let gs = gradOutput.isContiguous ? gradOutput : gradOutput.contiguousCopy()
+        let out = empty(x.shape, x.dtype)
+        switch x.dtype {
+        case .float32:
+            unaryGradKernel(op, xs.pointer(as: Float.self), ys.pointer(as: Float.self), gs.pointer(as: Float.self),
+                            out.pointer(as: Float.self), x.numel)
+        case .float64:
+            unaryGradKernel(op, xs.pointer(as: Double.self), ys.pointer(as: Double.self), gs.pointer(as: Double.self),
+                            out.pointer(as: Double.self), x.numel)
+        default: preconditionFailure("unary backward is not defined for \(x.dtype) on the CPU")
+        }
+        return out
+    }
+
+    public func binary(_ op: BinaryOp, _ a: Tensor, _ b: Tensor) -> Tensor {
+        precondition(a.shape == b.shape && a.dtype == b.dtype, "binary \(op): \(a.shape)/\(a.dtype) vs \(b.shape)/\(b.dtype)")
+        let out = empty(a.shape, a.dtype)
+        switch a.dtype {
+        case .float32: binaryKernel(op, a, b, out, Float.self)
+        case .float64: binaryKernel(op, a, b, out, Double.self)
+        default: preconditionFailure("binary \(op) is not defined for \(a.dtype) on the CPU; convert to float32 first")
+        }
+        return out
+    }
+
+    public func select(_ condition: Tensor, _ a: Tensor, _ b: Tensor) -> Tensor {
+        precondition(condition.shape == a.shape && a.shape == b.shape && a.dtype == b.dtype)
+        let cond = condition.dtype == a.dtype ? condition : condition.to(a.dtype)
+        let out = empty(a.shape, a.dtype)
+        func run<T: CPUFloat>(_: T.Type) {
+            let layout = StridedLayout(shape: a.shape, strides: [cond.strides, a.strides, b.strides])
+            let n = layout.innerCount
+            let cs = layout.innerStride(0), as_ = layout.innerStride(1), bs = layout.innerStride(2)
+            let cp = cond.pointer(as: T.self), ap = a.pointer(as: T.self), bp = b.pointer(as: T.self)
+            let op = out.pointer(as: T.self)
+            var row = 0
+            layout.forEachRow(0..<layout.rowCount) { o in
+                let dst = op + row * n
+                for i in 0..<n { dst[i] = cp[o[0] + i * cs] != 0 ? ap[o[1] + i * as_] : bp[o[2] + i * bs] }
+                row += 1
+            }
+        }
+        switch a.dtype {
+        case .float32: run(Float.self)
+        case .float64: run(Double.self)
+        default: preconditionFailure("where is not defined for \(a.dtype) on the CPU")
+        }
+        return out
+    }
+
+    // MARK: reductions
+
+    public func reduce(_ op: ReduceOp, _ x: Tensor, axes: [Int]) -> Tensor {
+        var outShape = x.shape
+        for axis in axes { outShape[axis] = 1 }
+        // Move reduced axes last so each output element reduces one contiguous run.
+        let kept = (0..<x.rank).filter { !axes.contains($0) }
+        let permuted = x.permute(kept + axes.sorted())
+        let src = permuted.isContiguous ? permuted : permuted.contiguousCopy()
+        let inner = axes.reduce(1) { $0 * x.shape[$1] }
+        let outer = kept.reduce(1) { $0 * x.shape[$1] }
+        let out = empty(outShape, x.dtype)
+        func run<T: CPUFloat>(_: T.Type) {
+            let sp = src.pointer(as: T.self), op = out.pointer(as: T.self)
+            parallelFor(outer, minimumPerChunk: max(1, 65_536 / max(inner, 1))) { range in
+                for o in range {
+                    let row = UnsafeBufferPointer(start: sp + o * inner, count: inner)
+                    switch op_ {
+                    case .sum: op[o] = sumRow(row)
+                    case .max: op[o] = row.reduce(-T.infinity) { $1 > $0 || $1.isNaN ? $1 : $0 }
+                    case .min: op[o] = row.reduce(T.infinity) { $1 < $0 || $1.isNaN ? $1 : $0 }
+                    }
+                }
+            }
+        }
+        let op_ = op
+        switch x.dtype {
+        case .float32: run(Float.self)
+        case .float64: run(Double.self)
+        default: preconditionFailure("reduce \(op) is not defined for \(x.dtype) on the CPU")
+        }
+        return out
+    }
+
+    // MARK: matmul
+
+    public func matmul(_ a: Tensor, _ b: Tensor) -> Tensor {
+        precondition(a.rank == 3 && b.rank == 3 && a.shape[0] == b.shape[0] && a.shape[2] == b.shape[1] && a.dtype == b.dtype,
+                     "matmul: \(a.shape) x \(b.shape)")
+        let batch = a.shape[0], m = a.shape[1], k = a.shape[2], n = b.shape[2]
+        let out = empty([batch, m, n], a.dtype)
+        if out.numel == 0 { return out }
+        if k == 0 { return out }
+        let (ga, ta, lda) = gemmOperand(a)
+        let (gb, tb, ldb) = gemmOperand(b)
+        switch a.dtype {
+        case .float32:
+            let ap = ga.pointer(as: Float.self), bp = gb.pointer(as: Float.self), cp = out.pointer(as: Float.self)
+            for i in 0..<batch {
+                sgemm(ta, tb, m, n, k, 1, ap + i * ga.strides[0], lda, bp + i * gb.strides[0], ldb, 0, cp + i * m * n, n)
+            }
+        case .float64:
+            let ap = ga.pointer(as: Double.self), bp = gb.pointer(as: Double.self), cp = out.pointer(as: Double.self)
+            for i in 0..<batch {
+                dgemm(ta, tb, m, n, k, 1, ap + i * ga.strides[0], lda, bp + i * gb.strides[0], ldb, 0, cp + i * m * n, n)
+            }
+        default: preconditionFailure("matmul is not defined for \(a.dtype) on the CPU; convert to float32 first")
+        }
+        return out
+    }
+
+    /// A [B, R, C] view as a BLAS operand: (tensor, transposed?, leading dimension), copying only when
+    /// neither the rows nor the columns are unit-stride.
+    private func gemmOperand(_ t: Tensor) -> (Tensor, Bool, Int) {
+        let r = t.shape[1], c = t.shape[2]
+        if t.strides[2] == 1 || c == 1, t.strides[1] >= max(c, 1) || r == 1 {
+            return (t, false, max(r == 1 ? c : t.strides[1], max(c, 1)))
+        }
+        if t.strides[1] == 1 || r == 1, t.strides[2] >= max(r, 1) || c == 1 {
+            return (t, true, max(c == 1 ? r : t.strides[2], max(r, 1)))
+        }
+        let copy = t.contiguousCopy()
+        return (copy, false, max(c, 1))
+    }
+}
+
+// MARK: - Kernels
+
+@inline(__always)
+func sumRow<T: CPUFloat>(_ row: UnsafeBufferPointer<T>) -> T {
+    // Pairwise blocks of 8 accumulators: accurate enough and vectorisable.
+    var acc = SIMD8<T>(repeating: 0)
+    let n = row.count
+    var i = 0
+    let base = row.baseAddress!
+    while i + 8 <= n {
+        acc += UnsafeRawPointer(base + i).loadUnaligned(as: SIMD8<T>.self)
+        i += 8
+    }
+    var total = acc.sum()
+    while i < n { total += base[i]; i += 1 }
+    return total
+}
+
+func unaryKernel<T: CPUFloat>(_ op: UnaryOp, _ x: UnsafeMutablePointer<T>, _ y: UnsafeMutablePointer<T>, _ n: Int) {
+    if T.self == Float.self,
+       VectorMath.unary(op, UnsafeRawPointer(x).assumingMemoryBound(to: Float.self),
+                        UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self), n) {
+        return
+    }
+    @inline(__always) func map(_ f: (T) -> T) {
+        parallelFor(n) { r in for i in r { y[i] = f(x[i]) } }
+    }
+    let sqrt2pi = T(0.7978845608028654), half = T(0.5), one = T(1)
+    switch op {
+    case .neg: map { -$0 }
+    case .exp: map { T.exp($0) }
+    case .log: map { T.log($0) }
+    case .sqrt: map { $0.squareRoot() }
+    case .rsqrt: map { one / $0.squareRoot() }
+    case .square: map { $0 * $0 }
+    case .abs: map { Swift.abs($0) }
+    case .tanh: map { T.tanh($0) }
+    case .sigmoid: map { one / (one + T.exp(-$0)) }
+    case .silu: map { $0 / (one + T.exp(-$0)) }
+    case .relu: map { $0 > 0 ? $0 : 0 }
+    case .sin: map { T.sin($0) }
+    case .cos: map { T.cos($0) }
+    case .reciprocal: map { one / $0 }
+    case .geluExact: map { half * $0 * (one + T.erf($0 * T(0.7071067811865476))) }
+    case .geluTanh: map { half * $0 * (one + T.tanh(sqrt2pi * ($0 + T(0.044715) * $0 * $0 * $0))) }
+    case .quickGelu: map { $0 / (one + T.exp(T(-1.702) * $0)) }
+    case .powScalar(let p):
+        let e = T(p)
+        if p == 2 { map { $0 * $0 } } else if p == 0.5 { map { $0.squareRoot() } } else { map { T.pow($0, e) } }
+    case .addScalar(let c): let c = T(c); map { $0 + c }
+    case .mulScalar(let c): let c = T(c); map { $0 * c }
+    case .clamp(let lo, let hi):
+        let l = lo.map { T($0) } ?? -T.infinity, h = hi.map { T($0) } ?? T.infinity
+        map { Swift.min(Swift.max($0, l), h) }
+    }
+}
+
+func unaryGradKernel<T: CPUFloat>(_ op: UnaryOp, _ x: UnsafeMutablePointer<T>, _ y: UnsafeMutablePointer<T>,
+                                  _ g: UnsafeMutablePointer<T>, _ out: UnsafeMutablePointer<T>, _ n: Int) {
+    if T.self == Float.self,
+       VectorMath.unaryGrad(op, UnsafeRawPointer(x).assumingMemoryBound(to: Float.self),
+                            UnsafeRawPointer(g).assumingMemoryBound(to: Float.self),
+                            UnsafeMutableRawPointer(out).assumingMemoryBound(to: Float.self), n) {
+        return
+    }
+    @inline(__always) func map(_ f: (T, T, T) -> T) {
+        parallelFor(n) { r in for i in r { out[i] = f(x[i], y[i], g[i]) } }
+    }
+    let one = T(1), half = T(0.5)
+    switch op {
+    case .neg: map { _, _, g in -g }
+    case .exp: map { _, y, g in g * y }
+    case .log: map { x, _, g in g / x }
+    case .sqrt: map { _, y, g in g * half / y }
+    case .rsqrt: map { x, y, g in -half * g * y / x }
+    case .square: map { x, _, g in 2 * x * g }
+    case .abs: map { x, _, g in x > 0 ? g : (x < 0 ? -g : 0) }
+    case .tanh: map { _, y, g in g * (one - y * y) }
+    case .sigmoid: map { _, y, g in g * y * (one - y) }
+    case .silu: map { x, _, g in let s = one / (one + T.exp(-x)); return g * s * (one + x * (one - s)) }
+    case .relu: map { x, _, g in x > 0 ? g : 0 }
+    case .sin: map { x, _, g in g * T.cos(x) }
+    case .cos: map { x, _, g in -g * T.sin(x) }
+    case .reciprocal: map { _, y, g in -g * y * y }
+    case .geluExact:
+        let invSqrt2 = T(0.7071067811865476), invSqrt2pi = T(0.3989422804014327)
+        map { x, _, g in g * (half * (one + T.erf(x * invSqrt2)) + x * invSqrt2pi * T.exp(-half * x * x)) }
+    case .geluTanh:
+        let k = T(0.7978845608028654), c = T(0.044715)
+        map { x, _, g in
+            let inner = k * (x + c * x * x * x)
+            let t = T.tanh(inner)
+            return g * (half * (one + t) + half * x * (one - t * t) * k * (one + 3 * c * x * x))
+        }
+    case .quickGelu:
+        map { x, _, g in let s = one / (one + T.exp(T(-1.702) * x)); return g * (s + T(1.702) * x * s * (one - s)) }
+    case .powScalar(let p):
+        let e = T(p)
+        map { x, _, g in g * e * T.pow(x, e - 1) }
+    case .addScalar: map { _, _, g in g }
+    case .mulScalar(let c): let c = T(c); map { _, _, g in g * c }
+    case .clamp(let lo, let hi):
+        // Like PyTorch: gradient passes where lo <= x <= hi.
+        let l = lo.map { T($0) } ?? -T.infinity, h = hi.map { T($0) } ?? T.infinity
+        map { x, _, g in x >= l && x <= h ? g : 0 }
+    }
+}
+
+func binaryKernel<T: CPUFloat>(_ op: BinaryOp, _ a: Tensor, _ b: Tensor, _ out: Tensor, _: T.Type) {
+    let ap = a.pointer(as: T.self), bp = b.pointer(as: T.self), op_ = out.pointer(as: T.self)
+    let layout = StridedLayout(shape: a.shape, strides: [a.strides, b.strides])
+    let n = layout.innerCount, sa = layout.innerStride(0), sb = layout.innerStride(1)
+    @inline(__always) func map(_ f: (T, T) -> T) {
+        if layout.shape.count == 1 {
+            // One run: split it across threads.
+            parallelFor(n) { r in for i in r { op_[i] = f(ap[i * sa], bp[i * sb]) } }
+            return
+        }
+        parallelFor(layout.rowCount, minimumPerChunk: max(1, 32_768 / max(n, 1))) { rows in
+            var row = rows.lowerBound
+            layout.forEachRow(rows) { o in
+                let dst = op_ + row * n, ar = ap + o[0], br = bp + o[1]
+                if sa == 1 && sb == 1 {
+                    for i in 0..<n { dst[i] = f(ar[i], br[i]) }
+                } else if sb == 0 {
+                    let bv = br[0]
+                    for i in 0..<n { dst[i] = f(ar[i * sa], bv) }
+                } else {
+                    for i in 0..<n { dst[i] = f(ar[i * sa], br[i * sb]) }
+                }
+                row += 1
+            }
+        }
+    }
+    switch op {
+    case .add: map(+)
+    case .sub: map(-)
+    case .mul: map(*)
+    case .div: map(/)
+    case .pow: map { T.pow($0, $1) }
+    case .maximum: map { $0.isNaN || $1.isNaN ? T.nan : Swift.max($0, $1) }
+    case .minimum: map { $0.isNaN || $1.isNaN ? T.nan : Swift.min($0, $1) }
+    case .equal: map { $0 == $1 ? 1 : 0 }
+    case .greater: map { $0 > $1 ? 1 : 0 }
+    case .greaterEqual: map { $0 >= $1 ? 1 : 0 }
+    case .less: map { $0 < $1 ? 1 : 0 }
+    case .lessEqual: map { $0 <= $1 ? 1 : 0 }
+    }
+}

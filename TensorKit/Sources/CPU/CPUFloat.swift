@@ -1,0 +1,55 @@
+import Foundation
+
+/// The floating-point types CPU kernels are written over (Float for work, Double for gradient checks).
+/// Kernels are generic over this protocol; release builds specialise them per type.
+public protocol CPUFloat: BinaryFloatingPoint, SIMDScalar, Sendable where Self.RawSignificand: FixedWidthInteger {
+    static var dtype: DType { get }
+    static func exp(_ x: Self) -> Self
+    static func log(_ x: Self) -> Self
+    static func tanh(_ x: Self) -> Self
+    static func erf(_ x: Self) -> Self
+    static func pow(_ x: Self, _ y: Self) -> Self
+    static func sin(_ x: Self) -> Self
+    static func cos(_ x: Self) -> Self
+}
+
+extension Float: CPUFloat {
+    public static var dtype: DType { .float32 }
+    @inline(__always) public static func exp(_ x: Float) -> Float { Foundation.expf(x) }
+    @inline(__always) public static func log(_ x: Float) -> Float { Foundation.logf(x) }
+    @inline(__always) public static func tanh(_ x: Float) -> Float { Foundation.tanhf(x) }
+    @inline(__always) public static func erf(_ x: Float) -> Float { Foundation.erff(x) }
+    @inline(__always) public static func pow(_ x: Float, _ y: Float) -> Float { Foundation.powf(x, y) }
+    @inline(__always) public static func sin(_ x: Float) -> Float { Foundation.sinf(x) }
+    @inline(__always) public static func cos(_ x: Float) -> Float { Foundation.cosf(x) }
+}
+
+extension Double: CPUFloat {
+    public static var dtype: DType { .float64 }
+    @inline(__always) public static func exp(_ x: Double) -> Double { Foundation.exp(x) }
+    @inline(__always) public static func log(_ x: Double) -> Double { Foundation.log(x) }
+    @inline(__always) public static func tanh(_ x: Double) -> Double { Foundation.tanh(x) }
+    @inline(__always) public static func erf(_ x: Double) -> Double { Foundation.erf(x) }
+    @inline(__always) public static func pow(_ x: Double, _ y: Double) -> Double { Foundation.pow(x, y) }
+    @inline(__always) public static func sin(_ x: Double) -> Double { Foundation.sin(x) }
+    @inline(__always) public static func cos(_ x: Double) -> Double { Foundation.cos(x) }
+}
+
+/// Splits `count` items into at most `maxChunks` ranges and runs them concurrently when the work
+/// is large enough to pay for a thread hop (2 cores here: measure before raising).
+@inline(__always)
+func parallelFor(_ count: Int, minimumPerChunk: Int = 32_768, _ body: (Range<Int>) -> Void) {
+    let chunks = min(cpuWorkerCount, max(1, count / max(minimumPerChunk, 1)))
+    if chunks <= 1 { body(0..<count); return }
+    let per = (count + chunks - 1) / chunks
+    DispatchQueue.concurrentPerform(iterations: chunks) { c in
+        let start = c * per
+        let end = min(count, start + per)
+        if start < end { body(start..<end) }
+    }
+}
+
+let cpuWorkerCount: Int = {
+    if let text = ProcessInfo.processInfo.environment["TENSORKIT_NUM_THREADS"], let n = Int(text), n > 0 { return n }
+    return max(1, ProcessInfo.processInfo.activeProcessorCount)
+}()

@@ -1,0 +1,144 @@
+import Foundation
+
+/// Elementwise functions of one tensor. Scalar-carrying cases keep their constant.
+public enum UnaryOp: Hashable, Sendable {
+    case neg, exp, log, sqrt, rsqrt, square, abs, tanh, sigmoid, silu, relu, sin, cos, reciprocal
+    case geluExact, geluTanh, quickGelu
+    case powScalar(Double)
+    case addScalar(Double), mulScalar(Double)
+    /// clamp(min, max); either bound may be nil.
+    case clamp(Double?, Double?)
+}
+
+/// Elementwise functions of two same-shaped views (broadcasting is expressed with zero strides).
+public enum BinaryOp: Hashable, Sendable {
+    case add, sub, mul, div, pow, maximum, minimum
+    /// Comparisons produce 1 or 0 in the dtype of the first operand.
+    case equal, greater, greaterEqual, less, lessEqual
+}
+
+public enum ReduceOp: Hashable, Sendable { case sum, max, min }
+
+public enum RandomDistribution: Hashable, Sendable {
+    case normal(mean: Double, std: Double)
+    case uniform(low: Double, high: Double)
+}
+
+/// Hyper-parameters of a 2-D convolution (NCHW input, OIHW weight).
+public struct Conv2dParameters: Hashable, Sendable {
+    public var stride: (Int, Int)
+    public var padding: (Int, Int)
+    public var dilation: (Int, Int)
+    public var groups: Int
+    public init(stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
+                dilation: (Int, Int) = (1, 1), groups: Int = 1) {
+        self.stride = stride; self.padding = padding; self.dilation = dilation; self.groups = groups
+    }
+    public static func == (a: Self, b: Self) -> Bool {
+        a.stride == b.stride && a.padding == b.padding && a.dilation == b.dilation && a.groups == b.groups
+    }
+    public func hash(into h: inout Hasher) {
+        h.combine(stride.0); h.combine(stride.1); h.combine(padding.0); h.combine(padding.1)
+        h.combine(dilation.0); h.combine(dilation.1); h.combine(groups)
+    }
+    /// Output spatial size for an input of `height`×`width` and a `kh`×`kw` kernel.
+    public func outputSize(height: Int, width: Int, kernel: (Int, Int)) -> (Int, Int) {
+        let oh = (height + 2 * padding.0 - dilation.0 * (kernel.0 - 1) - 1) / stride.0 + 1
+        let ow = (width + 2 * padding.1 - dilation.1 * (kernel.1 - 1) - 1) / stride.1 + 1
+        return (oh, ow)
+    }
+}
+
+/// Saved statistics of a normalisation forward pass, reused by its backward.
+public struct NormStatistics {
+    public var mean: Tensor
+    public var rstd: Tensor
+    public init(mean: Tensor, rstd: Tensor) { self.mean = mean; self.rstd = rstd }
+}
+
+/// A device's kernels. The op layer (Tensor methods) validates shapes, picks output shapes and
+/// records autograd; a backend only computes, on storage of its own device.
+///
+/// Inputs may be arbitrary strided views unless a method says "contiguous"; outputs are new
+/// contiguous tensors unless a destination is passed in.
+public protocol Backend: AnyObject {
+    var device: Device { get }
+
+    // Memory
+    func allocate(byteCount: Int) -> Storage
+    /// Copies `source` (same device, any strides, any dtype) into `destination` (same shape).
+    func copy(_ source: Tensor, into destination: Tensor)
+    /// Returns a contiguous copy of `source` (on this backend's device) on `device`.
+    func transfer(_ source: Tensor, to device: Device) -> Tensor
+    func fill(_ destination: Tensor, with value: Double)
+    /// Fills a contiguous `destination` with Philox4x32-10 draws keyed by (seed, offset):
+    /// element i uses counter (offset + i / 4, 0), lane i % 4 (see `Philox`).
+    func randomFill(_ destination: Tensor, _ distribution: RandomDistribution, seed: UInt64, offset: UInt64)
+
+    // Elementwise
+    func unary(_ op: UnaryOp, _ x: Tensor) -> Tensor
+    /// Gradient of `op` at `x` (with `y = op(x)`) times `gradOutput`.
+    func unaryBackward(_ op: UnaryOp, input x: Tensor, output y: Tensor, gradOutput: Tensor) -> Tensor
+    func binary(_ op: BinaryOp, _ a: Tensor, _ b: Tensor) -> Tensor
+    /// condition != 0 ? a : b, all three of one shape (broadcast views allowed).
+    func select(_ condition: Tensor, _ a: Tensor, _ b: Tensor) -> Tensor
+
+    // Reductions: result keeps reduced axes with size 1.
+    func reduce(_ op: ReduceOp, _ x: Tensor, axes: [Int]) -> Tensor
+
+    // Linear algebra: a [B, M, K] · b [B, K, N] -> [B, M, N]; batch stride 0 broadcasts.
+    func matmul(_ a: Tensor, _ b: Tensor) -> Tensor
+
+    // Neural-network kernels (contiguous inputs).
+    func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, _ p: Conv2dParameters) -> Tensor
+    func conv2dBackwardInput(_ gradOutput: Tensor, weight: Tensor, inputShape: [Int], _ p: Conv2dParameters) -> Tensor
+    func conv2dBackwardWeight(_ gradOutput: Tensor, input: Tensor, weightShape: [Int], _ p: Conv2dParameters) -> Tensor
+
+    /// x [N, C, *]; statistics per (n, group) as [N, G].
+    func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Double) -> (Tensor, NormStatistics)
+    func groupNormBackward(_ gradOutput: Tensor, x: Tensor, groups: Int, weight: Tensor?, stats: NormStatistics)
+        -> (input: Tensor, weight: Tensor?, bias: Tensor?)
+    /// Normalises over the trailing `normalizedCount` elements; statistics per leading row as [rows].
+    func layerNorm(_ x: Tensor, normalizedCount: Int, weight: Tensor?, bias: Tensor?, eps: Double) -> (Tensor, NormStatistics)
+    func layerNormBackward(_ gradOutput: Tensor, x: Tensor, normalizedCount: Int, weight: Tensor?, stats: NormStatistics)
+        -> (input: Tensor, weight: Tensor?, bias: Tensor?)
+
+    /// Softmax (or log-softmax) over the last axis.
+    func softmax(_ x: Tensor, log: Bool) -> Tensor
+    func softmaxBackward(output: Tensor, gradOutput: Tensor, log: Bool) -> Tensor
+
+    /// q [B, H, Nq, D], k/v [B, H, Nk, D]: softmax(q kᵀ · scale [+ causal mask]) v without keeping the
+    /// full score matrix. Returns the output and the per-row log-sum-exp [B, H, Nq] for backward.
+    func attention(q: Tensor, k: Tensor, v: Tensor, scale: Double, causal: Bool) -> (Tensor, Tensor)
+    func attentionBackward(q: Tensor, k: Tensor, v: Tensor, output: Tensor, logSumExp: Tensor,
+                           gradOutput: Tensor, scale: Double, causal: Bool) -> (Tensor, Tensor, Tensor)
+
+    /// Rows of weight [V, D] picked by integer indices (any shape) -> indices.shape + [D].
+    func embedding(weight: Tensor, indices: Tensor) -> Tensor
+    /// Scatter-add of gradOutput rows into a [V, D] zero tensor.
+    func embeddingBackward(_ gradOutput: Tensor, indices: Tensor, numEmbeddings: Int) -> Tensor
+}
+
+/// Registry of backends by device. The CPU backend is always present; others register themselves.
+public enum BackendRegistry {
+    nonisolated(unsafe) static var backends: [Device: Backend] = [.cpu: CPUBackend.shared]
+    static let lock = NSLock()
+
+    public static func register(_ backend: Backend) {
+        lock.lock(); defer { lock.unlock() }
+        backends[backend.device] = backend
+    }
+
+    public static func backend(for device: Device) -> Backend? {
+        lock.lock(); defer { lock.unlock() }
+        return backends[device]
+    }
+}
+
+/// The backend owning `device`; a missing backend is a programmer error (devices come from the registry).
+@inline(__always) func backend(for device: Device) -> Backend {
+    guard let backend = BackendRegistry.backend(for: device) else {
+        preconditionFailure("no backend is registered for device \(device)")
+    }
+    return backend
+}

@@ -1,0 +1,34 @@
+import Foundation
+
+/// A reference-counted block of device memory. Tensors are views over a storage.
+/// For the CPU the pointer is host memory; a GPU backend stores its device address here.
+public final class Storage: @unchecked Sendable {
+    public let device: Device
+    public let byteCount: Int
+    public let pointer: UnsafeMutableRawPointer
+    private let release: ((UnsafeMutableRawPointer, Int) -> Void)?
+
+    /// Zero-filled, 64-byte aligned host memory.
+    public init(cpuByteCount byteCount: Int) {
+        precondition(byteCount >= 0, "negative storage size")
+        let count = max(byteCount, 1)
+        let pointer = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 64)
+        pointer.initializeMemory(as: UInt8.self, repeating: 0, count: count)
+        self.device = .cpu
+        self.byteCount = byteCount
+        self.pointer = pointer
+        self.release = { pointer, _ in pointer.deallocate() }
+    }
+
+    /// Wraps memory owned elsewhere (a memory-mapped file, a device allocation).
+    /// `release` runs once when the last tensor using this storage goes away.
+    public init(pointer: UnsafeMutableRawPointer, byteCount: Int, device: Device,
+                release: ((UnsafeMutableRawPointer, Int) -> Void)?) {
+        self.device = device
+        self.byteCount = byteCount
+        self.pointer = pointer
+        self.release = release
+    }
+
+    deinit { release?(pointer, byteCount) }
+}

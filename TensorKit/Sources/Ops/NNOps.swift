@@ -1,0 +1,123 @@
+/// Neural-network operations: shape checks and autograd here, kernels in the backends.
+
+/// 2-D convolution, NCHW input and OIHW weight (PyTorch's `F.conv2d`).
+public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil,
+                   stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
+                   dilation: (Int, Int) = (1, 1), groups: Int = 1) -> Tensor {
+    precondition(input.rank == 4 && weight.rank == 4, "conv2d expects 4-D input and weight, got \(input.shape), \(weight.shape)")
+    precondition(input.shape[1] == weight.shape[1] * groups && weight.shape[0] % groups == 0,
+                 "conv2d: input channels \(input.shape[1]) do not match weight \(weight.shape) with groups \(groups)")
+    if let bias { precondition(bias.shape == [weight.shape[0]], "conv2d: bias shape \(bias.shape) for weight \(weight.shape)") }
+    let p = Conv2dParameters(stride: stride, padding: padding, dilation: dilation, groups: groups)
+    let (oh, ow) = p.outputSize(height: input.shape[2], width: input.shape[3], kernel: (weight.shape[2], weight.shape[3]))
+    precondition(oh > 0 && ow > 0, "conv2d: output would be empty for input \(input.shape) and weight \(weight.shape)")
+    let x = input.detach().contiguous(), w = weight.detach().contiguous()
+    let b = backend(for: input.device)
+    let out = b.conv2d(x, weight: w, bias: bias?.detach().contiguous(), p)
+    var inputs = [input, weight]
+    if let bias { inputs.append(bias) }
+    let inputShape = input.shape, weightShape = weight.shape
+    let needInput = input.requiresGrad, needWeight = weight.requiresGrad
+    return Tensor.record(out, "conv2d", inputs: inputs) { g in
+        let gc = g.contiguous()
+        let b = backend(for: g.device)
+        var grads: [Tensor?] = [
+            needInput ? b.conv2dBackwardInput(gc, weight: w, inputShape: inputShape, p) : nil,
+            needWeight ? b.conv2dBackwardWeight(gc, input: x, weightShape: weightShape, p) : nil,
+        ]
+        if bias != nil { grads.append(gc.sum(axes: [0, 2, 3])) }
+        return grads
+    }
+}
+
+/// Group normalisation of [N, C, *] with optional per-channel affine (PyTorch's `F.group_norm`).
+public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Double = 1e-5) -> Tensor {
+    precondition(x.rank >= 2 && x.shape[1] % groups == 0, "group_norm: \(x.shape[safe: 1] ?? 0) channels not divisible into \(groups) groups")
+    let channels = x.shape[1]
+    if let weight { precondition(weight.shape == [channels], "group_norm: weight shape \(weight.shape), expected [\(channels)]") }
+    if let bias { precondition(bias.shape == [channels], "group_norm: bias shape \(bias.shape), expected [\(channels)]") }
+    let xs = x.detach().contiguous(), ws = weight?.detach().contiguous(), bs = bias?.detach().contiguous()
+    let (out, stats) = backend(for: x.device).groupNorm(xs, groups: groups, weight: ws, bias: bs, eps: eps)
+    let inputs = [x] + [weight, bias].compactMap { $0 }
+    return Tensor.record(out, "group_norm", inputs: inputs) { g in
+        let r = backend(for: g.device).groupNormBackward(g.contiguous(), x: xs, groups: groups, weight: ws, stats: stats)
+        var grads: [Tensor?] = [r.input]
+        if weight != nil { grads.append(r.weight) }
+        if bias != nil { grads.append(r.bias) }
+        return grads
+    }
+}
+
+/// Layer normalisation over the trailing axes `normalizedShape` (PyTorch's `F.layer_norm`).
+public func layerNorm(_ x: Tensor, normalizedShape: [Int], weight: Tensor?, bias: Tensor?, eps: Double = 1e-5) -> Tensor {
+    precondition(Array(x.shape.suffix(normalizedShape.count)) == normalizedShape,
+                 "layer_norm: input \(x.shape) does not end with \(normalizedShape)")
+    if let weight { precondition(weight.shape == normalizedShape, "layer_norm: weight shape \(weight.shape), expected \(normalizedShape)") }
+    if let bias { precondition(bias.shape == normalizedShape, "layer_norm: bias shape \(bias.shape), expected \(normalizedShape)") }
+    let count = normalizedShape.reduce(1, *)
+    let xs = x.detach().contiguous(), ws = weight?.detach().contiguous(), bs = bias?.detach().contiguous()
+    let (out, stats) = backend(for: x.device).layerNorm(xs, normalizedCount: count, weight: ws, bias: bs, eps: eps)
+    let inputs = [x] + [weight, bias].compactMap { $0 }
+    return Tensor.record(out, "layer_norm", inputs: inputs) { g in
+        let r = backend(for: g.device).layerNormBackward(g.contiguous(), x: xs, normalizedCount: count, weight: ws, stats: stats)
+        var grads: [Tensor?] = [r.input]
+        if weight != nil { grads.append(r.weight) }
+        if bias != nil { grads.append(r.bias) }
+        return grads
+    }
+}
+
+extension Tensor {
+    /// Softmax along `axis` (last by default).
+    public func softmax(axis: Int = -1) -> Tensor { softmaxImpl(axis: axis, log: false) }
+    /// Log-softmax along `axis` (last by default).
+    public func logSoftmax(axis: Int = -1) -> Tensor { softmaxImpl(axis: axis, log: true) }
+
+    private func softmaxImpl(axis a: Int, log: Bool) -> Tensor {
+        let ax = axis(a)
+        if ax != rank - 1 {
+            // Kernels work on the last axis; move the axis there and back (views, differentiable).
+            return transposed(ax, -1).softmaxImpl(axis: -1, log: log).transposed(ax, -1)
+        }
+        let xs = self.detach().contiguous()
+        let out = backend(for: device).softmax(xs, log: log)
+        let saved = out.detach()
+        return Tensor.record(out, log ? "log_softmax" : "softmax", inputs: [self]) { g in
+            [backend(for: g.device).softmaxBackward(output: saved, gradOutput: g.contiguous(), log: log)]
+        }
+    }
+}
+
+/// softmax(q kᵀ · scale [+ causal mask]) v over [B, H, N, D] tensors, computed in chunks so the full
+/// score matrix is never materialised (PyTorch's `F.scaled_dot_product_attention`; default scale 1/√D).
+public func scaledDotProductAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, causal: Bool = false,
+                                      scale: Double? = nil) -> Tensor {
+    precondition(q.rank == 4 && k.rank == 4 && v.rank == 4, "attention expects [B, H, N, D] tensors, got \(q.shape), \(k.shape), \(v.shape)")
+    precondition(q.shape[0] == k.shape[0] && q.shape[1] == k.shape[1] && k.shape[0...2] == v.shape[0...2] && q.shape[3] == k.shape[3],
+                 "attention: incompatible shapes q \(q.shape), k \(k.shape), v \(v.shape)")
+    let s = scale ?? 1 / Double(q.shape[3]).squareRoot()
+    let qs = q.detach().contiguous(), ks = k.detach().contiguous(), vs = v.detach().contiguous()
+    let (out, lse) = backend(for: q.device).attention(q: qs, k: ks, v: vs, scale: s, causal: causal)
+    let saved = out.detach()
+    return Tensor.record(out, "attention", inputs: [q, k, v]) { g in
+        let (dq, dk, dv) = backend(for: g.device).attentionBackward(
+            q: qs, k: ks, v: vs, output: saved, logSumExp: lse, gradOutput: g.contiguous(), scale: s, causal: causal)
+        return [dq, dk, dv]
+    }
+}
+
+/// Rows of `weight` [V, D] at integer `indices` (PyTorch's `F.embedding`); backward scatter-adds.
+public func embedding(_ indices: Tensor, weight: Tensor) -> Tensor {
+    precondition(indices.dtype == .int64 || indices.dtype == .int32, "embedding indices must be int32/int64, got \(indices.dtype)")
+    precondition(weight.rank == 2, "embedding weight must be [V, D], got \(weight.shape)")
+    let idx = indices.contiguous()
+    let out = backend(for: weight.device).embedding(weight: weight.detach().contiguous(), indices: idx)
+    let count = weight.shape[0]
+    return Tensor.record(out, "embedding", inputs: [weight]) { g in
+        [backend(for: g.device).embeddingBackward(g.contiguous(), indices: idx, numEmbeddings: count)]
+    }
+}
+
+extension Array {
+    subscript(safe index: Int) -> Element? { indices.contains(index) ? self[index] : nil }
+}

@@ -1,0 +1,89 @@
+import XCTest
+@testable import TensorKit
+
+final class AutogradTests: XCTestCase {
+    func testGradientsAccumulateIntoLeavesAcrossBackwardCalls() {
+        let x = Tensor([1, 2, 3], shape: [3], dtype: .float64).requiringGrad()
+        (x * x).sum().backward()          // d/dx x² = 2x
+        (x * 3).sum().backward()          // + 3
+        XCTAssertEqual(x.grad?.toArray(), [5, 7, 9])
+    }
+
+    func testSharedSubexpressionGetsSummedGradient() {
+        // y = a·b + a  ⇒ dy/da = b + 1, dy/db = a
+        let a = Tensor([2], shape: [1], dtype: .float64).requiringGrad()
+        let b = Tensor([5], shape: [1], dtype: .float64).requiringGrad()
+        let ab = a * b
+        (ab + a + ab * 0).sum().backward()
+        XCTAssertEqual(a.grad?.item(), 6)
+        XCTAssertEqual(b.grad?.item(), 2)
+    }
+
+    func testNoGradScopeRecordsNothing() {
+        let x = Tensor([1, 2], shape: [2]).requiringGrad()
+        let y = withNoGrad { (x * 2).exp() }
+        XCTAssertFalse(y.requiresGrad)
+        XCTAssertNil(y.gradFn)
+        XCTAssertTrue(GradMode.isEnabled)
+        let z = x * 2
+        XCTAssertNotNil(z.gradFn)
+    }
+
+    func testDetachStopsGradient() {
+        let x = Tensor([3], shape: [1], dtype: .float64).requiringGrad()
+        (x * x.detach()).sum().backward()   // only the first factor contributes: d/dx = x
+        XCTAssertEqual(x.grad?.item(), 3)
+    }
+
+    func testFrozenLeafGetsNoGradient() {
+        let w = Tensor([1, 2], shape: [2], dtype: .float64)
+        let x = Tensor([3, 4], shape: [2], dtype: .float64).requiringGrad()
+        (w * x).sum().backward()
+        XCTAssertNil(w.grad)
+        XCTAssertEqual(x.grad?.toArray(), [1, 2])
+    }
+
+    func testCheckpointMatchesPlainBackward() {
+        let w1 = randomDouble([4, 4], seed: 1).requiringGrad(), w2 = randomDouble([4, 4], seed: 2).requiringGrad()
+        let x = randomDouble([3, 4], seed: 3).requiringGrad()
+        func block(_ h: Tensor) -> Tensor { h.matmul(w1).tanh().matmul(w2).silu() }
+
+        block(x).square().sum().backward()
+        let plain = [x.grad!.toArray(), w1.grad!.toArray(), w2.grad!.toArray()]
+        for t in [x, w1, w2] { t.grad = nil }
+
+        let out = checkpoint([x]) { block($0[0]) }
+        XCTAssertEqual(out.gradFn?.name, "checkpoint")
+        out.square().sum().backward()
+        let recomputed = [x.grad!.toArray(), w1.grad!.toArray(), w2.grad!.toArray()]
+        for (p, r) in zip(plain, recomputed) { assertClose(r, p, atol: 1e-12, rtol: 1e-12, "checkpoint") }
+    }
+
+    func testCheckpointGradientsAgainstFiniteDifferences() {
+        let w = randomDouble([3, 3], seed: 4)
+        let x = randomDouble([2, 3], seed: 5)
+        assertGradientsMatch([x, w]) { t in checkpoint([t[0]]) { $0[0].matmul(t[1]).gelu() } }
+    }
+
+    func testBackwardWithExplicitGradient() {
+        let x = Tensor([1, 2, 3], shape: [3], dtype: .float64).requiringGrad()
+        let y = x * x
+        y.backward(Tensor([1, 0, 2], shape: [3], dtype: .float64))
+        XCTAssertEqual(x.grad?.toArray(), [2, 0, 12])
+    }
+
+    func testGraphIsReleasedAfterBackward() {
+        let x = Tensor([1], shape: [1]).requiringGrad()
+        weak var weakIntermediate: Tensor?
+        var y: Tensor
+        do {
+            let intermediate = x * 2
+            weakIntermediate = intermediate
+            y = intermediate.exp()
+        }
+        XCTAssertNotNil(weakIntermediate)   // held by y's graph
+        y.sum().backward()
+        XCTAssertNil(weakIntermediate)      // freed with the graph
+        _ = y
+    }
+}
