@@ -197,7 +197,10 @@ def main():
             print(name)
         return
     torch.set_num_threads(args.threads)
-    selected = [c for c in CASES if not args.prefixes or any(c[0].startswith(p) for p in args.prefixes)]
+    # A whole case name selects only that case; anything else is a prefix (as tensorkit-bench does).
+    names = {c[0] for c in CASES}
+    selected = [c for c in CASES if not args.prefixes
+                or any(c[0] == p if p in names else c[0].startswith(p) for p in args.prefixes)]
     if not selected:
         sys.exit(f"no case matches {args.prefixes}; see --list")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", file=sys.stderr)

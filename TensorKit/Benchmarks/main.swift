@@ -2,9 +2,11 @@
 // matmul against raw cblas_sgemm on the same buffers. scripts/bench_torch.py times the same case
 // names with PyTorch; scripts/bench.sh joins the two.
 //
-//   swift run -c release tensorkit-bench [--list] [--quick] [PREFIX ...]
+//   swift run -c release tensorkit-bench [--list] [--info] [--quick] [PREFIX ...]
 //
-// Cases whose name starts with one of the PREFIXes run (all when none is given). Every case prints
+// --info prints the OpenBLAS build, the kernel core it chose and thread counts, then exits.
+// Cases whose name starts with one of the PREFIXes run (all when none is given); a PREFIX that is a
+// whole case name selects only that case. Every case prints
 // one tab-separated line to stdout: name, median milliseconds, GFLOP/s (or "-"), repetitions.
 // Progress goes to stderr.
 import COpenBLAS
@@ -17,27 +19,38 @@ struct BenchCase {
     let flops: Double?
     /// Builds the inputs (outside the timing) and returns the body to time.
     let setup: () -> () -> Void
+    /// A reference timed in the same process, repetitions interleaved with the case's, so that
+    /// load on a shared machine affects both alike; printed as its own line.
+    var baseline: (name: String, setup: () -> () -> Void)? = nil
 }
 
 /// Warm-up, then repetitions until about `budget` seconds or `maxReps`, at least `minReps`.
-/// Returns the median wall time in milliseconds and the repetition count.
-func measure(_ body: () -> Void, budget: Double, minReps: Int = 3, maxReps: Int = 25) -> (Double, Int) {
+/// Several bodies are timed round-robin. Returns each body's median milliseconds and the
+/// repetition count.
+func measure(_ bodies: [() -> Void], budget: Double, minReps: Int = 3, maxReps: Int = 25) -> ([Double], Int) {
     func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e6 }
-    let w0 = now()
-    body()  // warm-up: first-touch page faults, BLAS buffers, thread start
-    let first = now() - w0
-    if first < 200 { body() }  // a second warm-up unless one call is already long
-    let reps = max(minReps, min(maxReps, Int(budget * 1000 / max(first, 1e-3))))
-    var times: [Double] = []
-    for _ in 0..<reps {
-        let t0 = now()
-        body()
-        times.append(now() - t0)
+    var first = 0.0
+    for body in bodies {
+        let w0 = now()
+        body()  // warm-up: first-touch page faults, BLAS buffers, thread start
+        let t = now() - w0
+        if t < 200 { body() }  // a second warm-up unless one call is already long
+        first = max(first, t)
     }
-    times.sort()
-    let mid = times.count / 2
-    let median = times.count % 2 == 1 ? times[mid] : (times[mid - 1] + times[mid]) / 2
-    return (median, reps)
+    let reps = max(minReps, min(maxReps, Int(budget * 1000 / max(first, 1e-3))))
+    var times = [[Double]](repeating: [], count: bodies.count)
+    for _ in 0..<reps {
+        for (i, body) in bodies.enumerated() {
+            let t0 = now()
+            body()
+            times[i].append(now() - t0)
+        }
+    }
+    let medians = times.map { samples -> Double in
+        let sorted = samples.sorted(), mid = sorted.count / 2
+        return sorted.count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+    }
+    return (medians, reps)
 }
 
 func randn(_ shape: [Int], _ seed: UInt64) -> Tensor { Tensor.randn(shape, seed: seed, dtype: .float32) }
@@ -66,20 +79,23 @@ var cases: [BenchCase] = []
 
 // MARK: matmul vs raw cblas_sgemm (square float32, C = A·B)
 
+// "matmul_N" also prints "sgemm_raw_N": cblas_sgemm on preallocated buffers, interleaved with it.
 for n in [256, 512, 1024, 2048] {
     let flops = 2 * Double(n) * Double(n) * Double(n)
-    cases.append(BenchCase(name: "matmul_\(n)", flops: flops) {
+    cases.append(BenchCase(name: "matmul_\(n)", flops: flops, setup: {
         let a = randn([n, n], 1), b = randn([n, n], 2)
         return { _ = a.matmul(b) }
-    })
-    cases.append(BenchCase(name: "sgemm_raw_\(n)", flops: flops) {
+    }, baseline: (name: "sgemm_raw_\(n)", setup: {
         let a = randn([n, n], 1), b = randn([n, n], 2), c = Tensor(zeros: [n, n])
         let ap = a.pointer(as: Float.self), bp = b.pointer(as: Float.self), cp = c.pointer(as: Float.self)
         return {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(n), blasint(n), blasint(n),
-                        1, ap, blasint(n), bp, blasint(n), 0, cp, blasint(n))
+            // The closure must own the tensors: the raw pointers alone do not keep storage alive.
+            withExtendedLifetime((a, b, c)) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(n), blasint(n), blasint(n),
+                            1, ap, blasint(n), bp, blasint(n), 0, cp, blasint(n))
+            }
         }
-    })
+    })))
 }
 
 // A transformer projection as SD runs it: [2, 4096, 320] · [1280, 320]ᵀ + b.
@@ -194,9 +210,24 @@ if arguments.contains("--list") {
     for c in cases { print(c.name) }
     exit(0)
 }
+if arguments.contains("--info") {
+    let env = ProcessInfo.processInfo.environment
+    print("openblas_config\t\(String(cString: openblas_get_config()))")
+    print("openblas_core\t\(String(cString: openblas_get_corename()))")
+    print("openblas_threads\t\(openblas_get_num_threads())")
+    print("cpu_count\t\(ProcessInfo.processInfo.activeProcessorCount)")
+    for key in ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "TENSORKIT_NUM_THREADS"] {
+        print("\(key)\t\(env[key] ?? "(unset)")")
+    }
+    exit(0)
+}
 let quick = arguments.contains("--quick")
 arguments.removeAll { $0.hasPrefix("--") }
-let selected = arguments.isEmpty ? cases : cases.filter { c in arguments.contains { c.name.hasPrefix($0) } }
+// An argument naming a case exactly selects just that case; otherwise it is a prefix.
+let names = Set(cases.map(\.name))
+let selected = arguments.isEmpty ? cases : cases.filter { c in
+    arguments.contains { names.contains($0) ? c.name == $0 : c.name.hasPrefix($0) }
+}
 if selected.isEmpty {
     FileHandle.standardError.write("no case matches \(arguments); see --list\n".data(using: .utf8)!)
     exit(2)
@@ -205,9 +236,15 @@ let budget = quick ? 0.3 : 1.5
 for c in selected {
     FileHandle.standardError.write("running \(c.name)\n".data(using: .utf8)!)
     // The case's tensors live only inside this call, so they are freed before the next case.
-    let (ms, reps) = measure(c.setup(), budget: budget)
-    let gflops = c.flops.map { String(format: "%.1f", $0 / (ms * 1e6)) } ?? "-"
-    print("\(c.name)\t\(String(format: "%.3f", ms))\t\(gflops)\t\(reps)")
+    var names = [c.name], bodies = [c.setup()]
+    if let baseline = c.baseline {
+        names.append(baseline.name)
+        bodies.append(baseline.setup())
+    }
+    let (medians, reps) = measure(bodies, budget: budget)
+    for (name, ms) in zip(names, medians) {
+        let gflops = c.flops.map { String(format: "%.1f", $0 / (ms * 1e6)) } ?? "-"
+        print("\(name)\t\(String(format: "%.3f", ms))\t\(gflops)\t\(reps)")
+    }
     fflush(stdout)
 }
-

@@ -1,7 +1,8 @@
 // Fuzz harness for the safetensors reader (SafeTensorsFile.parse and tensor materialization).
 //
-// Built with -DFUZZING (and -sanitize=fuzzer,address -parse-as-library), this file only
-// defines libFuzzer's entry point; libFuzzer supplies main(). See scripts/fuzz-safetensors.sh.
+// Built with -DFUZZING (and -sanitize=fuzzer,address -parse-as-library), this file defines
+// libFuzzer's LLVMFuzzerTestOneInput and an entry point that starts libFuzzer's driver.
+// See scripts/fuzz-safetensors.sh.
 // Built normally it is a replay tool: `SafeTensorsFuzz FILE...` runs each file (for example a
 // crash artifact) through the same checks and prints OK or the error.
 
@@ -62,26 +63,26 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     return 0
 }
 
-/// SwiftPM links executables with `--defsym main=SafeTensorsFuzz_main`; with -parse-as-library
-/// Swift emits no entry point, so this provides one that hands control to libFuzzer's driver
-/// (looked up at run time so the C calling convention is used for it).
+/// libFuzzer's driver (in the runtime that -sanitize=fuzzer links), declared with the C calling
+/// convention; `@_extern(c)` needs `-enable-experimental-feature Extern`.
+@_extern(c, "LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(
+    _ argc: UnsafeMutablePointer<Int32>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32) -> Int32
+
+/// SwiftPM links executables with `--defsym main=SafeTensorsFuzz_main`, and with
+/// -parse-as-library Swift emits no entry point, so this provides it and starts libFuzzer.
 @_cdecl("SafeTensorsFuzz_main")
 public func fuzzerMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
-    typealias Callback = @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
-    typealias Driver = @convention(c) (UnsafeMutablePointer<Int32>,
-                                       UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-                                       Callback) -> Int32
-    guard let symbol = dlsym(nil, "LLVMFuzzerRunDriver") else {
-        fatalError("libFuzzer is not linked in; build with -sanitize=fuzzer (see scripts/fuzz-safetensors.sh)")
-    }
     var argc = argc
     var argv = argv
-    return unsafeBitCast(symbol, to: Driver.self)(&argc, &argv, fuzzOneInput)
+    return LLVMFuzzerRunDriver(&argc, &argv, fuzzOneInput)
 }
 #else
-// With -parse-as-library (needed for the fuzzing build, where libFuzzer owns main()) even the
-// inactive branch may not contain top-level statements, so the replay tool runs from the
-// initializer of a global, which main.swift evaluates eagerly.
+// With -parse-as-library (needed by the fuzzing build, which must not get Swift's top-level
+// entry point) even this inactive branch may not contain statements, so the replay tool runs
+// from the initializer of a global, which a normally built main.swift evaluates eagerly.
 let replayExitStatus: Int32 = replay(Array(CommandLine.arguments.dropFirst()))
 #endif
 

@@ -89,6 +89,55 @@ final class AttentionTests: XCTestCase {
         }
     }
 
+    /// A NaN query row gives a NaN output row (as PyTorch's softmax does) and leaves the other rows
+    /// alone; the float32 path clamps before its exp, so it has to notice the NaN separately.
+    func testNonFiniteScoresPropagateToTheirRow() {
+        let c = Case(b: 1, h: 2, nq: 20, nk: 24, d: 8)
+        for dtype in [DType.float64, .float32] {
+            let (q, k, v) = inputs(c, seed: 42, dtype: dtype)
+            let (clean, _) = naiveAttention(q.to(.float64), k.to(.float64), v.to(.float64), scale: 0.5, causal: false)
+            let poisoned = q.contiguousCopy()
+            if dtype == .float32 { poisoned.pointer(as: Float.self)[3 * 8 + 1] = .nan } else { poisoned.pointer(as: Double.self)[3 * 8 + 1] = .nan }
+            let (out, lse) = CPUBackend.shared.attention(q: poisoned, k: k, v: v, scale: 0.5, causal: false, chunkRows: nil)
+            let got = out.toArray(), want = clean.toArray()
+            for i in 0..<got.count {
+                if i / 8 == 3 {
+                    XCTAssert(got[i].isNaN, "\(dtype): element \(i) of the NaN row is \(got[i])")
+                } else {
+                    XCTAssertEqual(got[i], want[i], accuracy: 1e-5, "\(dtype): element \(i)")
+                }
+            }
+            XCTAssert(lse.toArray()[3].isNaN, "\(dtype): logSumExp of the NaN row")
+        }
+    }
+
+    /// Degenerate sizes: no keys gives zeros (as PyTorch) and a −inf log-sum-exp; zero-width
+    /// queries make every score 0, so each row averages the values it may see.
+    func testDegenerateSizes() {
+        let q = randomDouble([1, 2, 3, 4], seed: 1)
+        let (none, lse) = CPUBackend.shared.attention(q: q, k: Tensor(zeros: [1, 2, 0, 4], dtype: .float64),
+                                                      v: Tensor(zeros: [1, 2, 0, 4], dtype: .float64), scale: 1, causal: false)
+        XCTAssertEqual(none.toArray(), [Double](repeating: 0, count: 24))
+        XCTAssertEqual(lse.toArray(), [Double](repeating: -.infinity, count: 6))
+
+        let v = randomDouble([1, 1, 5, 3], seed: 2)
+        let vals = v.toArray()
+        for causal in [false, true] {
+            let (out, _) = CPUBackend.shared.attention(q: Tensor(zeros: [1, 1, 4, 0], dtype: .float64),
+                                                       k: Tensor(zeros: [1, 1, 5, 0], dtype: .float64), v: v,
+                                                       scale: 1, causal: causal)
+            var expected: [Double] = []
+            for i in 0..<4 {
+                let seen = causal ? i + 1 : 5
+                for c in 0..<3 { expected.append((0..<seen).map { vals[$0 * 3 + c] }.reduce(0, +) / Double(seen)) }
+            }
+            assertClose(out.toArray(), expected, atol: 1e-12, rtol: 1e-12, "D = 0, causal \(causal)")
+        }
+        let (empty, _) = CPUBackend.shared.attention(q: q, k: q, v: Tensor(zeros: [1, 2, 3, 0], dtype: .float64),
+                                                     scale: 1, causal: true)
+        XCTAssertEqual(empty.shape, [1, 2, 3, 0])
+    }
+
     // MARK: backward
 
     func testGradientsMatchFiniteDifferences() {

@@ -2,7 +2,8 @@ import XCTest
 @testable import TensorKit
 
 /// conv2d forward against a direct seven-loop convolution, and its input, weight and bias gradients
-/// against finite differences, over the kernel paths (1×1, stride-1 shifted GEMMs, strided im2col).
+/// against finite differences, over the kernel paths (1×1, stride-1 shifted GEMMs, Winograd for 3×3,
+/// strided im2col).
 final class ConvTests: XCTestCase {
     struct Case {
         let name: String
@@ -21,6 +22,7 @@ final class ConvTests: XCTestCase {
         Case(name: "1x1 stride 2", input: [1, 3, 5, 5], weight: [2, 3, 1, 1], stride: (2, 2)),
         Case(name: "1x1 groups 2", input: [2, 4, 3, 3], weight: [6, 2, 1, 1], groups: 2),
         Case(name: "groups 2", input: [1, 4, 5, 5], weight: [4, 2, 3, 3], padding: (1, 1), groups: 2),
+        Case(name: "3x3 uneven padding", input: [1, 2, 5, 6], weight: [2, 2, 3, 3], padding: (2, 0)),
         Case(name: "dilation 2", input: [1, 2, 7, 7], weight: [2, 2, 3, 3], padding: (2, 2), dilation: (2, 2)),
         Case(name: "non-square", input: [1, 2, 6, 7], weight: [2, 2, 2, 3], stride: (1, 2), padding: (0, 1)),
         Case(name: "non-square stride 1", input: [2, 2, 5, 6], weight: [3, 2, 3, 2], padding: (2, 0), bias: false),
@@ -72,25 +74,40 @@ final class ConvTests: XCTestCase {
          c.bias ? randomDouble([c.weight[0]], seed: seed + 2) : nil)
     }
 
+    /// Each case under each stride-1 algorithm that applies to it: Winograd (forced) for 3×3 stride-1
+    /// undilated kernels, then everything with Winograd off (shifted GEMMs, im2col, 1×1).
+    func forEachCase(seed: UInt64, _ body: (Case, String, (Tensor, Tensor, Tensor?)) -> Void) {
+        let saved = convWinogradPolicy
+        defer { convWinogradPolicy = saved }
+        for (policy, label) in [(WinogradPolicy.always, "winograd"), (.never, "gemm")] {
+            convWinogradPolicy = policy
+            for (k, c) in Self.cases.enumerated() {
+                let winogradApplies = c.weight[2] == 3 && c.weight[3] == 3 && c.stride == (1, 1) && c.dilation == (1, 1)
+                if policy == .always && !winogradApplies { continue }
+                body(c, label, inputs(c, seed: seed + 10 * UInt64(k)))
+            }
+        }
+    }
+
     func testForwardMatchesDirectConvolution() {
-        for (k, c) in Self.cases.enumerated() {
-            let (x, w, b) = inputs(c, seed: UInt64(10 * k))
+        forEachCase(seed: 0) { c, algorithm, xwb in
+            let (x, w, b) = xwb
             let expected = Self.directConv(x.toArray(), c.input, w.toArray(), c.weight, b?.toArray(), c)
-            assertClose(conv(x, w, b, c).toArray(), expected, atol: 1e-12, rtol: 1e-12, "\(c.name) float64")
+            assertClose(conv(x, w, b, c).toArray(), expected, atol: 1e-12, rtol: 1e-12, "\(c.name) float64 \(algorithm)")
             let y32 = conv(x.to(.float32), w.to(.float32), b?.to(.float32), c)
             XCTAssertEqual(y32.dtype, .float32)
-            assertClose(y32.toArray(), expected, atol: 1e-5, rtol: 1e-5, "\(c.name) float32")
+            assertClose(y32.toArray(), expected, atol: 1e-5, rtol: 1e-5, "\(c.name) float32 \(algorithm)")
         }
     }
 
     func testGradients() {
-        for (k, c) in Self.cases.enumerated() {
-            let (x, w, b) = inputs(c, seed: UInt64(10 * k + 1000))
+        forEachCase(seed: 1000) { c, algorithm, xwb in
+            let (x, w, b) = xwb
             let before = testRun?.failureCount ?? 0
             assertGradientsMatch([x, w] + (b.map { [$0] } ?? [])) { t in
                 self.conv(t[0], t[1], t.count > 2 ? t[2] : nil, c)
             }
-            if (testRun?.failureCount ?? 0) > before { XCTFail("gradient of \(c.name)") }
+            if (testRun?.failureCount ?? 0) > before { XCTFail("gradient of \(c.name), \(algorithm)") }
         }
     }
 
@@ -107,10 +124,10 @@ final class ConvTests: XCTestCase {
                     atol: 1e-12, rtol: 1e-12, "transposed input")
     }
 
-    /// Blocks of a few rows (cutting through images) give the same results as whole-batch blocks.
+    /// Blocks of one output (or tile) row, cutting through images, give the results of whole-batch blocks.
     func testSmallScratchBlocks() {
-        for (k, c) in Self.cases.enumerated() {
-            let (x, w, b) = inputs(c, seed: UInt64(10 * k + 2000))
+        forEachCase(seed: 2000) { c, algorithm, xwb in
+            let (x, w, b) = xwb
             func run() -> [[Double]] {
                 x.requiresGrad = true; w.requiresGrad = true; b?.requiresGrad = true
                 x.grad = nil; w.grad = nil; b?.grad = nil
@@ -119,13 +136,44 @@ final class ConvTests: XCTestCase {
                 return [y.toArray(), x.grad!.toArray(), w.grad!.toArray()]
             }
             let whole = run()
-            let saved = convScratchElements
-            convScratchElements = 1  // one output row per block
+            let saved = convScratchBytes
+            convScratchBytes = 1
             let blocked = run()
-            convScratchElements = saved
+            convScratchBytes = saved
             for (part, name) in zip(0..<3, ["output", "input grad", "weight grad"]) {
-                assertClose(blocked[part], whole[part], atol: 1e-12, rtol: 1e-12, "\(c.name) \(name)")
+                assertClose(blocked[part], whole[part], atol: 1e-12, rtol: 1e-12, "\(c.name) \(name) \(algorithm)")
             }
         }
+    }
+
+    /// float32 at a size the automatic policy sends to Winograd (enough channels and tiles; ragged
+    /// border tiles both ways): forward against the direct sum, gradients against float64 ones (those
+    /// are checked by finite differences above), with looser tolerances than a direct sum needs.
+    func testWinogradFloat32() {
+        let c = Case(name: "winograd", input: [2, 16, 22, 30], weight: [20, 16, 3, 3], padding: (1, 1))
+        let (x, w, b) = inputs(c, seed: 500)
+        let x32 = x.to(.float32), w32 = w.to(.float32), b32 = b?.to(.float32)
+        let expected = Self.directConv(x.toArray(), c.input, w.toArray(), c.weight, b?.toArray(), c)
+        let y = conv(x32, w32, b32, c).toArray()
+        assertClose(y, expected, atol: 1e-4, rtol: 1e-4, "float32 winograd")
+
+        // The automatic choice is Winograd: bit-identical to forced Winograd, not to the GEMM path.
+        let saved = convWinogradPolicy
+        defer { convWinogradPolicy = saved }
+        convWinogradPolicy = .always
+        XCTAssertEqual(conv(x32, w32, b32, c).toArray(), y)
+        convWinogradPolicy = .never
+        XCTAssertNotEqual(conv(x32, w32, b32, c).toArray(), y)
+        convWinogradPolicy = saved
+
+        func grads(_ dtype: DType) -> [[Double]] {
+            let xs = x.to(dtype).detach().requiringGrad(), ws = w.to(dtype).detach().requiringGrad()
+            let y = conv(xs, ws, nil, c)
+            (y * randomDouble(y.shape, seed: 6).to(dtype)).sum().backward()
+            return [xs.grad!.toArray(), ws.grad!.toArray()]
+        }
+        let g32 = grads(.float32), g64 = grads(.float64)
+        assertClose(g32[0], g64[0], atol: 1e-4, rtol: 1e-4, "float32 input gradient")
+        assertClose(g32[1], g64[1], atol: 1e-3, rtol: 1e-4, "float32 weight gradient")
     }
 }

@@ -23,12 +23,9 @@ final class ImageIOTests: XCTestCase {
         try JSONDecoder().decode(ExpectedImages.self, from: Data(contentsOf: Self.fixtures.appendingPathComponent("expected.json")))
     }
 
+    /// Fails (rather than skips) so that a build without the CJPEGShim dependency is noticed.
     func requireJPEG() throws {
-        // Failing (not skipping) so a build without the CJPEGShim dependency is noticed.
-        guard RGBImage.jpegSupported else {
-            XCTFail("TensorKit was built without CJPEGShim; JPEG support is missing")
-            throw XCTSkip("no JPEG support")
-        }
+        guard RGBImage.jpegSupported else { throw RGBImage.jpegUnavailable("JPEG test") }
     }
 
     // MARK: PNG

@@ -281,20 +281,14 @@ final class SafeTensorsTests: XCTestCase {
         }
     }
 
-    /// Python writes metadata keys in hash order, so byte equality is checked on files with at
-    /// most one metadata key (swift_written covers the rest, checked from the Python side).
+    /// Reading a Python file and writing it back gives Python's bytes exactly (layout, header
+    /// JSON, escaping, padding, and NaN payloads untouched).
     func testRewritingPythonFilesReproducesTheirBytes() throws {
-        for filename in ["python_no_metadata.safetensors", "python_empty.safetensors"] {
+        for filename in ["python_mixed.safetensors", "python_no_metadata.safetensors", "python_empty.safetensors"] {
             let url = Self.fixtures.appendingPathComponent(filename)
             let opened = try SafeTensorsFile(path: url.path)
             let rewritten = try serializeSafeTensors(try opened.tensors(), metadata: opened.header.metadata)
             XCTAssertEqual(rewritten, try [UInt8](Data(contentsOf: url)), filename)
-        }
-        // Layout of the mixed file (dtype order, offsets, padding) without its metadata.
-        let mixed = try SafeTensorsFile(path: Self.fixtures.appendingPathComponent("python_mixed.safetensors").path)
-        let rewritten = try SafeTensorsFile(bytes: try serializeSafeTensors(try mixed.tensors(), metadata: mixed.header.metadata))
-        for name in mixed.keys {
-            XCTAssertEqual(rewritten.header.entries[name]?.byteRange, mixed.header.entries[name]?.byteRange, name)
         }
     }
 

@@ -2,8 +2,9 @@ import COpenBLAS
 import Foundation
 
 // Scaled dot-product attention without the full score matrix: each (batch, head) is processed in
-// blocks of query rows, with one rows×Nk score buffer per worker thread (FlashAttention's recompute
-// idea; the key axis is not tiled because Nk rows of scores fit in cache well enough at SD sizes).
+// blocks of query rows, with one rows×Nk score buffer per worker thread; backward recomputes the
+// probabilities from the saved log-sum-exp (FlashAttention's recompute). The key axis is not tiled:
+// at SD sizes the GEMMs ran no faster on 256–1024-key tiles than on all 4096 keys.
 //
 // The causal mask is PyTorch's `is_causal`: top-left aligned, query i sees keys j ≤ i, also when
 // Nq ≠ Nk (checked against torch 2.x `F.scaled_dot_product_attention`).
@@ -39,7 +40,7 @@ extension CPUBackend {
                      && logSumExp.shape == [g.batch, g.heads, g.nq],
                      "attentionBackward: output \(output.shape), gradOutput \(gradOutput.shape), logSumExp \(logSumExp.shape)")
         for t in [output, logSumExp, gradOutput] {
-            precondition(t.isContiguous && t.dtype == q.dtype, "attentionBackward expects contiguous \(q.dtype) tensors")
+            precondition((t.isContiguous || t.numel == 0) && t.dtype == q.dtype, "attentionBackward expects contiguous \(q.dtype) tensors")
         }
         // Storage is zero-initialised, which dK/dV accumulation relies on.
         let dq = empty(q.shape, q.dtype), dk = empty(k.shape, k.dtype), dv = empty(v.shape, v.dtype)
@@ -64,12 +65,15 @@ struct AttentionGeometry {
         precondition(q.rank == 4 && k.rank == 4 && v.rank == 4, "attention expects [B, H, N, D] tensors")
         precondition(q.shape[0] == k.shape[0] && q.shape[1] == k.shape[1] && k.shape[0...2] == v.shape[0...2]
                      && q.shape[3] == k.shape[3], "attention: q \(q.shape), k \(k.shape), v \(v.shape)")
-        precondition(q.isContiguous && k.isContiguous && v.isContiguous && q.dtype == k.dtype && k.dtype == v.dtype,
+        // (Empty tensors count as contiguous: Tensor.isContiguous says no for some of them.)
+        precondition([q, k, v].allSatisfy { $0.isContiguous || $0.numel == 0 } && q.dtype == k.dtype && k.dtype == v.dtype,
                      "attention expects contiguous tensors of one dtype")
         batch = q.shape[0]; heads = q.shape[1]; nq = q.shape[2]; nk = k.shape[2]; d = q.shape[3]; dv = v.shape[3]
-        // Blocks of ~64 rows keep the GEMMs efficient; for long key axes fewer rows keep the score
-        // buffer (rows × Nk) near L2 size. Measured on SD self-attention (N = 4096, D = 40).
-        chunk = max(1, chunkRows ?? min(64, max(16, 65_536 / max(nk, 1))))
+        // OpenBLAS reaches ~40–55 GFLOP/s per core on these thin GEMMs (K or N = D = 40) at 64–256
+        // rows and loses a quarter at 16; 128 measured best at N = 4096, 256 for short key axes.
+        // Very long key axes get fewer rows so a worker's scores stay under ~8 MB (float32).
+        let preferred = nk <= 1024 ? 256 : 128
+        chunk = max(1, chunkRows ?? min(preferred, max(16, 2_097_152 / max(nk, 1))))
     }
 
     var headCount: Int { batch * heads }
@@ -102,12 +106,20 @@ private func attentionForward<T: CPUFloat>(_: T.Type, _ g: AttentionGeometry, _ 
         for r in 0..<m {
             let row = s + r * kn
             let valid = causal ? min(i0 + r + 1, kn) : kn
-            let mx = rowMaximum(row, valid)
-            let sum = exponentiateShifted(row, valid, by: mx)
             if valid < kn { (row + valid).update(repeating: 0, count: kn - valid) }
+            let (mx, finite) = rowMaximum(row, valid)
+            guard finite else {
+                // An inf/NaN score makes the row NaN, as in PyTorch (the vector exp would hide it).
+                row.update(repeating: .nan, count: valid)
+                lp[h * nq + i0 + r] = .nan
+                inverse[r] = 1
+                continue
+            }
+            let sum = exponentiateShifted(row, valid, by: mx)
             lp[h * nq + i0 + r] = mx + T.log(sum)
             inverse[r] = 1 / sum
         }
+        if dv == 0 { return }  // BLAS rejects a zero leading dimension
         let oh = op + (h * nq + i0) * dv
         gemm(false, false, m, dv, kn, 1, s, kn, vh, dv, 0, oh, dv)
         // Normalising the m × Dv output is cheaper than normalising the m × Nk probabilities.
@@ -154,19 +166,22 @@ private func attentionBackwardKernel<T: CPUFloat>(
             for r in 0..<m {
                 let row = p + r * kn
                 let valid = causal ? min(i0 + r + 1, kn) : kn
-                _ = exponentiateShifted(row, valid, by: lc[r])
                 if valid < kn { (row + valid).update(repeating: 0, count: kn - valid) }
+                if lc[r].isFinite {
+                    _ = exponentiateShifted(row, valid, by: lc[r])
+                } else {
+                    row.update(repeating: .nan, count: valid)
+                }
                 var dot: T = 0
                 let o = oc + r * dvn, go = gc + r * dvn
                 for c in 0..<dvn { dot += o[c] * go[c] }
                 rowDot[r] = dot
             }
-            // dV += Pᵀ dO
-            gemm(true, false, kn, dvn, m, 1, p, kn, gc, dvn, 1, dvh, dvn)
-            // dP = dO Vᵀ, then dS = P ∘ (dP − D) in place.
-            if dvn == 0 {
+            // dV += Pᵀ dO; dP = dO Vᵀ, then dS = P ∘ (dP − D) in place.
+            if dvn == 0 {  // BLAS rejects a zero leading dimension
                 dp.update(repeating: 0, count: m * kn)
             } else {
+                gemm(true, false, kn, dvn, m, 1, p, kn, gc, dvn, 1, dvh, dvn)
                 gemm(false, true, m, kn, dvn, 1, gc, dvn, vh, dvn, 0, dp, kn)
             }
             for r in 0..<m {
@@ -184,17 +199,27 @@ private func attentionBackwardKernel<T: CPUFloat>(
 
 // MARK: - Row helpers
 
+/// The maximum of row[0..<n], and whether every element is finite.
 @inline(__always)
-private func rowMaximum<T: CPUFloat>(_ row: UnsafeMutablePointer<T>, _ n: Int) -> T {
-    var best = SIMD8<T>(repeating: -T.infinity)
+private func rowMaximum<T: CPUFloat>(_ row: UnsafeMutablePointer<T>, _ n: Int) -> (T, Bool) {
+    // Lane-wise selects between two vectors compile to maxps; SIMD's .> with replace(with:where:),
+    // pointwiseMax and .max() become per-lane branches or calls in this toolchain.
+    var best = SIMD8<T>(repeating: -T.infinity), probe = SIMD8<T>(repeating: 0)
     var j = 0
     while j + 8 <= n {
-        best = pointwiseMax(best, UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<T>.self))
+        let x = UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<T>.self)
+        for l in 0..<8 { best[l] = x[l] > best[l] ? x[l] : best[l] }
+        probe += x * 0  // stays 0 unless some x is inf or NaN
         j += 8
     }
-    var m = best.max()
-    while j < n { m = Swift.max(m, row[j]); j += 1 }
-    return m
+    var m = best[0], finite = probe.sum() == 0
+    for l in 1..<8 where best[l] > m { m = best[l] }
+    while j < n {
+        m = Swift.max(m, row[j])
+        finite = finite && row[j].isFinite
+        j += 1
+    }
+    return (m, finite)
 }
 
 /// row[j] = exp(row[j] − shift) for j < n; returns the sum of the new values.
@@ -238,8 +263,12 @@ private func exponentiateShiftedFloat(_ row: UnsafeMutablePointer<Float>, _ n: I
 /// (the package targets baseline x86-64), so it vectorises without libm calls per lane. Inputs below
 /// −87 give 2⁻¹²⁶-scale values instead of denormals/0, which is immaterial next to a row maximum of 1.
 @inline(__always)
-private func fastExp(_ x: SIMD8<Float>) -> SIMD8<Float> {
-    let x = pointwiseMin(pointwiseMax(x, SIMD8(repeating: -87)), SIMD8(repeating: 88))
+private func fastExp(_ input: SIMD8<Float>) -> SIMD8<Float> {
+    // Clamp with lane-wise selects between two vectors (maxps/minps); callers screen out NaN first.
+    let lo = SIMD8<Float>(repeating: -87), hi = SIMD8<Float>(repeating: 88)
+    var above = lo, x = hi
+    for l in 0..<8 { above[l] = input[l] > lo[l] ? input[l] : lo[l] }
+    for l in 0..<8 { x[l] = above[l] < hi[l] ? above[l] : hi[l] }
     // Adding 1.5·2²³ rounds to an integer held in the low mantissa bits.
     let magic = SIMD8<Float>(repeating: 12_582_912)
     let t = x * SIMD8(repeating: 1.442_695_04) + magic
@@ -263,7 +292,8 @@ private func fastExp(_ x: SIMD8<Float>) -> SIMD8<Float> {
 /// thread owning a scratch buffer of `scratchCount` elements and pulling tasks from a shared counter
 /// (causal blocks differ in cost). While several threads run, OpenBLAS is held to one thread: its
 /// pthreads build would otherwise serialise concurrent threaded GEMMs on one lock and oversubscribe
-/// the cores. With a single worker, GEMMs keep OpenBLAS's own threading.
+/// the cores (6× slower measured). With a single worker, GEMMs keep OpenBLAS's own threading; on
+/// 2 cores that ran SD self-attention about 2× slower than this split over heads and blocks.
 private func runAttentionTasks<T>(_ count: Int, scratchCount: Int, _: T.Type,
                                   _ body: (Int, UnsafeMutablePointer<T>) -> Void) {
     let workers = min(cpuWorkerCount, count)

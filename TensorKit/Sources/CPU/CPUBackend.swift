@@ -8,14 +8,21 @@ public final class CPUBackend: Backend {
 
     public func allocate(byteCount: Int) -> Storage { Storage(cpuByteCount: byteCount) }
 
-    /// A new contiguous CPU tensor.
+    /// A new zero-filled contiguous CPU tensor.
     @inline(__always) func empty(_ shape: [Int], _ dtype: DType) -> Tensor {
         Tensor(storage: Storage(cpuByteCount: shape.reduce(1, *) * dtype.byteSize), shape: shape, dtype: dtype)
     }
 
+    /// A new contiguous CPU tensor with undefined contents: only for outputs the caller overwrites
+    /// element by element.
+    @inline(__always) func uninitialized(_ shape: [Int], _ dtype: DType) -> Tensor {
+        Tensor(storage: Storage(cpuUninitializedByteCount: shape.reduce(1, *) * dtype.byteSize), shape: shape, dtype: dtype)
+    }
+
     public func transfer(_ source: Tensor, to device: Device) -> Tensor {
+        // Copies to another device are made by that device's backend.
         precondition(device == .cpu, "the CPU backend cannot transfer to \(device); the target backend does that")
-        let out = empty(source.shape, source.dtype)
+        let out = uninitialized(source.shape, source.dtype)
         copy(source, into: out)
         return out
     }
@@ -105,7 +112,7 @@ public final class CPUBackend: Backend {
 
     public func unary(_ op: UnaryOp, _ x: Tensor) -> Tensor {
         let src = x.isContiguous ? x : x.contiguousCopy()
-        let out = empty(x.shape, x.dtype)
+        let out = uninitialized(x.shape, x.dtype)
         switch x.dtype {
         case .float32: unaryKernel(op, src.pointer(as: Float.self), out.pointer(as: Float.self), x.numel)
         case .float64: unaryKernel(op, src.pointer(as: Double.self), out.pointer(as: Double.self), x.numel)
@@ -118,7 +125,7 @@ public final class CPUBackend: Backend {
         let xs = x.isContiguous ? x : x.contiguousCopy()
         let ys = y.isContiguous ? y : y.contiguousCopy()
         let gs = gradOutput.isContiguous ? gradOutput : gradOutput.contiguousCopy()
-        let out = empty(x.shape, x.dtype)
+        let out = uninitialized(x.shape, x.dtype)
         switch x.dtype {
         case .float32:
             unaryGradKernel(op, xs.pointer(as: Float.self), ys.pointer(as: Float.self), gs.pointer(as: Float.self),
@@ -133,7 +140,7 @@ public final class CPUBackend: Backend {
 
     public func binary(_ op: BinaryOp, _ a: Tensor, _ b: Tensor) -> Tensor {
         precondition(a.shape == b.shape && a.dtype == b.dtype, "binary \(op): \(a.shape)/\(a.dtype) vs \(b.shape)/\(b.dtype)")
-        let out = empty(a.shape, a.dtype)
+        let out = uninitialized(a.shape, a.dtype)
         switch a.dtype {
         case .float32: binaryKernel(op, a, b, out, Float.self)
         case .float64: binaryKernel(op, a, b, out, Double.self)
@@ -145,7 +152,7 @@ public final class CPUBackend: Backend {
     public func select(_ condition: Tensor, _ a: Tensor, _ b: Tensor) -> Tensor {
         precondition(condition.shape == a.shape && a.shape == b.shape && a.dtype == b.dtype)
         let cond = condition.dtype == a.dtype ? condition : condition.to(a.dtype)
-        let out = empty(a.shape, a.dtype)
+        let out = uninitialized(a.shape, a.dtype)
         func run<T: CPUFloat>(_: T.Type) {
             let layout = StridedLayout(shape: a.shape, strides: [cond.strides, a.strides, b.strides])
             let n = layout.innerCount
@@ -178,7 +185,7 @@ public final class CPUBackend: Backend {
         let src = permuted.isContiguous ? permuted : permuted.contiguousCopy()
         let inner = axes.reduce(1) { $0 * x.shape[$1] }
         let outer = kept.reduce(1) { $0 * x.shape[$1] }
-        let out = empty(outShape, x.dtype)
+        let out = uninitialized(outShape, x.dtype)
         func run<T: CPUFloat>(_: T.Type) {
             let sp = src.pointer(as: T.self), op = out.pointer(as: T.self)
             parallelFor(outer, minimumPerChunk: max(1, 65_536 / max(inner, 1))) { range in
@@ -207,9 +214,9 @@ public final class CPUBackend: Backend {
         precondition(a.rank == 3 && b.rank == 3 && a.shape[0] == b.shape[0] && a.shape[2] == b.shape[1] && a.dtype == b.dtype,
                      "matmul: \(a.shape) x \(b.shape)")
         let batch = a.shape[0], m = a.shape[1], k = a.shape[2], n = b.shape[2]
-        let out = empty([batch, m, n], a.dtype)
-        if out.numel == 0 { return out }
-        if k == 0 { return out }
+        // k == 0 is an empty sum: zeros. Otherwise GEMM with beta = 0 writes every element.
+        if k == 0 || batch * m * n == 0 { return empty([batch, m, n], a.dtype) }
+        let out = uninitialized([batch, m, n], a.dtype)
         let (ga, ta, lda) = gemmOperand(a)
         let (gb, tb, ldb) = gemmOperand(b)
         switch a.dtype {

@@ -200,7 +200,10 @@ extension CPUBackend {
         precondition(stats.mean.numel == rows && stats.rstd.numel == rows,
                      "layerNormBackward kernel: \(stats.mean.numel) statistics for \(rows) rows")
         let dx = empty(x.shape, x.dtype)
-        let dw = empty([normalizedCount], x.dtype), db = empty([normalizedCount], x.dtype)
+        // Parameter gradients must come back shaped like the parameters (normalizedShape), which
+        // only the weight carries; without one, the trailing axes of x that hold normalizedCount.
+        let paramShape = weight?.shape ?? trailingShape(x.shape, elementCount: normalizedCount)
+        let dw = empty(paramShape, x.dtype), db = empty(paramShape, x.dtype)
         func run<T: CPUFloat>(_: T.Type) {
             let mean = stats.mean.contiguous(), rstd = stats.rstd.contiguous()
             layerNormBackwardKernel(gradOutput.pointer(as: T.self), x.pointer(as: T.self),
@@ -216,6 +219,19 @@ extension CPUBackend {
         }
         return (dx, weight == nil ? nil : dw, db)
     }
+}
+
+/// The shortest suffix of `shape` with `elementCount` elements (size-1 axes in front of it are
+/// ambiguous; the op layer reshapes to normalizedShape if it needs them).
+private func trailingShape(_ shape: [Int], elementCount: Int) -> [Int] {
+    var suffix: [Int] = []
+    var product = 1
+    for size in shape.reversed() {
+        suffix.insert(size, at: 0)
+        product *= size
+        if product == elementCount { break }
+    }
+    return product == elementCount ? suffix : [elementCount]
 }
 
 /// Pointer to an affine parameter after checking it matches the kernel (the op layer guarantees this).

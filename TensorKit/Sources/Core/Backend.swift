@@ -68,7 +68,8 @@ public protocol Backend: AnyObject {
     func allocate(byteCount: Int) -> Storage
     /// Copies `source` (same device, any strides, any dtype) into `destination` (same shape).
     func copy(_ source: Tensor, into destination: Tensor)
-    /// Returns a contiguous copy of `source` (on this backend's device) on `device`.
+    /// Returns a contiguous copy of `source` on `device`. Same-device copies go to that device's
+    /// backend; CPU↔accelerator copies go to the accelerator's backend (uploads and downloads).
     func transfer(_ source: Tensor, to device: Device) -> Tensor
     func fill(_ destination: Tensor, with value: Double)
     /// Fills a contiguous `destination` with Philox4x32-10 draws keyed by (seed, offset):

@@ -20,6 +20,17 @@ public final class Storage: @unchecked Sendable {
         self.release = { pointer, _ in pointer.deallocate() }
     }
 
+    /// 64-byte aligned host memory left uninitialised, for outputs a kernel overwrites completely
+    /// (zeroing a large output costs as much as a cheap elementwise op).
+    public init(cpuUninitializedByteCount byteCount: Int) {
+        precondition(byteCount >= 0, "negative storage size")
+        let pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+        self.device = .cpu
+        self.byteCount = byteCount
+        self.pointer = pointer
+        self.release = { pointer, _ in pointer.deallocate() }
+    }
+
     /// Wraps memory owned elsewhere (a memory-mapped file, a device allocation).
     /// `release` runs once when the last tensor using this storage goes away.
     public init(pointer: UnsafeMutableRawPointer, byteCount: Int, device: Device,

@@ -97,10 +97,18 @@ public struct SafeTensorsHeader: Sendable, Equatable {
     /// The `__metadata__` map, or nil when the header has none.
     public let metadata: [String: String]?
 
+    /// Tensor names in sorted (UTF-8 byte) order.
+    public let keys: [String]
+
     /// File offset of the data buffer.
     public var dataStart: Int { 8 + headerByteCount }
-    /// Tensor names in sorted (UTF-8 byte) order.
-    public var keys: [String] { entries.keys.sorted(by: utf8Precedes) }
+
+    init(headerByteCount: Int, entries: [String: Entry], metadata: [String: String]?) {
+        self.headerByteCount = headerByteCount
+        self.entries = entries
+        self.metadata = metadata
+        self.keys = entries.keys.sorted(by: utf8Precedes)
+    }
 }
 
 /// Sort order for names: UTF-8 byte order, the order Rust's `str::cmp` gives (Swift's `<` on
@@ -115,10 +123,11 @@ public struct SafeTensorsHeader: Sendable, Equatable {
 ///
 /// The file is memory-mapped privately (copy-on-write): tensors returned by `tensor(_:)` are
 /// views into the mapping with no copy, and writing to them changes only this process's pages,
-/// never the file. The mapping stays alive as long as this value or any tensor from it does.
+/// never the file (but does show through every other tensor viewing the same bytes, as with
+/// any view). The mapping stays alive as long as this value or any tensor from it does.
 /// Replacing a file while it is mapped is safe (our writer renames a new file over it);
 /// truncating it in place is not (the kernel would raise SIGBUS on access), as with any mmap.
-public struct SafeTensorsFile: @unchecked Sendable {
+public struct SafeTensorsFile: Sendable {
     /// The path the file was opened from (or the name given to an in-memory buffer).
     public let path: String
     public let header: SafeTensorsHeader

@@ -114,9 +114,7 @@ extension Tensor {
 
     /// A fresh contiguous copy that owns its memory (not recorded in the graph).
     public func contiguousCopy() -> Tensor {
-        let out = Tensor(zeros: shape, dtype: dtype, device: device)
-        backend(for: device).copy(self, into: out)
-        return out
+        backend(for: device).transfer(self, to: device)
     }
 
     /// Conversion to another dtype (differentiable between floating types).

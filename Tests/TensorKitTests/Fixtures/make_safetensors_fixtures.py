@@ -62,7 +62,9 @@ def python_mixed():
 
 
 PYTHON_FILES = {
-    "python_mixed.safetensors": (python_mixed, {"format": "pt", "source": "make_safetensors_fixtures.py"}),
+    # One metadata key per file: Python writes several in hash order, and fixtures should
+    # regenerate byte for byte.
+    "python_mixed.safetensors": (python_mixed, {"note": 'fixture \u00fc "quoted"\n\ttab'}),
     "python_no_metadata.safetensors": (lambda: {"bytes": torch.tensor([3, 2, 1], dtype=torch.uint8)}, None),
     "python_empty.safetensors": (lambda: {}, {"format": "pt"}),
 }
