@@ -66,5 +66,40 @@ func notebook01(output: @escaping (String) -> Void = { Swift.print($0) }) -> Dou
         if step % 300 == 0 { print("step \(step): loss \(finalLoss)") }
     }
     print("final loss:", finalLoss)
-    return finalLoss
+
+    final class MLP: Module {
+        let layers: [Linear]
+        init(widths: [Int], generator: inout PhiloxGenerator) {
+            var built: [Linear] = []
+            for (fanIn, fanOut) in zip(widths, widths.dropFirst()) {
+                built.append(Linear(fanIn, fanOut, generator: &generator))
+            }
+            layers = built
+        }
+        func callAsFunction(_ x: Tensor) -> Tensor {
+            var h = x
+            for (i, layer) in layers.enumerated() {
+                h = layer(h)
+                if i < layers.count - 1 { h = h.tanh() }
+            }
+            return h
+        }
+    }
+
+    let model = MLP(widths: [1, 32, 32, 1], generator: &generator)
+    print("parameters:", model.namedParameters().map { $0.0 })   // layers.0.weight, layers.0.bias, …
+    let optimizer = AdamW(parameters: model.trainableParameters(), lr: 0.01, weightDecay: 0)
+
+    var moduleLoss = 0.0
+    for step in 0..<800 {
+        optimizer.zeroGrad()
+        let loss = (model(xs) - targets).square().mean()
+        loss.backward()
+        clipGradNorm(model.trainableParameters(), maxNorm: 1.0)
+        optimizer.step()
+        moduleLoss = loss.item()
+        if step % 200 == 0 { print("step \(step): loss \(moduleLoss)") }
+    }
+    print("final loss with Module + AdamW:", moduleLoss)
+    return moduleLoss
 }
