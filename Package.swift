@@ -64,10 +64,7 @@ let package = Package(
         .testTarget(
             name: "NotebookTests", dependencies: ["DDPOApp", "TensorKit"],
             path: "Tests/NotebookTests"),
-        .testTarget(
-            name: "DiffusionModelsTests", dependencies: ["DiffusionModels"],
-            path: "Tests/DiffusionModelsTests", exclude: ["Fixtures"]),
-        // RLAlgorithmsTests joins here with its first tests.
+        // DiffusionModelsTests and RLAlgorithmsTests join here with their first tests.
     ],
     swiftLanguageModes: [.v5]
 )
