@@ -64,7 +64,10 @@ let package = Package(
         .testTarget(
             name: "NotebookTests", dependencies: ["DDPOApp", "TensorKit"],
             path: "Tests/NotebookTests"),
-        // DiffusionModelsTests and RLAlgorithmsTests join here with their first tests.
+        .testTarget(
+            name: "DiffusionModelsTests", dependencies: ["DiffusionModels"],
+            path: "Tests/DiffusionModelsTests", exclude: ["Fixtures"]),
+        // RLAlgorithmsTests joins here with its first tests.
     ],
     swiftLanguageModes: [.v5]
 )

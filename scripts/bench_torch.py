@@ -6,7 +6,7 @@
 Same case names, shapes, dtype (float32) and timing rule (warm-up, then repetitions for about
 1.5 s, 3..25 of them, median). Backward cases run autograd with a fixed upstream gradient and clear
 the leaves' grads after each repetition, as the Swift side does. Prints one tab-separated line per
-case to stdout: name, median ms, GFLOP/s (or "-"), repetitions.
+case to stdout: name, median ms, GFLOP/s at the median (or "-"), repetitions, minimum ms.
 """
 
 import argparse
@@ -32,7 +32,7 @@ def measure(body, budget, min_reps=3, max_reps=25):
     times.sort()
     mid = len(times) // 2
     median = times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2
-    return median, reps
+    return median, times[0], reps
 
 
 _gen = torch.Generator()
@@ -207,9 +207,9 @@ def main():
     budget = 0.3 if args.quick else 1.5
     for name, flops, setup in selected:
         print(f"running {name}", file=sys.stderr)
-        ms, reps = measure(setup(), budget)
+        ms, fastest, reps = measure(setup(), budget)
         gflops = f"{flops / (ms * 1e6):.1f}" if flops else "-"
-        print(f"{name}\t{ms:.3f}\t{gflops}\t{reps}", flush=True)
+        print(f"{name}\t{ms:.3f}\t{gflops}\t{reps}\t{fastest:.3f}", flush=True)
 
 
 if __name__ == "__main__":

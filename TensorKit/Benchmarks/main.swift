@@ -6,9 +6,8 @@
 //
 // --info prints the OpenBLAS build, the kernel core it chose and thread counts, then exits.
 // Cases whose name starts with one of the PREFIXes run (all when none is given); a PREFIX that is a
-// whole case name selects only that case. Every case prints
-// one tab-separated line to stdout: name, median milliseconds, GFLOP/s (or "-"), repetitions.
-// Progress goes to stderr.
+// whole case name selects only that case. Each case prints one tab-separated line to stdout:
+// name, median ms, GFLOP/s at the median (or "-"), repetitions, minimum ms. Progress goes to stderr.
 import COpenBLAS
 import Foundation
 import TensorKit
@@ -25,9 +24,10 @@ struct BenchCase {
 }
 
 /// Warm-up, then repetitions until about `budget` seconds or `maxReps`, at least `minReps`.
-/// Several bodies are timed round-robin. Returns each body's median milliseconds and the
-/// repetition count.
-func measure(_ bodies: [() -> Void], budget: Double, minReps: Int = 3, maxReps: Int = 25) -> ([Double], Int) {
+/// Several bodies are timed round-robin. Returns each body's median and minimum milliseconds and
+/// the repetition count.
+func measure(_ bodies: [() -> Void], budget: Double, minReps: Int = 3,
+             maxReps: Int = 25) -> (median: [Double], min: [Double], reps: Int) {
     func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e6 }
     var first = 0.0
     for body in bodies {
@@ -50,7 +50,7 @@ func measure(_ bodies: [() -> Void], budget: Double, minReps: Int = 3, maxReps: 
         let sorted = samples.sorted(), mid = sorted.count / 2
         return sorted.count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
     }
-    return (medians, reps)
+    return (medians, times.map { $0.min()! }, reps)
 }
 
 func randn(_ shape: [Int], _ seed: UInt64) -> Tensor { Tensor.randn(shape, seed: seed, dtype: .float32) }
@@ -241,10 +241,11 @@ for c in selected {
         names.append(baseline.name)
         bodies.append(baseline.setup())
     }
-    let (medians, reps) = measure(bodies, budget: budget)
-    for (name, ms) in zip(names, medians) {
+    let result = measure(bodies, budget: budget)
+    for (i, name) in names.enumerated() {
+        let ms = result.median[i]
         let gflops = c.flops.map { String(format: "%.1f", $0 / (ms * 1e6)) } ?? "-"
-        print("\(name)\t\(String(format: "%.3f", ms))\t\(gflops)\t\(reps)")
+        print("\(name)\t\(String(format: "%.3f", ms))\t\(gflops)\t\(result.reps)\t\(String(format: "%.3f", result.min[i]))")
     }
     fflush(stdout)
 }

@@ -42,29 +42,24 @@ public final class CPUBackend: Backend {
         let n = layout.innerCount, ds = layout.innerStride(0), ss = layout.innerStride(1)
         let dBase = destination.storage.pointer + destination.offset * d.byteSize
         let sBase = source.storage.pointer + source.offset * s.byteSize
-        func run<S, D>(_: S.Type, _: D.Type, _ convert: (S) -> D) {
-            let dp = dBase.assumingMemoryBound(to: D.self), sp = sBase.assumingMemoryBound(to: S.self)
-            parallelFor(layout.rowCount, minimumPerChunk: max(1, 65_536 / max(n, 1))) { rows in
-                layout.forEachRow(rows) { o in
-                    let dr = dp + o[0], sr = sp + o[1]
-                    for i in 0..<n { dr[i * ds] = convert(sr[i * ss]) }
-                }
-            }
+        func run<Op: UnaryElementOp>(_ op: Op) {
+            stridedMap(op, layout, dBase.assumingMemoryBound(to: Op.Result.self),
+                       UnsafePointer(sBase.assumingMemoryBound(to: Op.Element.self)))
         }
         switch (s, d) {
         case _ where s == d:
             switch s.byteSize {
-            case 8: run(UInt64.self, UInt64.self) { $0 }
-            case 4: run(UInt32.self, UInt32.self) { $0 }
-            case 2: run(UInt16.self, UInt16.self) { $0 }
-            default: run(UInt8.self, UInt8.self) { $0 }
+            case 8: run(Identity<UInt64>())
+            case 4: run(Identity<UInt32>())
+            case 2: run(Identity<UInt16>())
+            default: run(Identity<UInt8>())
             }
-        case (.float32, .float64): run(Float.self, Double.self) { Double($0) }
-        case (.float64, .float32): run(Double.self, Float.self) { Float($0) }
-        case (.float16, .float32): run(Float16.self, Float.self) { Float($0) }
-        case (.float32, .float16): run(Float.self, Float16.self) { Float16($0) }
-        case (.bfloat16, .float32): run(UInt16.self, Float.self) { floatFromBFloat16Bits($0) }
-        case (.float32, .bfloat16): run(Float.self, UInt16.self) { bfloat16Bits($0) }
+        case (.float32, .float64): run(FloatToDouble())
+        case (.float64, .float32): run(DoubleToFloat())
+        case (.float16, .float32): run(HalfToFloat())
+        case (.float32, .float16): run(FloatToHalf())
+        case (.bfloat16, .float32): run(BFloat16ToFloat())
+        case (.float32, .bfloat16): run(FloatToBFloat16())
         default:
             // Rare pairs: go through double one element at a time.
             let sb = s.byteSize, db = d.byteSize
@@ -274,36 +269,43 @@ func unaryKernel<T: CPUFloat>(_ op: UnaryOp, _ x: UnsafeMutablePointer<T>, _ y: 
                         UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self), n) {
         return
     }
+    let x = UnsafePointer(x)
+    // Cheap ops: specialised, vectorised loops.
+    switch op {
+    case .neg: contiguousMap(Negate<T>(), x, y, n); return
+    case .sqrt: contiguousMap(SquareRoot<T>(), x, y, n); return
+    case .rsqrt: contiguousMap(ReciprocalSquareRoot<T>(), x, y, n); return
+    case .square: contiguousMap(Square<T>(), x, y, n); return
+    case .abs: contiguousMap(Absolute<T>(), x, y, n); return
+    case .relu: contiguousMap(Relu<T>(), x, y, n); return
+    case .reciprocal: contiguousMap(Reciprocal<T>(), x, y, n); return
+    case .addScalar(let c): contiguousMap(AddScalar<T>(c: T(c)), x, y, n); return
+    case .mulScalar(let c): contiguousMap(MulScalar<T>(c: T(c)), x, y, n); return
+    case .powScalar(2): contiguousMap(Square<T>(), x, y, n); return
+    case .powScalar(0.5): contiguousMap(SquareRoot<T>(), x, y, n); return
+    case .clamp(let lo, let hi):
+        contiguousMap(Clamp<T>(low: lo.map { T($0) } ?? -T.infinity, high: hi.map { T($0) } ?? T.infinity), x, y, n)
+        return
+    default: break
+    }
+    // Transcendental ops in float64 (gradient checks) or without a vector path: libm per element.
     @inline(__always) func map(_ f: (T) -> T) {
         parallelFor(n) { r in for i in r { y[i] = f(x[i]) } }
     }
     let sqrt2pi = T(0.7978845608028654), half = T(0.5), one = T(1)
     switch op {
-    case .neg: map { -$0 }
     case .exp: map { T.exp($0) }
     case .log: map { T.log($0) }
-    case .sqrt: map { $0.squareRoot() }
-    case .rsqrt: map { one / $0.squareRoot() }
-    case .square: map { $0 * $0 }
-    case .abs: map { Swift.abs($0) }
     case .tanh: map { T.tanh($0) }
     case .sigmoid: map { one / (one + T.exp(-$0)) }
     case .silu: map { $0 / (one + T.exp(-$0)) }
-    case .relu: map { $0 > 0 ? $0 : 0 }
     case .sin: map { T.sin($0) }
     case .cos: map { T.cos($0) }
-    case .reciprocal: map { one / $0 }
     case .geluExact: map { half * $0 * (one + T.erf($0 * T(0.7071067811865476))) }
     case .geluTanh: map { half * $0 * (one + T.tanh(sqrt2pi * ($0 + T(0.044715) * $0 * $0 * $0))) }
     case .quickGelu: map { $0 / (one + T.exp(T(-1.702) * $0)) }
-    case .powScalar(let p):
-        let e = T(p)
-        if p == 2 { map { $0 * $0 } } else if p == 0.5 { map { $0.squareRoot() } } else { map { T.pow($0, e) } }
-    case .addScalar(let c): let c = T(c); map { $0 + c }
-    case .mulScalar(let c): let c = T(c); map { $0 * c }
-    case .clamp(let lo, let hi):
-        let l = lo.map { T($0) } ?? -T.infinity, h = hi.map { T($0) } ?? T.infinity
-        map { Swift.min(Swift.max($0, l), h) }
+    case .powScalar(let p): let e = T(p); map { T.pow($0, e) }
+    default: preconditionFailure("unary \(op): no CPU kernel")
     }
 }
 
@@ -359,43 +361,16 @@ func unaryGradKernel<T: CPUFloat>(_ op: UnaryOp, _ x: UnsafeMutablePointer<T>, _
 }
 
 func binaryKernel<T: CPUFloat>(_ op: BinaryOp, _ a: Tensor, _ b: Tensor, _ out: Tensor, _: T.Type) {
-    let ap = a.pointer(as: T.self), bp = b.pointer(as: T.self), op_ = out.pointer(as: T.self)
+    let ap = UnsafePointer(a.pointer(as: T.self)), bp = UnsafePointer(b.pointer(as: T.self)), op_ = out.pointer(as: T.self)
     let layout = StridedLayout(shape: a.shape, strides: [a.strides, b.strides])
-    let n = layout.innerCount, sa = layout.innerStride(0), sb = layout.innerStride(1)
-    @inline(__always) func map(_ f: (T, T) -> T) {
-        if layout.shape.count == 1 {
-            // One run: split it across threads.
-            parallelFor(n) { r in for i in r { op_[i] = f(ap[i * sa], bp[i * sb]) } }
-            return
-        }
-        parallelFor(layout.rowCount, minimumPerChunk: max(1, 32_768 / max(n, 1))) { rows in
-            var row = rows.lowerBound
-            layout.forEachRow(rows) { o in
-                let dst = op_ + row * n, ar = ap + o[0], br = bp + o[1]
-                if sa == 1 && sb == 1 {
-                    for i in 0..<n { dst[i] = f(ar[i], br[i]) }
-                } else if sb == 0 {
-                    let bv = br[0]
-                    for i in 0..<n { dst[i] = f(ar[i * sa], bv) }
-                } else {
-                    for i in 0..<n { dst[i] = f(ar[i * sa], br[i * sb]) }
-                }
-                row += 1
-            }
-        }
-    }
     switch op {
-    case .add: map(+)
-    case .sub: map(-)
-    case .mul: map(*)
-    case .div: map(/)
-    case .pow: map { T.pow($0, $1) }
-    case .maximum: map { $0.isNaN || $1.isNaN ? T.nan : Swift.max($0, $1) }
-    case .minimum: map { $0.isNaN || $1.isNaN ? T.nan : Swift.min($0, $1) }
-    case .equal: map { $0 == $1 ? 1 : 0 }
-    case .greater: map { $0 > $1 ? 1 : 0 }
-    case .greaterEqual: map { $0 >= $1 ? 1 : 0 }
-    case .less: map { $0 < $1 ? 1 : 0 }
-    case .lessEqual: map { $0 <= $1 ? 1 : 0 }
+    case .add: broadcastMap(Add<T>(), layout, ap, bp, op_)
+    case .sub: broadcastMap(Subtract<T>(), layout, ap, bp, op_)
+    case .mul: broadcastMap(Multiply<T>(), layout, ap, bp, op_)
+    case .div: broadcastMap(Divide<T>(), layout, ap, bp, op_)
+    case .pow: broadcastMap(Power<T>(), layout, ap, bp, op_)
+    case .maximum: broadcastMap(Maximum<T>(), layout, ap, bp, op_)
+    case .minimum: broadcastMap(Minimum<T>(), layout, ap, bp, op_)
+    case .equal, .greater, .greaterEqual, .less, .lessEqual: broadcastMap(Compare<T>(op: op), layout, ap, bp, op_)
     }
 }

@@ -71,36 +71,44 @@ enum VectorMath {
         0.5 * x * (1 + tanh(0.797_884_56 * (x + 0.044_715 * x * x * x)))
     }
 
-    /// y[i] = f(x[i]), split across cores for large n; the inner loop vectorises.
-    @inline(__always)
-    static func map(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ f: (Float) -> Float) {
-        parallelFor(n, minimumPerChunk: 65_536) { range in
-            let xs = x + range.lowerBound, ys = y + range.lowerBound
-            for i in 0..<range.count { ys[i] = f(xs[i]) }
-        }
+    // Each function is a type so the loops below are specialised per function with the body inlined:
+    // a closure captured by the parallel loop stays an opaque call per element and never vectorises.
+
+    /// y[i] = F(x[i]), split across cores for large n.
+    static func map<F: ElementFunction>(_: F.Type, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+        parallelFor(n, minimumPerChunk: 65_536) { range in mapRange(F.self, x, y, range) }
     }
 
-    /// out[i] = f(x[i], g[i]), for backward kernels.
-    @inline(__always)
-    static func map2(_ x: UnsafePointer<Float>, _ g: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int,
-                     _ f: (Float, Float) -> Float) {
-        parallelFor(n, minimumPerChunk: 65_536) { range in
-            let xs = x + range.lowerBound, gs = g + range.lowerBound, os = out + range.lowerBound
-            for i in 0..<range.count { os[i] = f(xs[i], gs[i]) }
-        }
+    @inline(never)
+    static func mapRange<F: ElementFunction>(_: F.Type, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                                             _ range: Range<Int>) {
+        for i in range { y[i] = F.value(x[i]) }
+    }
+
+    /// out[i] = F'(x[i]) · g[i], for backward kernels.
+    static func mapGradient<F: ElementFunction>(_: F.Type, _ x: UnsafePointer<Float>, _ g: UnsafePointer<Float>,
+                                                _ out: UnsafeMutablePointer<Float>, _ n: Int) {
+        parallelFor(n, minimumPerChunk: 65_536) { range in mapGradientRange(F.self, x, g, out, range) }
+    }
+
+    @inline(never)
+    static func mapGradientRange<F: ElementFunction>(_: F.Type, _ x: UnsafePointer<Float>, _ g: UnsafePointer<Float>,
+                                                     _ out: UnsafeMutablePointer<Float>, _ range: Range<Int>) {
+        for i in range { out[i] = F.derivative(x[i]) * g[i] }
     }
 
     /// Vectorised forward for the float32 unary ops that need transcendental functions; false when
-    /// `op` has no fast path (the generic loop handles it).
+    /// `op` has no fast path (the generic loop handles it). Concrete types per case, so each loop is
+    /// specialised at compile time.
     static func unary(_ op: UnaryOp, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) -> Bool {
         switch op {
-        case .exp: map(x, y, n) { exp($0) }
-        case .sigmoid: map(x, y, n) { sigmoid($0) }
-        case .silu: map(x, y, n) { $0 * sigmoid($0) }
-        case .tanh: map(x, y, n) { tanh($0) }
-        case .quickGelu: map(x, y, n) { $0 * sigmoid(1.702 * $0) }
-        case .geluTanh: map(x, y, n) { geluTanh($0) }
-        case .geluExact: map(x, y, n) { 0.5 * $0 * (1 + erf($0 * 0.707_106_77)) }
+        case .exp: map(ExpFunction.self, x, y, n)
+        case .sigmoid: map(SigmoidFunction.self, x, y, n)
+        case .silu: map(SiluFunction.self, x, y, n)
+        case .tanh: map(TanhFunction.self, x, y, n)
+        case .quickGelu: map(QuickGeluFunction.self, x, y, n)
+        case .geluTanh: map(GeluTanhFunction.self, x, y, n)
+        case .geluExact: map(GeluFunction.self, x, y, n)
         default: return false
         }
         return true
@@ -110,29 +118,70 @@ enum VectorMath {
     static func unaryGrad(_ op: UnaryOp, _ x: UnsafePointer<Float>, _ g: UnsafePointer<Float>,
                           _ out: UnsafeMutablePointer<Float>, _ n: Int) -> Bool {
         switch op {
-        case .silu:
-            map2(x, g, out, n) { x, g in let s = sigmoid(x); return g * s * (1 + x * (1 - s)) }
-        case .sigmoid:
-            map2(x, g, out, n) { x, g in let s = sigmoid(x); return g * s * (1 - s) }
-        case .tanh:
-            map2(x, g, out, n) { x, g in let t = tanh(x); return g * (1 - t * t) }
-        case .quickGelu:
-            map2(x, g, out, n) { x, g in let s = sigmoid(1.702 * x); return g * (s + 1.702 * x * s * (1 - s)) }
-        case .geluExact:
-            map2(x, g, out, n) { x, g in
-                let cdf = 0.5 * (1 + erf(x * 0.707_106_77))
-                let pdf = 0.398_942_28 * exp(-0.5 * x * x)
-                return g * (cdf + x * pdf)
-            }
-        case .geluTanh:
-            map2(x, g, out, n) { x, g in
-                let x2 = x * x
-                let t = tanh(0.797_884_56 * (x + 0.044_715 * x2 * x))
-                let dInner = 0.797_884_56 * (1 + 0.134_145 * x2)
-                return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dInner)
-            }
+        case .sigmoid: mapGradient(SigmoidFunction.self, x, g, out, n)
+        case .silu: mapGradient(SiluFunction.self, x, g, out, n)
+        case .tanh: mapGradient(TanhFunction.self, x, g, out, n)
+        case .quickGelu: mapGradient(QuickGeluFunction.self, x, g, out, n)
+        case .geluTanh: mapGradient(GeluTanhFunction.self, x, g, out, n)
+        case .geluExact: mapGradient(GeluFunction.self, x, g, out, n)
         default: return false
         }
         return true
+    }
+}
+
+/// A float32 activation and its derivative, for the vectorised loops in `VectorMath`.
+protocol ElementFunction {
+    static func value(_ x: Float) -> Float
+    static func derivative(_ x: Float) -> Float
+}
+
+enum ExpFunction: ElementFunction {
+    @inline(__always) static func value(_ x: Float) -> Float { VectorMath.exp(x) }
+    @inline(__always) static func derivative(_ x: Float) -> Float { VectorMath.exp(x) }
+}
+
+enum SigmoidFunction: ElementFunction {
+    @inline(__always) static func value(_ x: Float) -> Float { VectorMath.sigmoid(x) }
+    @inline(__always) static func derivative(_ x: Float) -> Float { let s = VectorMath.sigmoid(x); return s * (1 - s) }
+}
+
+enum SiluFunction: ElementFunction {
+    @inline(__always) static func value(_ x: Float) -> Float { x * VectorMath.sigmoid(x) }
+    @inline(__always) static func derivative(_ x: Float) -> Float {
+        let s = VectorMath.sigmoid(x)
+        return s * (1 + x * (1 - s))
+    }
+}
+
+enum TanhFunction: ElementFunction {
+    @inline(__always) static func value(_ x: Float) -> Float { VectorMath.tanh(x) }
+    @inline(__always) static func derivative(_ x: Float) -> Float { let t = VectorMath.tanh(x); return 1 - t * t }
+}
+
+enum QuickGeluFunction: ElementFunction {
+    @inline(__always) static func value(_ x: Float) -> Float { x * VectorMath.sigmoid(1.702 * x) }
+    @inline(__always) static func derivative(_ x: Float) -> Float {
+        let s = VectorMath.sigmoid(1.702 * x)
+        return s + 1.702 * x * s * (1 - s)
+    }
+}
+
+enum GeluFunction: ElementFunction {
+    @inline(__always) static func value(_ x: Float) -> Float { 0.5 * x * (1 + VectorMath.erf(x * 0.707_106_77)) }
+    @inline(__always) static func derivative(_ x: Float) -> Float {
+        let cdf = 0.5 * (1 + VectorMath.erf(x * 0.707_106_77))
+        let pdf = 0.398_942_28 * VectorMath.exp(-0.5 * x * x)
+        return cdf + x * pdf
+    }
+}
+
+enum GeluTanhFunction: ElementFunction {
+    @inline(__always) static func value(_ x: Float) -> Float { VectorMath.geluTanh(x) }
+    @inline(__always) static func derivative(_ x: Float) -> Float {
+        let x2 = x * x
+        let t = VectorMath.tanh(0.797_884_56 * (x + 0.044_715 * x2 * x))
+        let dInner = 0.797_884_56 * (1 + 0.134_145 * x2)
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dInner
     }
 }
