@@ -42,25 +42,26 @@ final class ParityTests: XCTestCase {
     /// compares every input's gradient with "<case>.grad_<input>".
     /// Tolerance: |ours − torch| ≤ atol · max(1, max|torch|) + rtol · |torch|, per tensor.
     func check(_ fx: Fixture, _ c: String, inputs names: [String], atol: Double = 1e-5, gradAtol: Double = 1e-5,
-               rtol: Double = 1e-4, file: StaticString = #filePath, line: UInt = #line,
+               rtol: Double = 1e-4, label: String = "", file: StaticString = #filePath, line: UInt = #line,
                _ op: ([String: Tensor]) throws -> Tensor) throws {
+        let name = label.isEmpty ? "\(fx.family)/\(c)" : "\(fx.family)/\(c) (\(label))"
         var leaves: [String: Tensor] = [:]
-        for name in names where fx.has(c, name) {
-            let t = try fx.tensor(c, name)
-            XCTAssertEqual(t.dtype, .float32, "\(fx.family)/\(c).\(name) should be float32", file: file, line: line)
-            leaves[name] = t.detach().requiringGrad()
+        for input in names where fx.has(c, input) {
+            let t = try fx.tensor(c, input)
+            XCTAssertEqual(t.dtype, .float32, "\(fx.family)/\(c).\(input) should be float32", file: file, line: line)
+            leaves[input] = t.detach().requiringGrad()
         }
         let out = try op(leaves)
         let expected = try fx.tensor(c, "out")
-        compare(out, expected, atol: atol, rtol: rtol, "\(fx.family)/\(c) forward", file: file, line: line)
+        compare(out, expected, atol: atol, rtol: rtol, "\(name) forward", file: file, line: line)
         out.backward(try fx.tensor(c, "grad_out"))
-        for (name, leaf) in leaves.sorted(by: { $0.key < $1.key }) {
-            let expectedGrad = try fx.tensor(c, "grad_\(name)")
+        for (input, leaf) in leaves.sorted(by: { $0.key < $1.key }) {
+            let expectedGrad = try fx.tensor(c, "grad_\(input)")
             guard let grad = leaf.grad else {
-                XCTFail("\(fx.family)/\(c): no gradient reached \(name)", file: file, line: line)
+                XCTFail("\(name): no gradient reached \(input)", file: file, line: line)
                 continue
             }
-            compare(grad, expectedGrad, atol: gradAtol, rtol: rtol, "\(fx.family)/\(c) grad \(name)", file: file, line: line)
+            compare(grad, expectedGrad, atol: gradAtol, rtol: rtol, "\(name) grad \(input)", file: file, line: line)
         }
     }
 
@@ -76,15 +77,23 @@ final class ParityTests: XCTestCase {
         assertClose(actual.toArray(), e, atol: atol * scale, rtol: rtol, label, file: file, line: line)
     }
 
+    /// Every case under each of the CPU backend's stride-1 algorithm choices: automatic, Winograd
+    /// forced wherever it applies (3×3, dilation 1), and Winograd off.
     func testConv2d() throws {
         let fx = try Fixture("conv2d")
-        XCTAssertGreaterThanOrEqual(fx.cases.count, 8)
-        for c in fx.cases {
-            let s = try fx.ints(c, "stride"), p = try fx.ints(c, "padding"), d = try fx.ints(c, "dilation")
-            let groups = try fx.ints(c, "groups")[0]
-            try check(fx, c, inputs: ["input", "weight", "bias"], atol: 1e-5, gradAtol: 2e-5) { t in
-                conv2d(t["input"]!, weight: t["weight"]!, bias: t["bias"], stride: (s[0], s[1]),
-                       padding: (p[0], p[1]), dilation: (d[0], d[1]), groups: groups)
+        XCTAssertGreaterThanOrEqual(fx.cases.count, 9)
+        let saved = convWinogradPolicy
+        defer { convWinogradPolicy = saved }
+        for policy in [WinogradPolicy.automatic, .always, .never] {
+            convWinogradPolicy = policy
+            for c in fx.cases {
+                let s = try fx.ints(c, "stride"), p = try fx.ints(c, "padding"), d = try fx.ints(c, "dilation")
+                let groups = try fx.ints(c, "groups")[0]
+                try check(fx, c, inputs: ["input", "weight", "bias"], atol: 1e-5, gradAtol: 2e-5,
+                          label: "winograd \(policy)") { t in
+                    conv2d(t["input"]!, weight: t["weight"]!, bias: t["bias"], stride: (s[0], s[1]),
+                           padding: (p[0], p[1]), dilation: (d[0], d[1]), groups: groups)
+                }
             }
         }
     }

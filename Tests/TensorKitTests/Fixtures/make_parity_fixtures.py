@@ -97,6 +97,9 @@ def conv2d_family():
         ("dilation2", (1, 2, 8, 8), (3, 2, 3, 3), True, (1, 1), (2, 2), (2, 2), 1),
         ("asym_k3x2_s21_p01", (2, 3, 7, 9), (2, 3, 3, 2), True, (2, 1), (0, 1), (1, 1), 1),
         ("k4_stride2_nopad", (1, 2, 10, 10), (3, 2, 4, 4), False, (2, 2), (0, 0), (1, 1), 1),
+        # Large enough that TensorKit picks Winograd for 3×3 by itself (>= 16 channels each way,
+        # >= 64 4×4 output tiles), with partial tiles at both edges (29, 30 are not multiples of 4).
+        ("k3_winograd_size", (1, 16, 29, 30), (16, 16, 3, 3), True, (1, 1), (1, 1), (1, 1), 1),
     ]
     for name, xs, ws, has_bias, stride, padding, dilation, groups in configs:
         inputs = {"input": fam.randn(*xs), "weight": fam.randn(*ws, scale=0.3)}
@@ -128,6 +131,8 @@ def group_norm_family():
         # Variance comparable to eps: using the wrong eps, or adding it outside the sqrt, shows.
         ("g4_tiny_var_eps1e-5", (2, 8, 3, 3), 4, True, 1e-5, 0.004, 0.0),
         ("g2_tiny_var_eps1e-6", (1, 4, 4, 4), 2, True, 1e-6, 0.001, 0.0),
+        # Long groups (4 channels × 64), as in the UNet, for vectorised paths.
+        ("g8_long_groups", (1, 32, 8, 8), 8, True, 1e-6, 1.0, 0.0),
     ]
     for name, shape, groups, affine, eps, scale, shift in configs:
         c = shape[1]
@@ -156,6 +161,7 @@ def layer_norm_family():
         # Variance comparable to eps (see group_norm).
         ("tiny_var_eps1e-6", (3, 12), (12,), True, 1e-6, 0.001, 0.0),
         ("tiny_var_eps1e-5", (2, 2, 8), (8,), False, 1e-5, 0.003, 0.0),
+        ("width320", (3, 320), (320,), True, 1e-5, 1.0, 0.0),
     ]
     for name, shape, normalized, affine, eps, scale, shift in configs:
         inputs = {"input": fam.randn(*shape, scale=scale, shift=shift)}
@@ -209,6 +215,9 @@ def softmax_family():
         ("log_softmax_last", (3, 4, 17), -1, True, 1.0),
         ("log_softmax_axis0", (5, 3, 2), 0, True, 1.0),
         ("log_softmax_large", (4, 9), -1, True, 30.0),
+        ("softmax_rows77", (4, 77), -1, False, 3.0),
+        ("softmax_rows300", (2, 300), -1, False, 3.0),
+        ("log_softmax_rows300", (2, 300), -1, True, 3.0),
     ]
     for name, shape, axis, log, scale in configs:
         fam.ints(name, "axis", [axis])
