@@ -184,20 +184,9 @@ private func convBackwardWeight<T: CPUFloat>(_ s: ConvShape, _ dy: UnsafePointer
             shiftedConvWeightGrad(s, dy, x, dw)
         }
     } else {
-        let rows = blockRows(T.self, perRow: s.kdim * s.ow, total: s.oh)
-        withScratch(T.self, [s.kdim * rows * s.ow]) { buffers in
-            let cols = buffers[0]
-            for img in 0..<s.n {
-                for g in 0..<s.groups {
-                    let xg = x + (img * s.c + g * s.cg) * hw
-                    for y0 in stride(from: 0, to: s.oh, by: rows) {
-                        let r = min(rows, s.oh - y0)
-                        im2col(s, xg, firstRow: y0, rows: r, into: cols)
-                        gemm(false, true, s.og, s.kdim, r * s.ow, 1, dy + (img * s.o + g * s.og) * ohw + y0 * s.ow,
-                             ohw, cols, r * s.ow, 1, dw + g * s.og * s.kdim, s.kdim)
-                    }
-                }
-            }
+        forEachIm2colBlock(s, x) { img, g, y0, r, cols in
+            gemm(false, true, s.og, s.kdim, r * s.ow, 1, dy + (img * s.o + g * s.og) * ohw + y0 * s.ow,
+                 ohw, cols, r * s.ow, 1, dw + g * s.og * s.kdim, s.kdim)
         }
     }
 }
@@ -274,8 +263,19 @@ private func fillChannels<T: CPUFloat>(_ out: UnsafeMutablePointer<T>, _ values:
 
 private func im2colForward<T: CPUFloat>(_ s: ConvShape, _ x: UnsafePointer<T>, _ w: UnsafePointer<T>,
                                         _ bias: UnsafePointer<T>?, _ out: UnsafeMutablePointer<T>) {
-    let hw = s.h * s.w, ohw = s.oh * s.ow
+    let ohw = s.oh * s.ow
     if let bias { fillChannels(out, bias, images: s.n, channels: s.o, count: ohw) }
+    forEachIm2colBlock(s, x) { img, g, y0, r, cols in
+        gemm(false, false, s.og, r * s.ow, s.kdim, 1, w + g * s.og * s.kdim, s.kdim, cols, r * s.ow,
+             bias == nil ? 0 : 1, out + (img * s.o + g * s.og) * ohw + y0 * s.ow, ohw)
+    }
+}
+
+/// Walks (image, group, block of output rows) and hands each block's im2col columns
+/// [kdim, rows·ow] to `body(image, group, firstRow, rows, columns)`; the scratch stays within budget.
+private func forEachIm2colBlock<T: CPUFloat>(_ s: ConvShape, _ x: UnsafePointer<T>,
+                                             _ body: (Int, Int, Int, Int, UnsafeMutablePointer<T>) -> Void) {
+    let hw = s.h * s.w
     let rows = blockRows(T.self, perRow: s.kdim * s.ow, total: s.oh)
     withScratch(T.self, [s.kdim * rows * s.ow]) { buffers in
         let cols = buffers[0]
@@ -285,8 +285,7 @@ private func im2colForward<T: CPUFloat>(_ s: ConvShape, _ x: UnsafePointer<T>, _
                 for y0 in stride(from: 0, to: s.oh, by: rows) {
                     let r = min(rows, s.oh - y0)
                     im2col(s, xg, firstRow: y0, rows: r, into: cols)
-                    gemm(false, false, s.og, r * s.ow, s.kdim, 1, w + g * s.og * s.kdim, s.kdim, cols, r * s.ow,
-                         bias == nil ? 0 : 1, out + (img * s.o + g * s.og) * ohw + y0 * s.ow, ohw)
+                    body(img, g, y0, r, cols)
                 }
             }
         }
