@@ -27,6 +27,7 @@ let package = Package(
         .library(name: "RLAlgorithms", targets: ["RLAlgorithms"]),
         .executable(name: "ddpo", targets: ["DDPOApp"]),
         .executable(name: "tensorkit-bench", targets: ["TensorKitBench"]),
+        .executable(name: "ddpo-bench", targets: ["DDPOBench"]),
     ],
     targets: [
         .systemLibrary(
@@ -54,7 +55,11 @@ let package = Package(
             path: "DiffusionModels", swiftSettings: optimized),
         .target(
             name: "RLAlgorithms", dependencies: ["TensorKit", "DiffusionModels"],
-            path: "RLAlgorithms", swiftSettings: optimized),
+            path: "RLAlgorithms", exclude: ["Benchmarks"], swiftSettings: optimized),
+        // Stable Diffusion and DDPO benchmarks against diffusers / TRL (scripts/bench-sd.sh).
+        .executableTarget(
+            name: "DDPOBench", dependencies: ["RLAlgorithms"],
+            path: "RLAlgorithms/Benchmarks", swiftSettings: optimized),
         .executableTarget(
             name: "DDPOApp", dependencies: ["TensorKit", "DiffusionModels", "RLAlgorithms"],
             path: "DDPOApp"),
@@ -67,7 +72,9 @@ let package = Package(
         .testTarget(
             name: "DiffusionModelsTests", dependencies: ["DiffusionModels"],
             path: "Tests/DiffusionModelsTests", exclude: ["Fixtures"]),
-        // RLAlgorithmsTests joins here with its first tests.
+        .testTarget(
+            name: "RLAlgorithmsTests", dependencies: ["RLAlgorithms"],
+            path: "Tests/RLAlgorithmsTests", exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -82,47 +82,14 @@ enum CLIPCheckpoint {
         return withoutParameterInitialization(make)
     }
 
-    /// The weight files to read: `model[.variant].safetensors`, or every shard its index lists.
-    static func weightFiles(in directory: URL, variant: String?) throws -> (files: [URL], label: String) {
-        let stems = variant.map { ["model.\($0)"] } ?? ["model", "model.fp16"]
-        var candidates: [String] = []
-        for stem in stems { candidates += ["\(stem).safetensors", "\(stem).safetensors.index.json"] }
-        let fm = FileManager.default
-        guard let found = candidates.first(where: { fm.fileExists(atPath: directory.appendingPathComponent($0).path) }) else {
-            let hasBin = fm.fileExists(atPath: directory.appendingPathComponent("pytorch_model.bin").path)
-            throw CLIPError.missingFile(directory: directory.path, expected: candidates,
-                                        note: hasBin ? "pytorch_model.bin is not supported: convert it to safetensors" : "")
-        }
-        let url = directory.appendingPathComponent(found)
-        guard found.hasSuffix(".index.json") else { return ([url], url.path) }
-        struct Index: Decodable { var weight_map: [String: String] }
-        let index: Index
-        do { index = try JSONDecoder().decode(Index.self, from: Data(contentsOf: url)) } catch {
-            throw CLIPError.unreadableFile(path: url.path, message: "not a safetensors index (expected a \"weight_map\" object): \(error)")
-        }
-        let shards = Set(index.weight_map.values).sorted().map { directory.appendingPathComponent($0) }
-        return (shards, url.path)
-    }
-
     /// Reads the weights, drops the keys `ignore` accepts, and loads the rest strictly.
     static func loadWeights(into model: Module, name: String, directory: URL, variant: String?,
                             ignore: (String) -> Bool) throws {
-        let (files, label) = try weightFiles(in: directory, variant: variant)
-        var weights: [String: Tensor] = [:]
-        for file in files {
-            guard FileManager.default.fileExists(atPath: file.path) else {
-                throw CLIPError.missingFile(directory: directory.path, expected: [file.lastPathComponent], note: "listed in \(label)")
-            }
-            for (key, tensor) in try SafeTensorsFile(path: file.path).tensors() where !ignore(key) {
-                if weights.updateValue(tensor, forKey: key) != nil {
-                    throw CLIPError.unreadableFile(path: file.path, message: "tensor \"\(key)\" appears in more than one shard")
-                }
-            }
-        }
+        let weights = try ComponentWeights.read(in: directory, stem: "model", variant: variant, ignore: ignore)
         do {
-            try model.load(weights, strict: true)
+            try model.load(weights.tensors, strict: true)
         } catch let error as ModuleLoadError {
-            throw CLIPError.weights(file: label, model: name, report: error.report)
+            throw CLIPError.weights(file: weights.label, model: name, report: error.report)
         }
     }
 }

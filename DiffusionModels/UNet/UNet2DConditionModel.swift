@@ -180,83 +180,58 @@ public final class UNet2DConditionModel: Module {
 
 // MARK: - loading a diffusers `unet/` folder
 
-/// A diffusers model folder that cannot be loaded: names the path and what was expected.
-public struct UNetLoadError: Error, CustomStringConvertible, LocalizedError {
-    public var path: String
-    public var message: String
-    /// The strict-load report when the weights did not match the model's keys.
-    public var report: LoadReport?
-
-    public init(path: String, _ message: String, report: LoadReport? = nil) {
-        self.path = path
-        self.message = message
-        self.report = report
-    }
-
-    public var description: String { "\(path): \(message)" }
-    public var errorDescription: String? { description }
-}
-
 extension UNet2DConditionModel {
     static let weightsName = "diffusion_pytorch_model"
 
     /// Loads `config.json` and the weights of a diffusers `unet/` folder, strictly: every key of the
-    /// model must be in the file and nothing else (errors name the keys). Weights stored in float16 or
-    /// bfloat16 are converted to `dtype`. `variant` picks `diffusion_pytorch_model.<variant>.safetensors`;
-    /// without it the plain file is preferred, then the ".fp16" one. The model is returned in eval mode,
-    /// as diffusers' `from_pretrained` does.
+    /// model must be in the file(s) and nothing else (errors name the keys). Weights stored in float16
+    /// or bfloat16 are converted to `dtype`. `variant` picks `diffusion_pytorch_model.<variant>.safetensors`
+    /// (or its sharded index); without it the plain file is preferred, then the ".fp16" one. The model
+    /// is returned in eval mode, as diffusers' `from_pretrained` does.
     public static func load(directory: URL, variant: String? = nil, dtype: DType = .float32) throws -> UNet2DConditionModel {
         let config = try UNet2DConditionConfig.load(from: directory.appendingPathComponent("config.json"))
         do { _ = try config.resolved() } catch var error as UNet2DConditionConfigError {
             error.file = directory.appendingPathComponent("config.json").path
             throw error
         }
-        let files = try weightFiles(in: directory, variant: variant)
+        let weights = try ComponentWeights.read(in: directory, stem: weightsName, variant: variant)
         let model = try withoutParameterInitialization { try UNet2DConditionModel(config: config, dtype: dtype) }
-        var weights: [String: Tensor] = [:]
-        for file in files {
-            let tensors: [String: Tensor]
-            do { tensors = try loadSafeTensors(file.path) } catch {
-                throw UNetLoadError(path: file.path, "cannot read safetensors: \(error)")
-            }
-            for (key, value) in tensors {
-                guard weights.updateValue(value, forKey: key) == nil else {
-                    throw UNetLoadError(path: file.path, "tensor \(key) appears in more than one weight file")
-                }
-            }
-        }
-        do {
-            try model.load(weights, strict: true)
-        } catch let error as ModuleLoadError {
-            throw UNetLoadError(path: files.map(\.path).joined(separator: ", "),
-                                "weights do not match the UNet built from config.json:\n\(error.report)", report: error.report)
-        }
+        try weights.loadStrict(into: model, name: "UNet2DConditionModel")
         model.eval()
         return model
     }
+}
 
-    /// The safetensors file(s) holding the weights. One file today; a sharded checkpoint
-    /// (`*.safetensors.index.json`) will return its shards here, in the index's order.
-    static func weightFiles(in directory: URL, variant: String?) throws -> [URL] {
-        let fm = FileManager.default
-        var isDirectory: ObjCBool = false
-        guard fm.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw UNetLoadError(path: directory.path, "not a directory (expected a diffusers unet/ folder)")
+// MARK: - saving in the diffusers layout
+
+extension UNet2DConditionModel {
+    /// The model's own weights by diffusers key (CPU copies), leaving out any additive deltas
+    /// attached to its layers (LoRA), whose keys are not diffusers'.
+    public func baseStateDict() -> [String: Tensor] {
+        var state: [String: Tensor] = [:]
+        for (key, tensor) in namedParameters() where !key.contains(".deltas.") {
+            state[key] = tensor.copied(to: .cpu)
         }
-        let candidates = variant.map { ["\(weightsName).\($0).safetensors"] }
-            ?? ["\(weightsName).safetensors", "\(weightsName).fp16.safetensors"]
-        for name in candidates {
-            let url = directory.appendingPathComponent(name)
-            if fm.fileExists(atPath: url.path) { return [url] }
+        return state
+    }
+
+    /// Writes a diffusers `unet/` folder: `config.json` (with `_class_name`) and
+    /// `diffusion_pytorch_model.safetensors` holding `baseStateDict()`, each written to a temporary
+    /// file and renamed, so `load(directory:)` and diffusers' `from_pretrained` read it.
+    public func savePretrained(to directory: URL) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        var object = try JSONSerialization.jsonObject(with: encoder.encode(config)) as? [String: Any] ?? [:]
+        object["_class_name"] = "UNet2DConditionModel"
+        let json = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+        let configURL = directory.appendingPathComponent("config.json")
+        let temporary = directory.appendingPathComponent(".config.json.tmp-\(UUID().uuidString)")
+        try json.write(to: temporary)
+        guard rename(temporary.path, configURL.path) == 0 else {
+            try? FileManager.default.removeItem(at: temporary)
+            throw DiffusersLoadError(path: configURL.path, "cannot write config.json (rename failed, errno \(errno))")
         }
-        let indexNames = candidates.map { $0 + ".index.json" }
-        if let index = indexNames.first(where: { fm.fileExists(atPath: directory.appendingPathComponent($0).path) }) {
-            throw UNetLoadError(path: directory.appendingPathComponent(index).path,
-                                "sharded checkpoints are not supported yet (expected a single \(candidates[0]))")
-        }
-        if fm.fileExists(atPath: directory.appendingPathComponent("\(weightsName).bin").path) {
-            throw UNetLoadError(path: directory.path, "only safetensors weights are supported; found \(weightsName).bin")
-        }
-        throw UNetLoadError(path: directory.path, "no weights found (expected \(candidates.joined(separator: " or ")))")
+        try saveSafeTensors(baseStateDict(), to: directory.appendingPathComponent("\(Self.weightsName).safetensors").path)
     }
 }

@@ -190,7 +190,7 @@ final class UNetTests: XCTestCase {
         }
     }
 
-    func testMissingOrShardedWeightsAreExplained() throws {
+    func testMissingWeightsAreExplained() throws {
         let dir = try temporaryCopy(of: "flip_shift")
         try FileManager.default.removeItem(at: dir.appendingPathComponent("diffusion_pytorch_model.safetensors"))
         XCTAssertThrowsError(try UNet2DConditionModel.load(directory: dir)) { error in
@@ -198,9 +198,46 @@ final class UNetTests: XCTestCase {
         }
         try Data("{}".utf8).write(to: dir.appendingPathComponent("diffusion_pytorch_model.safetensors.index.json"))
         XCTAssertThrowsError(try UNet2DConditionModel.load(directory: dir)) { error in
-            XCTAssertTrue("\(error)".contains("sharded"), "\(error)")
+            XCTAssertTrue("\(error)".contains("weight_map"), "\(error)")
         }
         XCTAssertThrowsError(try UNet2DConditionModel.load(directory: dir.appendingPathComponent("nothing-here")))
+        // Pickled weights only: refused, with the conversion spelled out.
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("diffusion_pytorch_model.safetensors.index.json"))
+        try Data([0x80, 0x02]).write(to: dir.appendingPathComponent("diffusion_pytorch_model.bin"))
+        XCTAssertThrowsError(try UNet2DConditionModel.load(directory: dir)) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains("diffusion_pytorch_model.bin") && text.contains("safe_serialization"), text)
+        }
+    }
+
+    /// A checkpoint split into shards by a `.safetensors.index.json` (as diffusers writes large models)
+    /// loads to the same model as the single file; a shard the index names but that is missing is an error.
+    func testShardedWeightsLoadThroughTheIndex() throws {
+        let dir = try temporaryCopy(of: "flip_shift")
+        let single = dir.appendingPathComponent("diffusion_pytorch_model.safetensors")
+        let reference = try UNet2DConditionModel.load(directory: dir)
+        let weights = try loadSafeTensors(single.path)
+        var shards: [[String: Tensor]] = [[:], [:], [:]]
+        var map: [String: String] = [:]
+        for (i, key) in weights.keys.sorted().enumerated() {
+            shards[i % 3][key] = weights[key]!.contiguousCopy()
+            map[key] = "diffusion_pytorch_model-0000\(i % 3 + 1)-of-00003.safetensors"
+        }
+        for (i, shard) in shards.enumerated() {
+            try saveSafeTensors(shard, to: dir.appendingPathComponent("diffusion_pytorch_model-0000\(i + 1)-of-00003.safetensors").path)
+        }
+        try FileManager.default.removeItem(at: single)
+        let index = try JSONSerialization.data(withJSONObject: ["metadata": ["total_size": 0], "weight_map": map])
+        try index.write(to: dir.appendingPathComponent("diffusion_pytorch_model.safetensors.index.json"))
+        let sharded = try UNet2DConditionModel.load(directory: dir)
+        let expected = Dictionary(uniqueKeysWithValues: reference.namedParameters())
+        for (key, p) in sharded.namedParameters() {
+            XCTAssertEqual(p.toArray(), try XCTUnwrap(expected[key]).toArray(), key)
+        }
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("diffusion_pytorch_model-00002-of-00003.safetensors"))
+        XCTAssertThrowsError(try UNet2DConditionModel.load(directory: dir)) { error in
+            XCTAssertTrue("\(error)".contains("diffusion_pytorch_model-00002-of-00003.safetensors"), "\(error)")
+        }
     }
 
     /// The fp16 file of sd_tiny is found without naming the variant and also with it.
