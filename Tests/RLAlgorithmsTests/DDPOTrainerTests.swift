@@ -180,6 +180,63 @@ final class DDPOTrainerTests: XCTestCase {
     }
 }
 
+// MARK: - outputs and options
+
+extension DDPOTrainerTests {
+    /// Rewards computed on background threads while sampling goes on are the same rewards, in the
+    /// same order, as synchronous ones, and training ends at the same weights.
+    func testAsyncRewardsEqualSynchronousRewards() throws {
+        var sync = smallConfig(logdir: try temporaryDirectory())
+        sync.train_num_inner_epochs = 1
+        var async = sync
+        async.logdir = try temporaryDirectory().path
+        async.async_reward_computation = true
+        async.max_workers = 2
+        let a = try makeTrainer(sync), b = try makeTrainer(async)
+        try a.train(epochs: 1)
+        try b.train(epochs: 1)
+        XCTAssertEqual(a.history.map(\.rewards), b.history.map(\.rewards))
+        XCTAssertEqual(loraWeights(a), loraWeights(b))
+    }
+
+    /// savePretrained writes what the reference tools read back: the LoRA file (loaded into a fresh
+    /// pipeline it reproduces the trained UNet's output), or for a full fine-tune a complete
+    /// diffusers folder whose UNet has the trained weights.
+    func testSavePretrainedLoadsBack() throws {
+        for useLoRA in [true, false] {
+            let dir = try temporaryDirectory()
+            var config = smallConfig(logdir: dir)
+            config.train_num_inner_epochs = 1
+            config.train_learning_rate = 1e-4
+            let pipe = try DefaultDDPOStableDiffusionPipeline(directory: Self.model, useLoRA: useLoRA, seed: 1)
+            let trainer = try DDPOTrainer(config: config, reward: Self.brightness,
+                                          prompts: try PromptSource.builtin("simple_animals", seed: 9), pipeline: pipe)
+            try trainer.train(epochs: 1)
+            let out = dir.appendingPathComponent("final")
+            try pipe.savePretrained(to: out)
+
+            var g = PhiloxGenerator(seed: 4)
+            let x = Tensor.randn([1, 4, 8, 8], generator: &g)
+            let text = try pipe.encodePrompts(["the cat"])
+            let expected = withNoGrad { pipe.unet(sample: x, timestep: 500, encoderHiddenStates: text) }.toArray()
+            let reloaded: UNet2DConditionModel
+            if useLoRA {
+                XCTAssertTrue(FileManager.default.fileExists(atPath: out.appendingPathComponent("pytorch_lora_weights.safetensors").path))
+                let fresh = try DefaultDDPOStableDiffusionPipeline(pipeline: try StableDiffusionPipeline.load(directory: Self.model),
+                                                                   loraWeights: out)
+                reloaded = fresh.unet
+            } else {
+                reloaded = try StableDiffusionPipeline.load(directory: out).unet
+            }
+            let actual = withNoGrad { reloaded(sample: x, timestep: 500, encoderHiddenStates: text) }.toArray()
+            XCTAssertEqual(actual, expected, "useLoRA \(useLoRA)")
+            // And training changed the UNet's output at all.
+            let base = try StableDiffusionPipeline.load(directory: Self.model).unet
+            XCTAssertNotEqual(withNoGrad { base(sample: x, timestep: 500, encoderHiddenStates: text) }.toArray(), expected)
+        }
+    }
+}
+
 // MARK: - learning
 
 extension DDPOTrainerTests {
