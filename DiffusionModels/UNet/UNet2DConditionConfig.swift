@@ -270,25 +270,10 @@ public struct UNet2DConditionConfig: Codable, Equatable, Sendable {
 
     /// Reads and decodes a config.json (errors name the file and, for type mismatches, the field).
     public static func load(from url: URL) throws -> UNet2DConditionConfig {
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw UNet2DConditionConfigError(field: "-", "cannot read the file (\(error.localizedDescription))", file: url.path)
-        }
-        do {
-            return try JSONDecoder().decode(UNet2DConditionConfig.self, from: data)
-        } catch let DecodingError.typeMismatch(type, context), let DecodingError.valueNotFound(type, context) {
-            throw UNet2DConditionConfigError(field: context.codingPath.map(\.stringValue).joined(separator: "."),
-                                             "expected \(type): \(context.debugDescription)", file: url.path)
-        } catch let DecodingError.dataCorrupted(context) {
-            throw UNet2DConditionConfigError(field: context.codingPath.map(\.stringValue).joined(separator: ".").nonEmpty ?? "-",
-                                             "invalid JSON: \(context.debugDescription)", file: url.path)
-        }
+        try ConfigFile.decode(UNet2DConditionConfig.self, from: url) { field, message in UNet2DConditionConfigError(field: field, message, file: url.path) }
     }
 }
 
-extension String {
-    fileprivate var nonEmpty: String? { isEmpty ? nil : self }
-}
 
 /// The per-block values the diffusers constructor derives from a config.
 public struct UNet2DConditionResolved: Equatable, Sendable {

@@ -119,20 +119,7 @@ public struct AutoencoderKLConfig: Codable, Equatable, Sendable {
 
     /// Reads and decodes a config.json (errors name the file and, for type mismatches, the field).
     public static func load(from url: URL) throws -> AutoencoderKLConfig {
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw AutoencoderKLConfigError(field: "-", "cannot read the file (\(error.localizedDescription))", file: url.path)
-        }
-        do {
-            return try JSONDecoder().decode(AutoencoderKLConfig.self, from: data)
-        } catch let DecodingError.typeMismatch(type, context), let DecodingError.valueNotFound(type, context) {
-            throw AutoencoderKLConfigError(field: context.codingPath.map(\.stringValue).joined(separator: "."),
-                                           "expected \(type): \(context.debugDescription)", file: url.path)
-        } catch let DecodingError.dataCorrupted(context) {
-            let field = context.codingPath.map(\.stringValue).joined(separator: ".")
-            throw AutoencoderKLConfigError(field: field.isEmpty ? "-" : field,
-                                           "invalid JSON: \(context.debugDescription)", file: url.path)
-        }
+        try ConfigFile.decode(AutoencoderKLConfig.self, from: url) { field, message in AutoencoderKLConfigError(field: field, message, file: url.path) }
     }
 
     /// Checks every field against what this port builds (diffusers' `Encoder`/`Decoder` with

@@ -323,14 +323,7 @@ final class PipelineTests: XCTestCase {
     // MARK: - helpers
 
     func assertClose(_ actual: Tensor, _ expected: Tensor, _ label: String, file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertEqual(actual.shape, expected.shape, "\(label): shape", file: file, line: line)
-        guard actual.shape == expected.shape else { return }
-        let a = actual.toArray(), e = expected.toArray()
-        let scale = e.map(abs).max() ?? 0
-        let diff = zip(a, e).map { abs($0 - $1) }.max() ?? 0
-        let rel = scale > 0 ? diff / scale : diff
-        if ProcessInfo.processInfo.environment["PIPELINE_VERBOSE"] == "1" { print("\(label): relError \(rel)") }
-        XCTAssertLessThanOrEqual(rel, Self.tolerance, "\(label): relative error \(rel)", file: file, line: line)
-        XCTAssertFalse(a.contains { !$0.isFinite }, "\(label): non-finite values", file: file, line: line)
+        assertParityClose(actual, expected, Self.tolerance, label, file: file, line: line)
+        XCTAssertFalse(actual.toArray().contains { !$0.isFinite }, "\(label): non-finite values", file: file, line: line)
     }
 }

@@ -38,22 +38,22 @@ final class UNetTests: XCTestCase {
         var steps = timestep.toArray()
         if steps.count == 1 { steps = Array(repeating: steps[0], count: batch) }
         let tEmb = unet.time_proj(steps)
-        assertUNetClose(tEmb, try get("t_emb"), tol, "\(name) t_emb", file: file, line: line)
-        assertUNetClose(withNoGrad { unet.time_embedding(tEmb) }, try get("emb"), tol, "\(name) emb", file: file, line: line)
+        assertParityClose(tEmb, try get("t_emb"), tol, "\(name) t_emb", file: file, line: line)
+        assertParityClose(withNoGrad { unet.time_embedding(tEmb) }, try get("emb"), tol, "\(name) emb", file: file, line: line)
 
         let out = unet(sample: sample, timestep: timestep, encoderHiddenStates: enc)
-        assertUNetClose(out, try get("out"), tol, "\(name) output", file: file, line: line)
+        assertParityClose(out, try get("out"), tol, "\(name) output", file: file, line: line)
 
         out.backward(try get("grad_out"))
-        assertUNetClose(try XCTUnwrap(sample.grad), try get("grad.sample"), tol, "\(name) grad sample", file: file, line: line)
-        assertUNetClose(try XCTUnwrap(enc.grad), try get("grad.encoder_hidden_states"), tol,
+        assertParityClose(try XCTUnwrap(sample.grad), try get("grad.sample"), tol, "\(name) grad sample", file: file, line: line)
+        assertParityClose(try XCTUnwrap(enc.grad), try get("grad.encoder_hidden_states"), tol,
                        "\(name) grad encoder_hidden_states", file: file, line: line)
         let params = Dictionary(uniqueKeysWithValues: unet.namedParameters())
         var checked = 0
         for (key, expected) in io where key.hasPrefix("grad.") && key != "grad.sample" && key != "grad.encoder_hidden_states" {
             let param = String(key.dropFirst(5))
             let p = try XCTUnwrap(params[param], "\(name): the model has no parameter \(param)")
-            assertUNetClose(try XCTUnwrap(p.grad, "\(name): no gradient reached \(param)"), expected, tol,
+            assertParityClose(try XCTUnwrap(p.grad, "\(name): no gradient reached \(param)"), expected, tol,
                            "\(name) grad \(param)", file: file, line: line)
             checked += 1
         }
@@ -70,7 +70,7 @@ final class UNetTests: XCTestCase {
         let a = withNoGrad { unet(sample: sample, timestep: t, encoderHiddenStates: enc) }
         let b = withNoGrad { unet(sample: sample, timesteps: [t, t], encoderHiddenStates: enc) }
         XCTAssertEqual(a.toArray(), b.toArray())
-        assertUNetClose(a, try XCTUnwrap(io["out"]), Self.parityTolerance, "scalar timestep")
+        assertParityClose(a, try XCTUnwrap(io["out"]), Self.parityTolerance, "scalar timestep")
     }
 
     // MARK: config
@@ -273,7 +273,7 @@ final class UNetTests: XCTestCase {
             }
             let plain = try run(false)
             let checkpointed = try run(true)
-            assertUNetClose(checkpointed.out, plain.out, 1e-6, "\(name) checkpointed output")
+            assertParityClose(checkpointed.out, plain.out, 1e-6, "\(name) checkpointed output")
             XCTAssertEqual(Set(checkpointed.grads.keys), Set(plain.grads.keys), "\(name): gradients reached different tensors")
             XCTAssertEqual(plain.grads.count, unet.parameters().count + 2, "\(name): some parameter got no gradient")
             // Parameter gradients are compared on the scale of the largest parameter gradient: a few are
@@ -283,7 +283,7 @@ final class UNetTests: XCTestCase {
             for (key, g) in plain.grads {
                 guard let c = checkpointed.grads[key] else { continue }
                 if key.hasPrefix("<") {
-                    assertUNetClose(c, g, 1e-6, "\(name) checkpointed grad \(key)")
+                    assertParityClose(c, g, 1e-6, "\(name) checkpointed grad \(key)")
                 } else {
                     let diff = (c - g).abs().max().item()
                     XCTAssertLessThanOrEqual(diff, 1e-6 * scale, "\(name) checkpointed grad \(key): max abs diff \(diff), scale \(scale)")
@@ -414,14 +414,14 @@ final class UNetBuildingBlockTests: XCTestCase {
         let attn = Attention(queryDim: 8, heads: 1, dimHead: 8, bias: true, upcastSoftmax: true, normNumGroups: 2,
                              eps: 1e-6, residualConnection: true, rescaleOutputFactor: 2, generator: &g)
         try load(attn, "attn_vae")
-        assertUNetClose(attn(try t("attn_vae.x")), try t("attn_vae.out"), Self.tolerance, "VAE attention")
+        assertParityClose(attn(try t("attn_vae.x")), try t("attn_vae.out"), Self.tolerance, "VAE attention")
     }
 
     func testAttentionCross() throws {
         var g = PhiloxGenerator(seed: 0)
         let attn = Attention(queryDim: 12, crossAttentionDim: 6, heads: 3, dimHead: 4, generator: &g)
         try load(attn, "attn_cross")
-        assertUNetClose(attn(try t("attn_cross.x"), encoderHiddenStates: try t("attn_cross.context")),
+        assertParityClose(attn(try t("attn_cross.x"), encoderHiddenStates: try t("attn_cross.context")),
                        try t("attn_cross.out"), Self.tolerance, "cross attention")
     }
 
@@ -432,7 +432,7 @@ final class UNetBuildingBlockTests: XCTestCase {
         XCTAssertNil(block.time_emb_proj)
         XCTAssertNotNil(block.conv_shortcut)
         try load(block, "resnet_vae")
-        assertUNetClose(block(try t("resnet_vae.x"), temb: nil), try t("resnet_vae.out"), Self.tolerance, "resnet (VAE)")
+        assertParityClose(block(try t("resnet_vae.x"), temb: nil), try t("resnet_vae.out"), Self.tolerance, "resnet (VAE)")
     }
 
     func testResnetWithTimeEmbedding() throws {
@@ -440,7 +440,7 @@ final class UNetBuildingBlockTests: XCTestCase {
         let block = ResnetBlock2D(inChannels: 6, outChannels: 6, tembChannels: 10, groups: 3, eps: 1e-5, generator: &g)
         XCTAssertNil(block.conv_shortcut)
         try load(block, "resnet_temb")
-        assertUNetClose(block(try t("resnet_temb.x"), temb: try t("resnet_temb.temb")), try t("resnet_temb.out"),
+        assertParityClose(block(try t("resnet_temb.x"), temb: try t("resnet_temb.temb")), try t("resnet_temb.out"),
                        Self.tolerance, "resnet (temb)")
     }
 
@@ -448,10 +448,10 @@ final class UNetBuildingBlockTests: XCTestCase {
         var g = PhiloxGenerator(seed: 0)
         let conv = Downsample2D(channels: 4, useConv: true, outChannels: 6, padding: 0, generator: &g)
         try load(conv, "down_pad0")
-        assertUNetClose(conv(try t("down_pad0.x")), try t("down_pad0.out"), Self.tolerance, "downsample padding 0")
+        assertParityClose(conv(try t("down_pad0.x")), try t("down_pad0.out"), Self.tolerance, "downsample padding 0")
         let pool = Downsample2D(channels: 3, useConv: false, generator: &g)
         XCTAssertTrue(pool.stateKeys().isEmpty)
-        assertUNetClose(pool(try t("down_pool.x")), try t("down_pool.out"), Self.tolerance, "downsample avg pool")
+        assertParityClose(pool(try t("down_pool.x")), try t("down_pool.out"), Self.tolerance, "downsample avg pool")
     }
 
     func testUpsampleToExplicitSize() throws {
@@ -460,13 +460,13 @@ final class UNetBuildingBlockTests: XCTestCase {
         try load(up, "up_size")
         let out = up(try t("up_size.x"), outputSize: (7, 5))
         XCTAssertEqual(out.shape, [2, 5, 7, 5])
-        assertUNetClose(out, try t("up_size.out"), Self.tolerance, "upsample to 7x5")
+        assertParityClose(out, try t("up_size.out"), Self.tolerance, "upsample to 7x5")
     }
 
     func testTimestepsSinFirstWithShift() throws {
         let proj = Timesteps(numChannels: 64, flipSinToCos: false, downscaleFreqShift: 1)
         XCTAssertTrue(proj.stateKeys().isEmpty)
-        assertUNetClose(proj(try t("timesteps.t")), try t("timesteps.out"), Self.tolerance, "timesteps")
+        assertParityClose(proj(try t("timesteps.t")), try t("timesteps.out"), Self.tolerance, "timesteps")
         // Hand-computed: t = 0 gives sin 0 = 0 then cos 0 = 1 (sin first when not flipped).
         let row = proj([0]).toArray()
         XCTAssertEqual(Array(row[0..<32]), Array(repeating: 0, count: 32))
@@ -478,21 +478,4 @@ final class UNetBuildingBlockTests: XCTestCase {
         let x = Tensor([0, 1, 2], shape: [1, 1, 3, 1], dtype: .float32)
         XCTAssertEqual(resizeNearest(x, height: 5, width: 2).toArray(), [0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
     }
-}
-
-/// Asserts max|actual − expected| / max|expected| ≤ tolerance (and equal shapes).
-fileprivate func assertUNetClose(_ actual: Tensor, _ expected: Tensor, _ tolerance: Double, _ message: String,
-                    file: StaticString = #filePath, line: UInt = #line) {
-    XCTAssertEqual(actual.shape, expected.shape, "\(message): shape", file: file, line: line)
-    guard actual.shape == expected.shape else { return }
-    let a = actual.toArray(), b = expected.toArray()
-    var diff = 0.0, scale = 0.0
-    for i in 0..<a.count {
-        diff = max(diff, abs(a[i] - b[i]))
-        scale = max(scale, abs(b[i]))
-        if a[i].isNaN != b[i].isNaN { diff = .infinity }
-    }
-    let rel = scale > 0 ? diff / scale : diff
-    if ProcessInfo.processInfo.environment["UNET_VERBOSE"] == "1" { print("REL", message, rel) }
-    XCTAssertLessThanOrEqual(rel, tolerance, "\(message): relative error \(rel) (max abs diff \(diff))", file: file, line: line)
 }

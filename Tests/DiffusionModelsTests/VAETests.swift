@@ -35,7 +35,7 @@ final class VAETests: XCTestCase {
         let io = try loadSafeTensors(dir.appendingPathComponent("io.safetensors").path)
         func get(_ key: String) throws -> Tensor { try XCTUnwrap(io[key], "\(name)/io.safetensors lacks \(key)") }
         func close(_ a: Tensor, _ key: String) throws {
-            assertVAEClose(a, try get(key), Self.parityTolerance, "\(name) \(key)", file: file, line: line)
+            assertParityClose(a, try get(key), Self.parityTolerance, "\(name) \(key)", file: file, line: line)
         }
 
         let x = try get("x")
@@ -83,16 +83,16 @@ final class VAETests: XCTestCase {
         let d = DiagonalGaussianDistribution(parameters: try get("params"))
         let other = DiagonalGaussianDistribution(parameters: try get("other_params"))
         let tol = Self.parityTolerance
-        assertVAEClose(d.mean, try get("mean"), tol, "mean")
-        assertVAEClose(d.logvar, try get("logvar"), tol, "logvar")
+        assertParityClose(d.mean, try get("mean"), tol, "mean")
+        assertParityClose(d.logvar, try get("logvar"), tol, "logvar")
         XCTAssertEqual(d.logvar.min().item(), -30)
         XCTAssertEqual(d.logvar.max().item(), 20)
-        assertVAEClose(d.std, try get("std"), tol, "std")
-        assertVAEClose(d.var, try get("var"), tol, "var")
-        assertVAEClose(d.mode(), try get("mode"), tol, "mode")
-        assertVAEClose(d.kl(), try get("kl"), tol, "kl")
-        assertVAEClose(d.kl(other), try get("kl_other"), tol, "kl_other")
-        assertVAEClose(d.nll(try get("nll_sample")), try get("nll"), tol, "nll")
+        assertParityClose(d.std, try get("std"), tol, "std")
+        assertParityClose(d.var, try get("var"), tol, "var")
+        assertParityClose(d.mode(), try get("mode"), tol, "mode")
+        assertParityClose(d.kl(), try get("kl"), tol, "kl")
+        assertParityClose(d.kl(other), try get("kl_other"), tol, "kl_other")
+        assertParityClose(d.nll(try get("nll_sample")), try get("nll"), tol, "nll")
 
         let fixed = DiagonalGaussianDistribution(parameters: try get("params"), deterministic: true)
         XCTAssertEqual(fixed.std.abs().max().item(), 0)
@@ -312,8 +312,8 @@ final class VAETests: XCTestCase {
         vae.gradientCheckpointing = false
         XCTAssertTrue(checkpointed.grads.count == plain.grads.count && plain.grads.count == vae.parameters().count + 1,
                       "some parameter got no gradient")
-        assertVAEClose(checkpointed.out, plain.out, 1e-6, "checkpointed output")
-        assertVAEClose(try XCTUnwrap(checkpointed.grads["<x>"]), try XCTUnwrap(plain.grads["<x>"]), 1e-6, "checkpointed grad x")
+        assertParityClose(checkpointed.out, plain.out, 1e-6, "checkpointed output")
+        assertParityClose(try XCTUnwrap(checkpointed.grads["<x>"]), try XCTUnwrap(plain.grads["<x>"]), 1e-6, "checkpointed grad x")
         let scale = plain.grads.filter { $0.key != "<x>" }.map { $0.value.abs().max().item() }.max() ?? 0
         for (key, g) in plain.grads where key != "<x>" {
             let c = try XCTUnwrap(checkpointed.grads[key], key)
@@ -339,21 +339,4 @@ final class VAETests: XCTestCase {
         try FileManager.default.copyItem(at: source, to: dir)
         return dir
     }
-}
-
-/// relError = max|actual − expected| / max|expected| ≤ tolerance (a NaN on one side only fails).
-fileprivate func assertVAEClose(_ actual: Tensor, _ expected: Tensor, _ tolerance: Double, _ message: String,
-                                file: StaticString = #filePath, line: UInt = #line) {
-    XCTAssertEqual(actual.shape, expected.shape, "\(message): shape", file: file, line: line)
-    guard actual.shape == expected.shape else { return }
-    let a = actual.toArray(), b = expected.toArray()
-    var diff = 0.0, scale = 0.0
-    for i in 0..<a.count {
-        diff = max(diff, abs(a[i] - b[i]))
-        scale = max(scale, abs(b[i]))
-        if a[i].isNaN != b[i].isNaN { diff = .infinity }
-    }
-    let rel = scale > 0 ? diff / scale : diff
-    if ProcessInfo.processInfo.environment["VAE_VERBOSE"] == "1" { print("REL", message, rel) }
-    XCTAssertLessThanOrEqual(rel, tolerance, "\(message): relative error \(rel) (max abs diff \(diff))", file: file, line: line)
 }
