@@ -22,3 +22,27 @@ enum ConfigFile {
         }
     }
 }
+
+/// A model config type that errors can name ("UNet2DConditionModel config field `…`").
+public protocol NamedModelConfig {
+    static var modelName: String { get }
+}
+
+/// An error in a model's config: the field and what was expected, and the file when it came from one.
+public struct ModelConfigError<Config: NamedModelConfig>: Error, CustomStringConvertible, LocalizedError, Equatable {
+    public var field: String
+    public var message: String
+    /// The config file, when the error came from one.
+    public var file: String?
+
+    public init(field: String, _ message: String, file: String? = nil) {
+        self.field = field
+        self.message = message
+        self.file = file
+    }
+
+    public var description: String {
+        (file.map { "\($0): " } ?? "") + "\(Config.modelName) config field `\(field)`: \(message)"
+    }
+    public var errorDescription: String? { description }
+}

@@ -12,22 +12,10 @@ import Foundation
 // refused here). Unknown keys (`_class_name`, `_diffusers_version`, ...) are ignored.
 
 /// An error in a UNet config: the field and what was expected.
-public struct UNet2DConditionConfigError: Error, CustomStringConvertible, LocalizedError, Equatable {
-    public var field: String
-    public var message: String
-    /// The config file, when the error came from one.
-    public var file: String?
+public typealias UNet2DConditionConfigError = ModelConfigError<UNet2DConditionConfig>
 
-    public init(field: String, _ message: String, file: String? = nil) {
-        self.field = field
-        self.message = message
-        self.file = file
-    }
-
-    public var description: String {
-        (file.map { "\($0): " } ?? "") + "UNet2DConditionModel config field `\(field)`: \(message)"
-    }
-    public var errorDescription: String? { description }
+extension UNet2DConditionConfig: NamedModelConfig {
+    public static let modelName = "UNet2DConditionModel"
 }
 
 /// A JSON value that is either one value or a list (diffusers' `Union[int, Tuple[int]]`).

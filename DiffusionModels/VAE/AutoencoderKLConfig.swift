@@ -15,22 +15,10 @@ import Foundation
 // diffusers' tiling tile size and `force_upcast` only matters to float16 pipelines; both are kept.
 
 /// An error in an AutoencoderKL config: the field and what was expected.
-public struct AutoencoderKLConfigError: Error, CustomStringConvertible, LocalizedError, Equatable {
-    public var field: String
-    public var message: String
-    /// The config file, when the error came from one.
-    public var file: String?
+public typealias AutoencoderKLConfigError = ModelConfigError<AutoencoderKLConfig>
 
-    public init(field: String, _ message: String, file: String? = nil) {
-        self.field = field
-        self.message = message
-        self.file = file
-    }
-
-    public var description: String {
-        (file.map { "\($0): " } ?? "") + "AutoencoderKL config field `\(field)`: \(message)"
-    }
-    public var errorDescription: String? { description }
+extension AutoencoderKLConfig: NamedModelConfig {
+    public static let modelName = "AutoencoderKL"
 }
 
 public struct AutoencoderKLConfig: Codable, Equatable, Sendable {
