@@ -46,3 +46,16 @@ public struct ModelConfigError<Config: NamedModelConfig>: Error, CustomStringCon
     }
     public var errorDescription: String? { description }
 }
+
+extension KeyedDecodingContainer {
+    /// diffusers' config semantics: a missing key keeps `current` (the default); a present key must decode.
+    func value<T: Decodable>(_ key: Key, _ current: T) throws -> T {
+        try decodeIfPresent(T.self, forKey: key) ?? current
+    }
+
+    /// For optional fields: a missing key keeps `current`, an explicit null means nil (Python's None).
+    func optional<T: Decodable>(_ key: Key, _ current: T?) throws -> T? {
+        guard contains(key) else { return current }
+        return try decodeNil(forKey: key) ? nil : decode(T.self, forKey: key)
+    }
+}

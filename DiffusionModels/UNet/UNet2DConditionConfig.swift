@@ -146,13 +146,8 @@ public struct UNet2DConditionConfig: Codable, Equatable, Sendable {
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         // Missing key → the default above; present (null allowed for optionals) → the JSON value.
-        func value<T: Decodable>(_ key: CodingKeys, _ current: T) throws -> T {
-            try c.decodeIfPresent(T.self, forKey: key) ?? current
-        }
-        func optional<T: Decodable>(_ key: CodingKeys, _ current: T?) throws -> T? {
-            guard c.contains(key) else { return current }
-            return try c.decodeNil(forKey: key) ? nil : c.decode(T.self, forKey: key)
-        }
+        func value<T: Decodable>(_ key: CodingKeys, _ current: T) throws -> T { try c.value(key, current) }
+        func optional<T: Decodable>(_ key: CodingKeys, _ current: T?) throws -> T? { try c.optional(key, current) }
         sample_size = try optional(.sample_size, sample_size)
         in_channels = try value(.in_channels, in_channels)
         out_channels = try value(.out_channels, out_channels)

@@ -29,6 +29,15 @@ import Foundation
 // residual; the encoder outputs 2·latent_channels (mean and log-variance, `double_z`); decoder up
 // block i has layers_per_block + 1 resnets and runs the channel list reversed.
 
+/// The VAE blocks' resnet stack: the first changes the channel count, no time embedding, eps 1e-6.
+func vaeResnets(inChannels: Int, outChannels: Int, count: Int, groups: Int, dtype: DType,
+                generator: inout PhiloxGenerator) -> [ResnetBlock2D] {
+    (0..<count).map { i in
+        ResnetBlock2D(inChannels: i == 0 ? inChannels : outChannels, outChannels: outChannels, tembChannels: nil,
+                      groups: groups, eps: 1e-6, dtype: dtype, generator: &generator)
+    }
+}
+
 /// diffusers `DownEncoderBlock2D`: resnets, then (except in the last block) a padding-0 downsampler.
 public final class DownEncoderBlock2D: Module {
     public var resnets: [ResnetBlock2D]
@@ -37,12 +46,8 @@ public final class DownEncoderBlock2D: Module {
 
     public init(inChannels: Int, outChannels: Int, numLayers: Int, addDownsample: Bool, groups: Int,
                 dtype: DType = .float32, generator: inout PhiloxGenerator) {
-        var resnets: [ResnetBlock2D] = []
-        for i in 0..<numLayers {
-            resnets.append(ResnetBlock2D(inChannels: i == 0 ? inChannels : outChannels, outChannels: outChannels,
-                                         tembChannels: nil, groups: groups, eps: 1e-6, dtype: dtype, generator: &generator))
-        }
-        self.resnets = resnets
+        resnets = vaeResnets(inChannels: inChannels, outChannels: outChannels, count: numLayers, groups: groups,
+                             dtype: dtype, generator: &generator)
         downsamplers = addDownsample
             ? [Downsample2D(channels: outChannels, useConv: true, outChannels: outChannels, padding: 0, dtype: dtype,
                             generator: &generator)]
@@ -66,12 +71,8 @@ public final class UpDecoderBlock2D: Module {
 
     public init(inChannels: Int, outChannels: Int, numLayers: Int, addUpsample: Bool, groups: Int,
                 dtype: DType = .float32, generator: inout PhiloxGenerator) {
-        var resnets: [ResnetBlock2D] = []
-        for i in 0..<numLayers {
-            resnets.append(ResnetBlock2D(inChannels: i == 0 ? inChannels : outChannels, outChannels: outChannels,
-                                         tembChannels: nil, groups: groups, eps: 1e-6, dtype: dtype, generator: &generator))
-        }
-        self.resnets = resnets
+        resnets = vaeResnets(inChannels: inChannels, outChannels: outChannels, count: numLayers, groups: groups,
+                             dtype: dtype, generator: &generator)
         upsamplers = addUpsample
             ? [Upsample2D(channels: outChannels, useConv: true, outChannels: outChannels, dtype: dtype, generator: &generator)]
             : []

@@ -55,13 +55,8 @@ public struct AutoencoderKLConfig: Codable, Equatable, Sendable {
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         // Missing key → the default above; present (null allowed for optionals) → the JSON value.
-        func value<T: Decodable>(_ key: CodingKeys, _ current: T) throws -> T {
-            try c.decodeIfPresent(T.self, forKey: key) ?? current
-        }
-        func optional<T: Decodable>(_ key: CodingKeys, _ current: T?) throws -> T? {
-            guard c.contains(key) else { return current }
-            return try c.decodeNil(forKey: key) ? nil : c.decode(T.self, forKey: key)
-        }
+        func value<T: Decodable>(_ key: CodingKeys, _ current: T) throws -> T { try c.value(key, current) }
+        func optional<T: Decodable>(_ key: CodingKeys, _ current: T?) throws -> T? { try c.optional(key, current) }
         in_channels = try value(.in_channels, in_channels)
         out_channels = try value(.out_channels, out_channels)
         down_block_types = try value(.down_block_types, down_block_types)
