@@ -28,6 +28,7 @@ let package = Package(
         .executable(name: "ddpo", targets: ["DDPOApp"]),
         .executable(name: "tensorkit-bench", targets: ["TensorKitBench"]),
         .executable(name: "ddpo-bench", targets: ["DDPOBench"]),
+        .executable(name: "tensorkit-gpu-check", targets: ["TensorKitGPUCheck"]),
     ],
     targets: [
         .systemLibrary(
@@ -47,6 +48,10 @@ let package = Package(
         .executableTarget(
             name: "TensorKitBench", dependencies: ["TensorKit", "COpenBLAS"],
             path: "TensorKit/Benchmarks", swiftSettings: optimized),
+        // Every op on CUDA against the CPU backend, for the device machine (scripts/gpu-check.sh).
+        .executableTarget(
+            name: "TensorKitGPUCheck", dependencies: ["TensorKit"],
+            path: "TensorKit/GPUCheck", swiftSettings: optimized),
         .executableTarget(
             name: "SafeTensorsFuzz", dependencies: ["TensorKit"],
             path: "TensorKit/Fuzz"),

@@ -1,36 +1,49 @@
 import Foundation
 import TensorKit
 
-// The `ddpo` command. Training, sampling and the rest arrive with the app issue; for now it runs
-// the worked examples in notebooks-md/ (the same code the test suite runs).
+// The `ddpo` command: `train`, `sample`, `tokenize`, `info`, `pretrain`, `notebook`.
 
 let usage = """
-    usage: ddpo <command>
+    usage: ddpo <command> [options]
 
     commands:
-      notebook 01    run notebooks-md/01-tensors-and-autograd.md (tensors, autograd, a small MLP)
+      train          fine-tune a Stable Diffusion model with DDPO (ddpo train --help)
+      sample         sample images from a model, a LoRA or a fine-tuned folder
+      tokenize       print the CLIP token ids of texts
+      info           describe a diffusers folder
+      pretrain       train the built-in model from scratch
+      notebook 01    run notebooks-md/01-tensors-and-autograd.md
       help           show this message
     """
 
 let notebooks: [String: () -> Double] = ["01": { notebook01() }]
 
-func fail(_ message: String) -> Never {
+func fail(_ message: String, code: Int32 = 2) -> Never {
     FileHandle.standardError.write(Data("ddpo: \(message)\n".utf8))
-    exit(2)
+    exit(code)
 }
 
 var arguments = Array(CommandLine.arguments.dropFirst())
-switch arguments.first {
-case nil, "help", "--help", "-h":
-    print(usage)
-case "notebook":
-    guard arguments.count == 2 else { fail("notebook needs exactly one name, one of: \(notebooks.keys.sorted().joined(separator: ", "))") }
-    guard let run = notebooks[arguments[1]] else {
-        fail("unknown notebook '\(arguments[1])'; available: \(notebooks.keys.sorted().joined(separator: ", "))")
+let rest = Array(arguments.dropFirst())
+do {
+    switch arguments.first {
+    case nil, "help", "--help", "-h":
+        print(usage)
+    case "pretrain":
+        try PretrainCommand.run(rest)
+    case "notebook":
+        guard rest.count == 1 else { fail("notebook needs exactly one name, one of: \(notebooks.keys.sorted().joined(separator: ", "))") }
+        guard let run = notebooks[rest[0]] else {
+            fail("unknown notebook '\(rest[0])'; available: \(notebooks.keys.sorted().joined(separator: ", "))")
+        }
+        let start = Date()
+        let result = run()
+        print(String(format: "notebook %@ finished in %.1f s (result %.6g)", rest[0], Date().timeIntervalSince(start), result))
+    default:
+        fail("unknown command '\(arguments[0])'\n\(usage)")
     }
-    let start = Date()
-    let result = run()
-    print(String(format: "notebook %@ finished in %.1f s (result %.6g)", arguments[1], Date().timeIntervalSince(start), result))
-default:
-    fail("unknown command '\(arguments[0])'\n\(usage)")
+} catch let error as AppError {
+    fail(error.message, code: error.exitCode)
+} catch {
+    fail("\(error)", code: 1)
 }
