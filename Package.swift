@@ -75,6 +75,9 @@ let package = Package(
             name: "NotebookTests", dependencies: ["DDPOApp", "TensorKit"],
             path: "Tests/NotebookTests"),
         .testTarget(
+            name: "DDPOAppTests", dependencies: ["DDPOApp", "RLAlgorithms"],
+            path: "Tests/DDPOAppTests", exclude: ["Fixtures"]),
+        .testTarget(
             name: "DiffusionModelsTests", dependencies: ["DiffusionModels"],
             path: "Tests/DiffusionModelsTests", exclude: ["Fixtures"]),
         .testTarget(

@@ -19,7 +19,9 @@ let usage = """
 let notebooks: [String: () -> Double] = ["01": { notebook01() }]
 
 func fail(_ message: String, code: Int32 = 2) -> Never {
-    FileHandle.standardError.write(Data("ddpo: \(message)\n".utf8))
+    // Commands' messages already start with "ddpo <command>:".
+    let text = message.hasPrefix("ddpo ") ? message : "ddpo: \(message)"
+    FileHandle.standardError.write(Data("\(text)\n".utf8))
     exit(code)
 }
 
@@ -29,6 +31,14 @@ do {
     switch arguments.first {
     case nil, "help", "--help", "-h":
         print(usage)
+    case "train":
+        try TrainCommand.run(rest)
+    case "sample":
+        try SampleCommand.run(rest)
+    case "tokenize":
+        try TokenizeCommand.run(rest)
+    case "info":
+        try InfoCommand.run(rest)
     case "pretrain":
         try PretrainCommand.run(rest)
     case "notebook":

@@ -171,24 +171,6 @@ extension DDPOConfig: Codable {
 
     /// The field name nearest to `name` by edit distance, if it is plausibly a typo of it.
     static func closestField(to name: String) -> String? {
-        let lowered = name.lowercased()
-        let scored = fields.map { ($0.name, editDistance(lowered, $0.name)) }
-        guard let best = scored.min(by: { $0.1 < $1.1 }) else { return nil }
-        return best.1 <= max(2, best.0.count / 3) ? best.0 : nil
-    }
-
-    /// Levenshtein distance over Unicode scalars.
-    static func editDistance(_ a: String, _ b: String) -> Int {
-        let a = Array(a.unicodeScalars), b = Array(b.unicodeScalars)
-        if a.isEmpty || b.isEmpty { return max(a.count, b.count) }
-        var previous = Array(0...b.count)
-        for i in 1...a.count {
-            var current = [i] + Array(repeating: 0, count: b.count)
-            for j in 1...b.count {
-                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
-            }
-            previous = current
-        }
-        return previous[b.count]
+        Suggestions.closest(to: name, in: fields.map(\.name))
     }
 }

@@ -161,23 +161,7 @@ public struct PromptSource: Sendable {
 
     /// The candidate with the smallest edit distance, if it is close enough to be a likely typo.
     static func closestName(to name: String, in candidates: [String]) -> String? {
-        func distance(_ a: [Character], _ b: [Character]) -> Int {
-            var row = Array(0...b.count)
-            for i in 1...max(a.count, 1) where !a.isEmpty {
-                var previous = row[0]
-                row[0] = i
-                for j in stride(from: 1, through: b.count, by: 1) {
-                    let current = row[j]
-                    row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
-                    previous = current
-                }
-            }
-            return a.isEmpty ? b.count : row[b.count]
-        }
-        let lowered = Array(name.lowercased())
-        let scored = candidates.map { ($0, distance(lowered, Array($0))) }.min { $0.1 < $1.1 }
-        guard let (best, d) = scored, d <= max(3, best.count / 3) else { return nil }
-        return best
+        Suggestions.closest(to: name, in: candidates, allowance: 3)
     }
 }
 

@@ -1,0 +1,166 @@
+import Foundation
+import RLAlgorithms
+
+// `ddpo sample`: the seed's "Using the finetuned model". Loads a diffusers folder (a base model, or a
+// full fine-tune's final/), optionally a LoRA (`--lora final/`), and writes one PNG per prompt in
+// order plus samples.safetensors: `images` [B, 3, H, W] in [0, 1] and `latents` (the final latents).
+// Defaults follow diffusers' StableDiffusionPipeline call: 50 steps, guidance 7.5, eta 0.
+
+enum SampleCommand {
+    static let command = "ddpo sample"
+
+    static let options: [OptionSpec] = [
+        OptionSpec(name: "model", kind: .value, valueName: "DIR", help: "diffusers folder (default: the built-in shapes model)"),
+        OptionSpec(name: "lora", kind: .value, valueName: "DIR|FILE", help: "LoRA weights to apply (ddpo train's final/, or a .safetensors file)"),
+        OptionSpec(name: "prompt", kind: .repeated, valueName: "TEXT", help: "a prompt; repeat for more (one image each, in order)"),
+        OptionSpec(name: "negative-prompt", kind: .repeated, valueName: "TEXT", help: "negative prompt: once for all prompts, or once per prompt"),
+        OptionSpec(name: "seed", kind: .value, valueName: "INT", help: "seed of the initial latents and the step noise (default 0)"),
+        OptionSpec(name: "steps", kind: .value, valueName: "INT", help: "DDIM steps (default 50)"),
+        OptionSpec(name: "guidance", kind: .value, valueName: "FLOAT", help: "classifier-free guidance scale (default 7.5; ≤ 1: none)"),
+        OptionSpec(name: "eta", kind: .value, valueName: "FLOAT", help: "DDIM eta (default 0: deterministic)"),
+        OptionSpec(name: "height", kind: .value, valueName: "PX", help: "image height (default: the model's)"),
+        OptionSpec(name: "width", kind: .value, valueName: "PX", help: "image width (default: the model's)"),
+        OptionSpec(name: "latents", kind: .value, valueName: "FILE", help: "initial latents: safetensors with key 'latents', [B, C, h, w]"),
+        OptionSpec(name: "out", kind: .value, valueName: "DIR", help: "output folder (default: samples)"),
+        OptionSpec(name: "device", kind: .value, valueName: "cpu|cuda:N", help: "where to run (default cpu)"),
+        OptionSpec(name: "quiet", kind: .bool, help: "no progress output"),
+    ]
+
+    static var usage: String {
+        """
+        usage: ddpo sample --prompt TEXT [--prompt TEXT ...] [options]
+
+        options:
+        \(ArgumentParser.helpLines(options))
+        """
+    }
+
+    static func run(_ arguments: [String]) throws {
+        let parsed = try ArgumentParser.parse(arguments, specs: options, command: command)
+        if parsed.help {
+            print(usage)
+            return
+        }
+        if let device = parsed.value("device"), device != "cpu" {
+            guard Device(parsing: device) != nil else { throw AppError("\(command): --device: expected cpu or cuda:N, got '\(device)'") }
+            throw AppError("\(command): --device \(device): this build samples on the CPU only (the CUDA backend is not wired into sampling yet)")
+        }
+        let prompts = parsed.values("prompt")
+        guard !prompts.isEmpty else { throw AppError("\(command): give at least one --prompt TEXT") }
+        let negatives = parsed.values("negative_prompt")
+        guard negatives.count <= 1 || negatives.count == prompts.count else {
+            throw AppError("\(command): --negative-prompt given \(negatives.count) times for \(prompts.count) prompts (give it once, or once per prompt)")
+        }
+        let seed = try parsed.value("seed").map { try ArgumentParser.parseInt($0, option: "seed", command: command) } ?? 0
+        let steps = try parsed.value("steps").map { try ArgumentParser.parseInt($0, option: "steps", command: command) } ?? 50
+        guard steps >= 1 else { throw AppError("\(command): --steps: must be at least 1, got \(steps)") }
+        let guidance = try parsed.value("guidance").map { try ArgumentParser.parseDouble($0, option: "guidance", command: command) } ?? 7.5
+        let eta = try parsed.value("eta").map { try ArgumentParser.parseDouble($0, option: "eta", command: command) } ?? 0
+        guard eta >= 0 else { throw AppError("\(command): --eta: must be ≥ 0, got \(eta)") }
+        let height = try parsed.value("height").map { try ArgumentParser.parseInt($0, option: "height", command: command) }
+        let width = try parsed.value("width").map { try ArgumentParser.parseInt($0, option: "width", command: command) }
+        for (name, value) in [("height", height), ("width", width)] {
+            if let value, value < 8 || value % 8 != 0 { throw AppError("\(command): --\(name): must be a positive multiple of 8, got \(value)") }
+        }
+        let out = URL(fileURLWithPath: parsed.value("out") ?? "samples")
+        let modelDirectory = try resolveModel(parsed.value("model"), command: command)
+        let loraURL = parsed.value("lora").map { URL(fileURLWithPath: $0) }
+        if let loraURL, !FileManager.default.fileExists(atPath: loraURL.path) {
+            throw AppError("\(command): --lora: \(loraURL.path): no such file or folder")
+        }
+        var latents: Tensor?
+        if let path = parsed.value("latents") {
+            latents = try readLatents(path, count: prompts.count)
+        }
+
+        let progress = ProgressReporter(quiet: parsed.bool("quiet") ?? false)
+        let pipeline: StableDiffusionPipeline
+        do { pipeline = try StableDiffusionPipeline.load(directory: modelDirectory) }
+        catch { throw AppError("\(command): --model: \(error)", exitCode: 1) }
+        // A folder that carries its own LoRA (as `ddpo train` / TRL save it next to a model) uses it.
+        let ownLoRA = modelDirectory.appendingPathComponent(LoRANetwork.weightName)
+        let lora = loraURL ?? (FileManager.default.fileExists(atPath: ownLoRA.path) ? ownLoRA : nil)
+        if let lora {
+            do { _ = try LoRANetwork.load(contentsOf: lora, into: pipeline.unet, freezeBase: true) }
+            catch { throw AppError("\(command): --lora: \(error)", exitCode: 1) }
+            if loraURL == nil { progress.line("\(command): applying the folder's own \(LoRANetwork.weightName)") }
+        }
+        if let latents {
+            let expected = [pipeline.unet.config.in_channels]
+            guard latents.shape[1] == expected[0] else {
+                throw AppError("\(command): --latents: 'latents' has \(latents.shape[1]) channels; the UNet takes \(expected[0])")
+            }
+            let f = pipeline.vaeScaleFactor
+            if let height, height != latents.shape[2] * f { throw AppError("\(command): --height \(height) disagrees with the latents (\(latents.shape[2]) × \(f))") }
+            if let width, width != latents.shape[3] * f { throw AppError("\(command): --width \(width) disagrees with the latents (\(latents.shape[3]) × \(f))") }
+        }
+
+        var request = SamplingRequest(prompts: prompts, negativePrompts: negatives.isEmpty ? nil : (negatives.count == 1 ? Array(repeating: negatives[0], count: prompts.count) : negatives),
+                                      numInferenceSteps: steps, guidanceScale: guidance, eta: eta)
+        request.latents = latents
+        if let latents {
+            request.height = latents.shape[2] * pipeline.vaeScaleFactor
+            request.width = latents.shape[3] * pipeline.vaeScaleFactor
+        } else {
+            request.height = height
+            request.width = width
+        }
+        let output: SamplingOutput
+        do {
+            var generator = PhiloxGenerator(seed: UInt64(bitPattern: Int64(seed)))
+            output = try pipeline.sample(request, generator: &generator) { p in
+                progress.update("sampling", done: p.step, total: p.total)
+            }
+        } catch { throw AppError("\(command): \(error)", exitCode: 1) }
+        guard let images = output.images else { throw AppError("\(command): the pipeline decoded no images", exitCode: 1) }
+
+        do { try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true) }
+        catch { throw AppError("\(command): --out: cannot create \(out.path): \(error.localizedDescription)", exitCode: 1) }
+        let digits = max(2, String(prompts.count - 1).count)
+        let pngs = try RewardFunctions.rgbImages(images)
+        for (i, image) in pngs.enumerated() {
+            let name = String(repeating: "0", count: max(0, digits - String(i).count)) + "\(i)_\(slug(prompts[i])).png"
+            try writeAtomically(image, to: out.appendingPathComponent(name))
+        }
+        try saveSafeTensors(["images": images.to(.float32).contiguous(), "latents": output.latents.to(.float32).contiguous()],
+                            to: out.appendingPathComponent("samples.safetensors").path)
+        progress.line("\(command): wrote \(pngs.count) PNGs and samples.safetensors to \(out.path)")
+    }
+
+    /// `--model DIR`, or the built-in model.
+    static func resolveModel(_ path: String?, command: String) throws -> URL {
+        let directory: URL
+        if let path {
+            directory = URL(fileURLWithPath: (path as NSString).expandingTildeInPath)
+        } else {
+            guard let found = BuiltinModelLocator.directory() else {
+                throw AppError("\(command): no --model given and the built-in model was not found (looked in: \(BuiltinModelLocator.candidates().map(\.path).joined(separator: ", ")))")
+            }
+            directory = found
+        }
+        guard FileManager.default.fileExists(atPath: directory.appendingPathComponent("model_index.json").path) else {
+            throw AppError("\(command): --model: \(directory.path) is not a diffusers folder (no model_index.json)")
+        }
+        return directory
+    }
+
+    /// The `latents` tensor of a safetensors file, checked to be [count, C, h, w] floating point.
+    static func readLatents(_ path: String, count: Int) throws -> Tensor {
+        let file: SafeTensorsFile
+        do { file = try SafeTensorsFile(path: path) }
+        catch { throw AppError("\(command): --latents: \(error)") }
+        guard file.keys.contains("latents") else {
+            throw AppError("\(command): --latents: \(path): no tensor 'latents' (found: \(file.keys.joined(separator: ", ")))")
+        }
+        let latents: Tensor
+        do { latents = try file.tensor("latents") }
+        catch { throw AppError("\(command): --latents: \(error)") }
+        guard latents.dtype.isFloatingPoint else {
+            throw AppError("\(command): --latents: \(path): 'latents' is \(latents.dtype); expected a floating-point tensor")
+        }
+        guard latents.rank == 4, latents.shape[0] == count else {
+            throw AppError("\(command): --latents: \(path): 'latents' has shape \(latents.shape); expected [\(count), C, h, w] (one per --prompt)")
+        }
+        return latents.to(.float32).contiguous()
+    }
+}

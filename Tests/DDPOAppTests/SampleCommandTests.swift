@@ -1,0 +1,176 @@
+import Foundation
+import XCTest
+import RLAlgorithms
+
+/// `ddpo sample`, `ddpo tokenize` and `ddpo info` as subprocesses, against diffusers' and
+/// transformers' outputs on the same folder.
+final class SampleCommandTests: XCTestCase {
+    let model = DDPOProcess.fixtureModel.path
+    let io = DDPOProcess.repositoryRoot.appendingPathComponent("Tests/DiffusionModelsTests/Fixtures/pipeline/sd1/io.safetensors")
+
+    /// With the initial latents diffusers used, eta 0 and the case's prompts, negatives, steps and
+    /// guidance, `ddpo sample` reproduces diffusers' images (make_pipeline_fixtures.py, case sd1).
+    func testSampleWithLatentsReproducesDiffusers() throws {
+        let dir = try DDPOProcess.temporaryDirectory()
+        let reference = try SafeTensorsFile(path: io.path)
+        let latentsFile = dir.appendingPathComponent("latents.safetensors")
+        try saveSafeTensors(["latents": try reference.tensor("latents")], to: latentsFile.path)
+        let out = dir.appendingPathComponent("out")
+        let result = try DDPOProcess.run(["sample", "--model", model, "--prompt", "the cat", "--prompt", "a dog and the cat",
+                                          "--negative-prompt", "hello world", "--negative_prompt", "", "--steps", "4",
+                                          "--guidance", "7.5", "--eta", "0", "--latents", latentsFile.path, "--out", out.path, "--quiet"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let samples = try SafeTensorsFile(path: out.appendingPathComponent("samples.safetensors").path)
+        let images = try samples.tensor("images"), expected = try reference.tensor("eta0.images")
+        XCTAssertEqual(images.shape, expected.shape)
+        let worst = zip(images.toArray(), expected.toArray()).map { abs($0 - $1) }.max() ?? .infinity
+        XCTAssertLessThan(worst, 1e-4, "images differ from diffusers' by up to \(worst)")
+        let latents = try samples.tensor("latents"), expectedLatents = try reference.tensor("eta0.latents")
+        XCTAssertEqual(latents.shape, expectedLatents.shape)
+        let worstLatent = zip(latents.toArray(), expectedLatents.toArray()).map { abs($0 - $1) / max(1, abs($1)) }.max() ?? .infinity
+        XCTAssertLessThan(worstLatent, 1e-4)
+        // One PNG per prompt, in order, equal to the quantised images.
+        let pngs = try FileManager.default.contentsOfDirectory(atPath: out.path).filter { $0.hasSuffix(".png") }.sorted()
+        XCTAssertEqual(pngs, ["00_the-cat.png", "01_a-dog-and-the-cat.png"])
+        let second = try RGBImage(contentsOf: out.appendingPathComponent(pngs[1]).path)
+        let column = expected.slice(0, 1, 2).toArray()
+        // Pixel (0, 0) of the red plane: round(x * 255) as the references quantise.
+        XCTAssertEqual(Int(second.pixels[0]), Int((column[0] * 255).rounded()), accuracy: 1)
+    }
+
+    func testSampleWithSeedIsDeterministicAndHonoursTheSize() throws {
+        let dir = try DDPOProcess.temporaryDirectory()
+        var outputs: [[Double]] = []
+        for name in ["a", "b"] {
+            let result = try DDPOProcess.run(["sample", "--model", model, "--prompt", "the cat", "--seed", "7", "--steps", "3",
+                                              "--eta", "1", "--height", "16", "--width", "24", "--out", dir.appendingPathComponent(name).path, "--quiet"])
+            XCTAssertEqual(result.status, 0, result.stderr)
+            let images = try SafeTensorsFile(path: dir.appendingPathComponent("\(name)/samples.safetensors").path).tensor("images")
+            XCTAssertEqual(images.shape, [1, 3, 16, 24])
+            let values = images.toArray()
+            XCTAssertTrue(values.allSatisfy { $0 >= 0 && $0 <= 1 })
+            outputs.append(values)
+        }
+        XCTAssertEqual(outputs[0], outputs[1])
+        let other = try DDPOProcess.run(["sample", "--model", model, "--prompt", "the cat", "--seed", "8", "--steps", "3",
+                                         "--eta", "1", "--height", "16", "--width", "24", "--out", dir.appendingPathComponent("c").path, "--quiet"])
+        XCTAssertEqual(other.status, 0, other.stderr)
+        let third = try SafeTensorsFile(path: dir.appendingPathComponent("c/samples.safetensors").path).tensor("images").toArray()
+        XCTAssertNotEqual(third, outputs[0], "another seed gave the same image")
+    }
+
+    func testSampleAppliesATrainedLoRA() throws {
+        // A LoRA written by `ddpo train` (a whole-model fine-tune is tested in TrainCommandTests).
+        let dir = try DDPOProcess.temporaryDirectory()
+        let train = try DDPOProcess.run(["train", "--model", model, "--logdir", dir.path, "--run_name", "r", "--num_epochs", "1",
+                                         "--sample_batch_size", "2", "--sample_num_batches_per_epoch", "1", "--sample_num_steps", "3",
+                                         "--train_batch_size", "2", "--train_learning_rate", "0.05", "--train_clip_range", "0.5",
+                                         "--report_prompts", "0", "--quiet"])
+        XCTAssertEqual(train.status, 0, train.stderr)
+        var images: [[Double]] = []
+        for (name, extra) in [("base", [String]()), ("lora", ["--lora", dir.appendingPathComponent("r/final").path])] {
+            let result = try DDPOProcess.run(["sample", "--model", model, "--prompt", "the cat", "--steps", "3",
+                                              "--out", dir.appendingPathComponent(name).path, "--quiet"] + extra)
+            XCTAssertEqual(result.status, 0, result.stderr)
+            images.append(try SafeTensorsFile(path: dir.appendingPathComponent("\(name)/samples.safetensors").path).tensor("images").toArray())
+        }
+        XCTAssertNotEqual(images[0], images[1], "the LoRA changed nothing")
+    }
+
+    func testSampleErrors() throws {
+        let dir = try DDPOProcess.temporaryDirectory()
+        let wrongKey = dir.appendingPathComponent("wrong-key.safetensors")
+        try saveSafeTensors(["noise": Tensor.zeros([1, 4, 2, 2])], to: wrongKey.path)
+        let wrongShape = dir.appendingPathComponent("wrong-shape.safetensors")
+        try saveSafeTensors(["latents": Tensor.zeros([2, 4, 2, 2])], to: wrongShape.path)
+        let wrongChannels = dir.appendingPathComponent("wrong-channels.safetensors")
+        try saveSafeTensors(["latents": Tensor.zeros([1, 3, 2, 2])], to: wrongChannels.path)
+        let garbage = dir.appendingPathComponent("garbage.safetensors")
+        try Data("not a safetensors file".utf8).write(to: garbage)
+        let base = ["sample", "--model", model, "--out", dir.appendingPathComponent("never").path]
+        let cases: [([String], Int32, [String])] = [
+            ([], 2, ["--prompt"]),
+            (["--prompt", "a", "--latents", wrongKey.path], 2, [wrongKey.path, "no tensor 'latents'", "noise"]),
+            (["--prompt", "a", "--latents", wrongShape.path], 2, [wrongShape.path, "[2, 4, 2, 2]", "one per --prompt"]),
+            (["--prompt", "a", "--latents", wrongChannels.path], 2, ["--latents", "3 channels", "takes 4"]),
+            (["--prompt", "a", "--latents", garbage.path], 2, ["--latents", garbage.path]),
+            (["--prompt", "a", "--latents", dir.appendingPathComponent("none.safetensors").path], 2, ["--latents", "none.safetensors"]),
+            (["--prompt", "a", "--prompt", "b", "--negative-prompt", "x", "--negative-prompt", "y", "--negative-prompt", "z"], 2, ["--negative-prompt given 3 times for 2 prompts"]),
+            (["--prompt", "a", "--steps", "0"], 2, ["--steps"]),
+            (["--prompt", "a", "--height", "30"], 2, ["--height", "multiple of 8"]),
+            (["--prompt", "a", "--lora", "/nonexistent/lora"], 2, ["--lora", "/nonexistent/lora"]),
+            (["--prompt", "a", "--seeds", "3"], 2, ["unknown option '--seeds'", "did you mean '--seed'"]),
+        ]
+        for (flags, status, expected) in cases {
+            let result = try DDPOProcess.run(base + flags)
+            XCTAssertEqual(result.status, status, "\(flags): \(result.stderr)")
+            for text in expected { XCTAssertTrue(result.stderr.contains(text), "\(flags): stderr lacks '\(text)': \(result.stderr)") }
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("never").path))
+    }
+
+    /// Token ids as transformers' CLIPTokenizer gives them (make_app_fixtures.py), one JSON array a line,
+    /// from arguments and from a file.
+    func testTokenizeMatchesTransformers() throws {
+        let fixture = try XCTUnwrap(JSONValue(parsing: Data(contentsOf: DDPOProcess.fixtures.appendingPathComponent("tokenize.json"))).objectValue)
+        let texts = try XCTUnwrap(fixture["texts"]?.arrayValue).map { try XCTUnwrap($0.stringValue) }
+        let expected = try XCTUnwrap(fixture["ids"]?.arrayValue).map { try XCTUnwrap($0.arrayValue).map { Int(try XCTUnwrap($0.doubleValue)) } }
+        let dir = try DDPOProcess.temporaryDirectory()
+        let file = dir.appendingPathComponent("texts.txt")
+        try Data((texts.joined(separator: "\n") + "\n").utf8).write(to: file)
+        for arguments in [["tokenize", "--model", model] + texts, ["tokenize", "--model", model, "--file", file.path]] {
+            let result = try DDPOProcess.run(arguments)
+            XCTAssertEqual(result.status, 0, result.stderr)
+            let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
+            XCTAssertEqual(lines.count, texts.count)
+            let ids = try lines.map { try XCTUnwrap(JSONValue(parsing: Data($0.utf8)).arrayValue).map { Int(try XCTUnwrap($0.doubleValue)) } }
+            XCTAssertEqual(ids, expected)
+        }
+        let none = try DDPOProcess.run(["tokenize", "--model", model])
+        XCTAssertEqual(none.status, 2)
+        XCTAssertTrue(none.stderr.contains("no texts"))
+    }
+
+    /// Parameter counts as diffusers/transformers count the loaded modules (make_app_fixtures.py).
+    func testInfoReportsComponentsCountsAndACleanLoad() throws {
+        let fixture = try XCTUnwrap(JSONValue(parsing: Data(contentsOf: DDPOProcess.fixtures.appendingPathComponent("info.json"))).objectValue)
+        let counts = try XCTUnwrap(fixture["parameters"]?.objectValue)
+        let result = try DDPOProcess.run(["info", "--model", model])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        for (component, className, file) in [("unet", "UNet2DConditionModel", "diffusion_pytorch_model.safetensors"),
+                                             ("vae", "AutoencoderKL", "diffusion_pytorch_model.safetensors"),
+                                             ("text_encoder", "CLIPTextModel", "model.safetensors")] {
+            // The component's section runs from its header to the next blank line.
+            let header = try XCTUnwrap(result.stdout.range(of: "\n\(component): \(className)"), result.stdout)
+            let section = result.stdout[header.upperBound...].components(separatedBy: "\n\n")[0]
+            let n = Int(try XCTUnwrap(counts[component]?.doubleValue))
+            XCTAssertTrue(section.contains("\(file): "), section)
+            XCTAssertTrue(section.contains(" \(InfoFormat.grouped(n)) parameters, float32"), "\(component): expected \(n) parameters: \(section)")
+        }
+        XCTAssertTrue(result.stdout.contains("scheduler: PNDMScheduler"))
+        XCTAssertTrue(result.stdout.contains("strict load: clean"))
+
+        // A folder whose UNet weights lack a tensor: reported, exit status 1.
+        let broken = try DDPOProcess.temporaryDirectory().appendingPathComponent("broken")
+        try FileManager.default.copyItem(at: DDPOProcess.fixtureModel, to: broken)
+        let unetFile = broken.appendingPathComponent("unet/diffusion_pytorch_model.safetensors")
+        var state = try loadSafeTensors(unetFile.path)
+        state.removeValue(forKey: "conv_in.weight")
+        try saveSafeTensors(state, to: unetFile.path)
+        let bad = try DDPOProcess.run(["info", "--model", broken.path])
+        XCTAssertEqual(bad.status, 1)
+        XCTAssertTrue(bad.stdout.contains("strict load: FAILED"), bad.stdout)
+        XCTAssertTrue(bad.stdout.contains("conv_in.weight"), bad.stdout)
+    }
+}
+
+/// Thousands separators as `ddpo info` prints them (1234567 → 1,234,567).
+enum InfoFormat {
+    static func grouped(_ n: Int) -> String {
+        let formatter = NumberFormatter()
+        formatter.numberStyle = .decimal
+        formatter.groupingSeparator = ","
+        formatter.usesGroupingSeparator = true
+        return formatter.string(from: NSNumber(value: n)) ?? String(n)
+    }
+}

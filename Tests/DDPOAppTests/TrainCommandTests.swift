@@ -1,0 +1,174 @@
+import Foundation
+import XCTest
+import RLAlgorithms
+
+/// `ddpo train` as a user runs it: a subprocess on the tiny SD1 fixture folder, checked by exit
+/// status, messages and the files it leaves.
+final class TrainCommandTests: XCTestCase {
+    let model = DDPOProcess.fixtureModel.path
+
+    /// A two-epoch run small enough for a test: 1 batch of 2 images, 3 DDIM steps.
+    func smallRun(logdir: URL, extra: [String]) -> [String] {
+        ["train", "--model", model, "--logdir", logdir.path, "--sample_batch_size", "2",
+         "--sample_num_batches_per_epoch", "1", "--sample_num_steps", "3", "--train_batch_size", "1",
+         "--report_prompts", "2", "--quiet"] + extra
+    }
+
+    func testTrainWritesEveryOutput() throws {
+        let logdir = try DDPOProcess.temporaryDirectory()
+        let result = try DDPOProcess.run(smallRun(logdir: logdir, extra: ["--run_name", "r", "--num_epochs", "2",
+                                                                          "--ddpo_config.train_cfg=false", "--seed", "3"]))
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let run = logdir.appendingPathComponent("r")
+        let fm = FileManager.default
+
+        // The effective config: flags in both spellings reached it; CPU picked mixed_precision "no".
+        let config = try DDPOConfig(contentsOf: run.appendingPathComponent("ddpo_config.json"))
+        XCTAssertEqual(config.num_epochs, 2)
+        XCTAssertEqual(config.train_cfg, false)
+        XCTAssertEqual(config.seed, 3)
+        XCTAssertEqual(config.mixed_precision, "no")
+
+        // TensorBoard: every record's CRCs check out (TensorBoardRecords.read), and the scalars and images are there.
+        let events = try fm.contentsOfDirectory(atPath: run.path).filter { $0.hasPrefix("events.out.tfevents.") }
+        XCTAssertEqual(events.count, 1)
+        let records = try TensorBoardRecords.read(contentsOf: run.appendingPathComponent(events[0]))
+        XCTAssertGreaterThan(records.count, 4)
+        let bytes = records.flatMap { $0 }
+        for tag in ["reward_mean", "reward_std", "loss", "approx_kl", "clipfrac", "samples"] {
+            XCTAssertNotNil(bytes.firstRange(of: Array(tag.utf8)), "event file lacks \(tag)")
+        }
+        XCTAssertNotNil(bytes.firstRange(of: [0x89, 0x50, 0x4E, 0x47]), "no PNG image in the event file")
+        XCTAssertNotNil(bytes.firstRange(of: Array(" | ".utf8)), "no 'prompt | reward' caption")
+
+        // metrics.jsonl: one reward line per epoch, and one line per optimizer step (2 per epoch here).
+        let lines = try String(contentsOf: run.appendingPathComponent("metrics.jsonl"), encoding: .utf8).split(separator: "\n")
+        let objects = try lines.map { try XCTUnwrap(JSONValue(parsing: Data($0.utf8)).objectValue) }
+        XCTAssertEqual(objects.filter { $0["reward_mean"] != nil }.map { $0["epoch"]?.doubleValue }, [0, 1])
+        XCTAssertEqual(objects.filter { $0["loss"] != nil }.count, 4)
+
+        // Samples, checkpoints, report, final model.
+        for epoch in 0..<2 {
+            let folder = run.appendingPathComponent(String(format: "samples/epoch_%03d", epoch))
+            let pngs = try fm.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".png") }
+            XCTAssertEqual(pngs.count, 3, "two samples and grid.png in \(folder.path)")
+            let image = try RGBImage(contentsOf: folder.appendingPathComponent(pngs.sorted()[0]).path)
+            XCTAssertEqual([image.width, image.height], [16, 16])
+        }
+        XCTAssertEqual(try fm.contentsOfDirectory(atPath: run.appendingPathComponent("checkpoints").path).sorted(),
+                       ["checkpoint_0", "checkpoint_1"])
+        let report = try String(contentsOf: run.appendingPathComponent("report.html"), encoding: .utf8)
+        XCTAssertTrue(report.contains("<svg"), "report has no reward curve")
+        XCTAssertEqual(report.components(separatedBy: "<circle").count - 1, 2, "one curve point per epoch")
+        XCTAssertGreaterThanOrEqual(report.components(separatedBy: "data:image/png;base64,").count - 1, 2 + 2 + 2)
+        XCTAssertTrue(report.contains("Finished"))
+        XCTAssertFalse(report.contains("src=\"http"), "the report must be self-contained")
+
+        let final = run.appendingPathComponent("final")
+        for name in ["pytorch_lora_weights.safetensors", "ddpo_config.json", "README.md", "reward_curve.svg", "before.png", "after.png"] {
+            XCTAssertTrue(fm.fileExists(atPath: final.appendingPathComponent(name).path), "final/ lacks \(name)")
+        }
+        XCTAssertFalse(fm.fileExists(atPath: run.appendingPathComponent("final.partial").path))
+        let card = try String(contentsOf: final.appendingPathComponent("README.md"), encoding: .utf8)
+        XCTAssertTrue(card.hasPrefix("---\nlibrary_name: diffusers\n"))
+        XCTAssertTrue(card.contains("| `train_cfg` | `false` |"))
+        XCTAssertTrue(card.contains("![reward per epoch](reward_curve.svg)"))
+
+        // The LoRA file is what diffusers loads: the fixture UNet takes it strictly.
+        let pipeline = try StableDiffusionPipeline.load(directory: DDPOProcess.fixtureModel)
+        let lora = try LoRANetwork.load(contentsOf: final, into: pipeline.unet)
+        XCTAssertFalse(lora.parameters.isEmpty)
+    }
+
+    func testResumedRunEndsBitIdenticalToAnUninterruptedOne() throws {
+        let logdir = try DDPOProcess.temporaryDirectory()
+        let first = try DDPOProcess.run(smallRun(logdir: logdir, extra: ["--run_name", "split", "--num_epochs", "1"]))
+        XCTAssertEqual(first.status, 0, first.stderr)
+        // Resume from the run's checkpoints folder (latest): the run folder and name are taken from it.
+        let resumed = try DDPOProcess.run(smallRun(logdir: logdir, extra: ["--num_epochs", "3", "--resume_from",
+                                                                           logdir.appendingPathComponent("split/checkpoints").path]))
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        // And from one checkpoint folder.
+        let again = try DDPOProcess.run(smallRun(logdir: logdir, extra: ["--run_name", "again", "--num_epochs", "3", "--resume_from",
+                                                                         logdir.appendingPathComponent("split/checkpoints/checkpoint_2").path]))
+        XCTAssertEqual(again.status, 0, again.stderr)
+        let whole = try DDPOProcess.run(smallRun(logdir: logdir, extra: ["--run_name", "whole", "--num_epochs", "3"]))
+        XCTAssertEqual(whole.status, 0, whole.stderr)
+
+        let split = try Data(contentsOf: logdir.appendingPathComponent("split/final/pytorch_lora_weights.safetensors"))
+        let uninterrupted = try Data(contentsOf: logdir.appendingPathComponent("whole/final/pytorch_lora_weights.safetensors"))
+        XCTAssertEqual(split, uninterrupted, "resumed LoRA weights differ from the uninterrupted run's")
+        // The resumed run's curve continues the first part's: three epochs in its report.
+        let report = try String(contentsOf: logdir.appendingPathComponent("split/report.html"), encoding: .utf8)
+        XCTAssertEqual(report.components(separatedBy: "<circle").count - 1, 3)
+        // Resuming at the last epoch trains nothing more and still writes final/.
+        XCTAssertTrue(FileManager.default.fileExists(atPath: logdir.appendingPathComponent("again/final/pytorch_lora_weights.safetensors").path))
+    }
+
+    func testFullFineTuneWritesADiffusersFolder() throws {
+        let logdir = try DDPOProcess.temporaryDirectory()
+        let result = try DDPOProcess.run(smallRun(logdir: logdir, extra: ["--run_name", "full", "--num_epochs", "1", "--use_lora", "False",
+                                                                          "--train_learning_rate", "1e-3"]))
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let final = logdir.appendingPathComponent("full/final")
+        let tuned = try StableDiffusionPipeline.load(directory: final)
+        let base = try StableDiffusionPipeline.load(directory: DDPOProcess.fixtureModel)
+        let key = "conv_in.weight"
+        let a = try XCTUnwrap(tuned.unet.stateDict()[key]).toArray(), b = try XCTUnwrap(base.unet.stateDict()[key]).toArray()
+        XCTAssertNotEqual(a, b, "the whole-UNet fine-tune changed nothing")
+        XCTAssertEqual(try XCTUnwrap(tuned.vae.stateDict()["decoder.conv_out.weight"]).toArray(),
+                       try XCTUnwrap(base.vae.stateDict()["decoder.conv_out.weight"]).toArray(), "the VAE is frozen")
+    }
+
+    /// Each configuration error: exit status 2, a message naming the flag or field, and no run folder.
+    func testConfigurationErrorsStopBeforeAnyWork() throws {
+        let logdir = try DDPOProcess.temporaryDirectory()
+        let badConfig = logdir.appendingPathComponent("bad.json")
+        try Data(#"{"sample_batch_size": 2, "train_batch_sise": 1}"#.utf8).write(to: badConfig)
+        let typedConfig = logdir.appendingPathComponent("typed.json")
+        try Data(#"{"num_epochs": "ten"}"#.utf8).write(to: typedConfig)
+        let emptyPrompts = logdir.appendingPathComponent("empty.txt")
+        try Data("\n  \n".utf8).write(to: emptyPrompts)
+        let base = ["train", "--model", model, "--logdir", logdir.path, "--run_name", "never"]
+        let cases: [([String], [String])] = [
+            (["--sample_batch_sise", "3"], ["unknown option '--sample_batch_sise'", "did you mean '--sample_batch_size'"]),
+            (["--sample_batch_size", "three"], ["--sample_batch_size", "expected an integer", "'three'"]),
+            (["--train_learning_rate=fast"], ["--train_learning_rate", "expected a number"]),
+            (["--train_cfg=maybe"], ["--train_cfg", "expected true or false"]),
+            (["--tracker_kwargs", "[1]"], ["--tracker_kwargs", "expected a JSON object"]),
+            (["--sample_batch_size", "3", "--train_batch_size", "2"], ["Sample batch size (3) must be divisible by the train batch size (2)"]),
+            (["--sample_eta", "0"], ["sample_eta"]),
+            (["--mixed_precision", "fp16"], ["mixed_precision", "cpu"]),
+            (["--config", badConfig.path], [badConfig.path, "train_batch_sise", "did you mean 'train_batch_size'"]),
+            (["--config", typedConfig.path], [typedConfig.path, "num_epochs", "expected an integer"]),
+            (["--config", logdir.appendingPathComponent("missing.json").path], ["missing.json", "cannot read"]),
+            (["--reward", "jpeg_compressibilty"], ["--reward", "did you mean 'jpeg_compressibility'"]),
+            (["--reward", "aesthetic:/nonexistent/head.safetensors"], ["/nonexistent/head.safetensors", "no such file"]),
+            (["--reward", "http://"], ["--reward", "not a valid URL"]),
+            (["--prompts", "simple_animal"], ["--prompts", "did you mean 'simple_animals'"]),
+            (["--prompts", emptyPrompts.path], [emptyPrompts.path, "no prompts"]),
+            (["--resume_from", logdir.appendingPathComponent("nothing").path], ["--resume_from", "nothing"]),
+            (["--lora_rank", "0"], ["lora"]),
+            (["--device", "tpu"], ["--device", "expected cpu or cuda:N"]),
+            (["--model", "/nonexistent/sd"], ["--model", "/nonexistent/sd", "model_index.json"]),
+        ]
+        for (flags, expected) in cases {
+            let result = try DDPOProcess.run(base + flags)
+            XCTAssertEqual(result.status, 2, "\(flags): \(result.stderr)")
+            for text in expected {
+                XCTAssertTrue(result.stderr.contains(text), "\(flags): stderr lacks '\(text)': \(result.stderr)")
+            }
+            let lines = result.stderr.split(separator: "\n").filter { !$0.contains("given 2 times; using the last") }
+            XCTAssertEqual(lines.count, 1, "\(flags): one line expected: \(result.stderr)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: logdir.appendingPathComponent("never").path),
+                       "a configuration error must not leave a run folder")
+    }
+
+    func testNoModelAndNoBuiltinModelIsAClearError() throws {
+        let result = try DDPOProcess.run(["train", "--num_epochs", "1"])
+        XCTAssertEqual(result.status, 2)
+        XCTAssertTrue(result.stderr.contains("built-in model was not found"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("--model DIR"), result.stderr)
+    }
+}
