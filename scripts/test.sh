@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+export TENSORKIT_NVRTC_PATH="$(scripts/install-nvrtc.sh || echo "$PWD/.build-nvrtc/missing")"  # NVRTC for the CUDA kernel compile test (skips if unavailable)
 exec swift test -c release -Xswiftc -enable-testing --disable-swift-testing "$@"

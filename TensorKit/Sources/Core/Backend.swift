@@ -132,13 +132,23 @@ public enum BackendRegistry {
 
     public static func backend(for device: Device) -> Backend? {
         lock.lock(); defer { lock.unlock() }
-        return backends[device]
+        if let backend = backends[device] { return backend }
+        // The CUDA backend registers itself on first use of a .cuda device (nil when CUDA or that
+        // device is unavailable: see CUDA.unavailableReason).
+        if case .cuda(let index) = device, let cuda = CUDABackend.make(index: index) {
+            backends[device] = cuda
+            return cuda
+        }
+        return nil
     }
 }
 
 /// The backend owning `device`; a missing backend is a programmer error (devices come from the registry).
 @inline(__always) func backend(for device: Device) -> Backend {
     guard let backend = BackendRegistry.backend(for: device) else {
+        if case .cuda(let index) = device {
+            preconditionFailure("\(device) is unavailable: \(CUDA.unavailableReason(index) ?? "no backend registered")")
+        }
         preconditionFailure("no backend is registered for device \(device)")
     }
     return backend

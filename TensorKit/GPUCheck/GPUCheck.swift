@@ -1,0 +1,193 @@
+import Foundation
+import TensorKit
+
+// Every op on CUDA against the CPU backend, forward and backward, on random inputs.
+//
+// For each case and dtype: inputs are drawn on the CPU in float32 (for float16/bfloat16 rounded to
+// that dtype first, so both sides see the same values); the CPU computes in float32, CUDA in the
+// tested dtype. The loss is Σ out·w for a fixed random w, so every gradient is non-trivial.
+// Error = max|cuda - cpu| / max|cpu| per tensor (output and each input gradient), and the case
+// passes when the worst is ≤ 1e-5 (float32, TF32 off) or ≤ 1e-2 (float16, bfloat16).
+
+enum Input {
+    case float([Int], positive: Bool = false)
+    case indices([Int], vocabulary: Int)
+}
+
+struct Case {
+    let name: String
+    let inputs: [Input]
+    let dtypes: [DType]
+    let body: ([Tensor]) -> Tensor
+    init(_ name: String, _ inputs: [Input], dtypes: [DType] = [.float32, .float16, .bfloat16], _ body: @escaping ([Tensor]) -> Tensor) {
+        self.name = name; self.inputs = inputs; self.dtypes = dtypes; self.body = body
+    }
+}
+
+enum GPUCheck {
+    static let device = Device.cuda(0)
+
+    static var cases: [Case] {
+        let f = { (s: [Int]) in Input.float(s) }
+        let pos = { (s: [Int]) in Input.float(s, positive: true) }
+        return [
+            Case("add (broadcast)", [f([4, 1, 33]), f([1, 5, 33])]) { $0[0] + $0[1] },
+            Case("sub", [f([6, 70]), f([6, 70])]) { $0[0] - $0[1] },
+            Case("mul (broadcast)", [f([3, 8, 9]), f([8, 1])]) { $0[0] * $0[1] },
+            Case("div", [f([5, 40]), pos([5, 40])]) { $0[0] / $0[1] },
+            Case("pow (tensor)", [pos([5, 40]), f([5, 40])]) { $0[0].pow($0[1]) },
+            Case("maximum", [f([5, 40]), f([5, 40])]) { $0[0].maximum($0[1]) },
+            Case("exp", [f([300])]) { $0[0].exp() },
+            Case("log", [pos([300])]) { $0[0].log() },
+            Case("sqrt", [pos([300])]) { $0[0].sqrt() },
+            Case("rsqrt", [pos([300])]) { $0[0].rsqrt() },
+            Case("tanh", [f([300])]) { $0[0].tanh() },
+            Case("sigmoid", [f([300])]) { $0[0].sigmoid() },
+            Case("silu", [f([300])]) { $0[0].silu() },
+            Case("relu", [f([300])]) { $0[0].relu() },
+            Case("sin/cos", [f([300])]) { $0[0].sin() + $0[0].cos() },
+            Case("gelu", [f([300])]) { $0[0].gelu() },
+            Case("gelu tanh", [f([300])]) { $0[0].gelu(approximate: true) },
+            Case("quick gelu", [f([300])]) { $0[0].quickGelu() },
+            Case("pow scalar", [pos([300])]) { $0[0].pow(1.7) },
+            Case("clamp", [f([300])]) { $0[0].clamp(min: -0.5, max: 0.7) },
+            Case("scalar ops", [f([300])]) { ($0[0] * 3) - 1.5 },
+            Case("sum (axis)", [f([7, 129, 5])]) { $0[0].sum(axes: [1]) },
+            Case("mean (all)", [f([7, 129])]) { $0[0].mean() },
+            Case("max (axis)", [f([7, 129])]) { $0[0].max(axis: 1) },
+            Case("min (axis)", [f([7, 129])]) { $0[0].min(axis: 0) },
+            Case("transpose copy", [f([6, 7, 8])]) { $0[0].permute([2, 0, 1]).contiguous() * 2 },
+            Case("concat/split", [f([2, 3, 5]), f([2, 4, 5])]) { inputs in
+                let c = Tensor.concat([inputs[0], inputs[1]], axis: 1)
+                let parts = c.split([2, 5], axis: 1)
+                return parts[1] * 2 + parts[0].sum(axis: 1, keepDims: true)
+            },
+            Case("upsample nearest", [f([2, 3, 5, 6])]) { $0[0].upsampleNearest(scale: 2) },
+            Case("matmul (batched)", [f([3, 17, 40]), f([3, 40, 23])]) { $0[0].matmul($0[1]) },
+            Case("matmul (transposed)", [f([3, 40, 17]), f([3, 23, 40])]) { $0[0].transposed().matmul($0[1].transposed()) },
+            Case("linear", [f([8, 64]), f([32, 64]), f([32])]) { linear($0[0], weight: $0[1], bias: $0[2]) },
+            Case("conv2d 3x3", [f([2, 8, 12, 12]), f([16, 8, 3, 3]), f([16])]) {
+                conv2d($0[0], weight: $0[1], bias: $0[2], padding: (1, 1))
+            },
+            Case("conv2d stride 2", [f([2, 6, 11, 13]), f([8, 6, 3, 3])]) {
+                conv2d($0[0], weight: $0[1], stride: (2, 2), padding: (1, 1))
+            },
+            Case("conv2d groups+dilation", [f([2, 8, 10, 10]), f([6, 4, 3, 3])]) {
+                conv2d($0[0], weight: $0[1], padding: (2, 2), dilation: (2, 2), groups: 2)
+            },
+            Case("conv2d 1x1", [f([2, 16, 9, 9]), f([12, 16, 1, 1]), f([12])]) { conv2d($0[0], weight: $0[1], bias: $0[2]) },
+            Case("group norm", [f([2, 32, 6, 6]), f([32]), f([32])]) { groupNorm($0[0], groups: 8, weight: $0[1], bias: $0[2]) },
+            Case("layer norm", [f([4, 10, 64]), f([64]), f([64])]) {
+                layerNorm($0[0], normalizedShape: [64], weight: $0[1], bias: $0[2])
+            },
+            Case("softmax", [f([6, 77])]) { $0[0].softmax() },
+            Case("log softmax", [f([6, 77])]) { $0[0].logSoftmax() },
+            Case("attention d40", [f([2, 4, 77, 40]), f([2, 4, 77, 40]), f([2, 4, 77, 40])]) {
+                scaledDotProductAttention($0[0], $0[1], $0[2])
+            },
+            Case("attention causal", [f([1, 3, 50, 64]), f([1, 3, 50, 64]), f([1, 3, 50, 64])]) {
+                scaledDotProductAttention($0[0], $0[1], $0[2], causal: true)
+            },
+            Case("attention cross d160", [f([1, 2, 64, 160]), f([1, 2, 77, 160]), f([1, 2, 77, 160])]) {
+                scaledDotProductAttention($0[0], $0[1], $0[2])
+            },
+            Case("embedding", [.indices([3, 7], vocabulary: 50), f([50, 32])]) { embedding($0[0], weight: $0[1]) },
+        ]
+    }
+
+    struct Row { let op: String; let dtype: DType; let error: Double; let pass: Bool; let seconds: Double; let note: String }
+
+    static func run(_ arguments: [String]) -> Int32 {
+        guard CUDA.isAvailable else {
+            print("skipped: no CUDA device")
+            print(CUDA.missingLibrariesMessage ?? "no CUDA device found")
+            return 2
+        }
+        do { print(try CUDA.deviceInfo(0)) } catch { print("device info failed: \(error)"); return 1 }
+        CUDA.allowTF32 = false
+        var rows: [Row] = []
+        let filter = arguments.first { !$0.hasPrefix("-") }
+        let start = Date()
+        rows.append(checkRandom())
+        for c in cases where filter.map({ c.name.contains($0) }) ?? true {
+            for dtype in c.dtypes { rows.append(check(c, dtype)) }
+        }
+        print("")
+        print("op                       dtype      max rel err  result   time")
+        print(String(repeating: "-", count: 66))
+        for r in rows {
+            print(pad(r.op, 24) + " " + pad(r.dtype.rawValue, 10) + " " + pad(String(format: "%.2e", r.error), 12)
+                  + " " + pad(r.pass ? "pass" : "FAIL", 8) + String(format: "%6.3fs", r.seconds) + (r.note.isEmpty ? "" : "  \(r.note)"))
+        }
+        let failed = rows.filter { !$0.pass }.count
+        print(String(repeating: "-", count: 66))
+        print("\(rows.count - failed)/\(rows.count) passed in \(String(format: "%.1f", Date().timeIntervalSince(start)))s")
+        print("allocator: \(CUDA.memoryStats(0))")
+        return failed == 0 ? 0 : 1
+    }
+
+    static func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
+
+    /// Philox streams on CUDA equal the CPU's for the same (seed, offset).
+    static func checkRandom() -> Row {
+        let t0 = Date()
+        let n = 10_001
+        var worst = 0.0
+        for (a, b) in [(Tensor.randn([n], seed: 42, device: device), Tensor.randn([n], seed: 42)),
+                       (Tensor.rand([n], seed: 7, device: device), Tensor.rand([n], seed: 7))] {
+            worst = max(worst, relativeError(a.toArray(), b.toArray()))
+        }
+        return Row(op: "philox randn/rand", dtype: .float32, error: worst, pass: worst <= 1e-6,
+                   seconds: Date().timeIntervalSince(t0), note: "")
+    }
+
+    static func relativeError(_ a: [Double], _ b: [Double]) -> Double {
+        guard a.count == b.count else { return .infinity }
+        var diff = 0.0, scale = 0.0
+        for (x, y) in zip(a, b) {
+            if x.isNaN != y.isNaN { return .infinity }
+            diff = max(diff, Swift.abs(x - y)); scale = max(scale, Swift.abs(y))
+        }
+        return diff / max(scale, 1e-30)
+    }
+
+    static func check(_ c: Case, _ dtype: DType) -> Row {
+        let t0 = Date()
+        var seed: UInt64 = c.name.utf8.reduce(UInt64(17)) { $0 &* 31 &+ UInt64($1) } % 10_000
+        // Inputs on the CPU (float32, rounded through `dtype`), and their CUDA counterparts.
+        var cpuInputs: [Tensor] = [], gpuInputs: [Tensor] = []
+        for input in c.inputs {
+            seed += 1
+            switch input {
+            case let .float(shape, positive):
+                var x = Tensor.randn(shape, seed: seed)
+                if positive { x = x.abs() + 0.5 }
+                if dtype != .float32 { x = x.to(dtype).to(.float32) }
+                cpuInputs.append(x.detach().requiringGrad())
+                gpuInputs.append(x.to(dtype).copied(to: device).requiringGrad())
+            case let .indices(shape, vocabulary):
+                let values = (0..<shape.reduce(1, *)).map { ($0 * 7 + Int(seed)) % vocabulary }
+                cpuInputs.append(Tensor(indices: values, shape: shape))
+                gpuInputs.append(Tensor(indices: values, shape: shape, device: device))
+            }
+        }
+        let cpuOut = c.body(cpuInputs)
+        let w = Tensor.randn(cpuOut.shape, seed: seed + 100)
+        (cpuOut * w).sum().backward()
+        let gpuOut = c.body(gpuInputs)
+        (gpuOut * w.to(dtype).copied(to: device)).sum().backward()
+
+        var worst = relativeError(gpuOut.to(.float32).toArray(), cpuOut.toArray())
+        var note = ""
+        for (i, (a, b)) in zip(gpuInputs, cpuInputs).enumerated() where b.requiresGrad {
+            guard let ga = a.grad, let gb = b.grad else {
+                if a.grad == nil && b.grad == nil { continue }
+                worst = .infinity; note = "input \(i): gradient missing on one side"; continue
+            }
+            let e = relativeError(ga.to(.float32).toArray(), gb.toArray())
+            if e > worst { worst = e; note = "worst: grad of input \(i)" }
+        }
+        let tolerance = dtype == .float32 ? 1e-5 : 1e-2
+        return Row(op: c.name, dtype: dtype, error: worst, pass: worst <= tolerance, seconds: Date().timeIntervalSince(t0), note: note)
+    }
+}

@@ -1,0 +1,337 @@
+import Foundation
+
+// Neural-network ops of the CUDA backend: conv2d (im2col + cuBLAS GEMM), group/layer norm,
+// softmax, and fused attention. Inputs are made contiguous first, as the Backend protocol allows.
+
+extension CUDABackend {
+    // MARK: conv2d
+
+    /// Geometry words for `TKConv`.
+    private func convWords(n: Int, c: Int, h: Int, w: Int, kh: Int, kw: Int, oh: Int, ow: Int, _ p: Conv2dParameters) -> [Int64] {
+        [n, c, h, w, kh, kw, oh, ow, p.stride.0, p.stride.1, p.padding.0, p.padding.1, p.dilation.0, p.dilation.1].map { Int64($0) }
+    }
+
+    /// Images per im2col chunk so the column buffer stays under ~256 MiB.
+    private func imagesPerChunk(_ n: Int, colBytesPerImage: Int) -> Int {
+        max(1, min(n, (256 << 20) / max(colBytesPerImage, 1)))
+    }
+
+    private func isPointwise(_ kh: Int, _ kw: Int, _ p: Conv2dParameters) -> Bool {
+        kh == 1 && kw == 1 && p.stride == (1, 1) && p.padding == (0, 0)
+    }
+
+    public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, _ p: Conv2dParameters) -> Tensor {
+        CUDABackend.requireFloat(input.dtype, "conv2d")
+        let x = contiguous(input), w = contiguous(weight)
+        let n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
+        let o = w.shape[0], kh = w.shape[2], kw = w.shape[3], groups = p.groups
+        let (oh, ow) = p.outputSize(height: h, width: wd, kernel: (kh, kw))
+        let l = oh * ow, cg = c / groups, og = o / groups, ckk = cg * kh * kw, rows = c * kh * kw
+        let out = uninitialized([n, o, oh, ow], x.dtype)
+        if out.numel == 0 { return out }
+        let size = x.dtype.byteSize
+        let pointwise = isPointwise(kh, kw, p)
+        let chunk = imagesPerChunk(n, colBytesPerImage: rows * l * size)
+        let col = pointwise ? nil : uninitialized([chunk, rows, l], x.dtype)
+        for n0 in stride(from: 0, to: n, by: chunk) {
+            let count = min(chunk, n - n0)
+            let colAddress: UInt64
+            if let col {
+                ctx.launch("conv", x.dtype, "tk_im2col", grid: CUDADeviceContext.grid(count * rows * l), block: 256, [
+                    ptr(col), .pointer(address(x) + UInt64(n0 * c * h * wd * size)),
+                    .words(convWords(n: count, c: c, h: h, w: wd, kh: kh, kw: kw, oh: oh, ow: ow, p)),
+                ])
+                colAddress = address(col)
+            } else {
+                colAddress = address(x) + UInt64(n0 * c * h * wd * size)
+            }
+            for g in 0..<groups {
+                // out[n, g] [og, L] = W_g [og, ckk] · col[n, g] [ckk, L]
+                gemm(x.dtype, transA: false, transB: false, m: og, n: l, k: ckk,
+                     a: address(w) + UInt64(g * og * ckk * size), lda: ckk, strideA: 0,
+                     b: colAddress + UInt64(g * ckk * l * size), ldb: l, strideB: rows * l,
+                     c: address(out) + UInt64(((n0 * o) + g * og) * l * size), ldc: l, strideC: o * l, batch: count)
+            }
+        }
+        if let bias {
+            let b = contiguous(bias)
+            ctx.launch("conv", x.dtype, "tk_add_channel_bias", grid: CUDADeviceContext.grid(out.numel), block: 256, [
+                ptr(out), ptr(b), .int64(Int64(out.numel)), .int64(Int64(o)), .int64(Int64(l)),
+            ])
+        }
+        return out
+    }
+
+    public func conv2dBackwardInput(_ gradOutput: Tensor, weight: Tensor, inputShape: [Int], _ p: Conv2dParameters) -> Tensor {
+        CUDABackend.requireFloat(gradOutput.dtype, "conv2d backward")
+        let gy = contiguous(gradOutput), w = contiguous(weight)
+        let n = inputShape[0], c = inputShape[1], h = inputShape[2], wd = inputShape[3]
+        let o = w.shape[0], kh = w.shape[2], kw = w.shape[3], groups = p.groups
+        let oh = gy.shape[2], ow = gy.shape[3]
+        let l = oh * ow, cg = c / groups, og = o / groups, ckk = cg * kh * kw, rows = c * kh * kw
+        let size = gy.dtype.byteSize
+        if l == 0 || o == 0 { return empty(inputShape, gy.dtype) }
+        let dx = uninitialized(inputShape, gy.dtype)
+        if dx.numel == 0 { return dx }
+        let pointwise = isPointwise(kh, kw, p)
+        let chunk = imagesPerChunk(n, colBytesPerImage: rows * l * size)
+        let dcol = pointwise ? nil : uninitialized([chunk, rows, l], gy.dtype)
+        for n0 in stride(from: 0, to: n, by: chunk) {
+            let count = min(chunk, n - n0)
+            let target = dcol.map { address($0) } ?? address(dx) + UInt64(n0 * c * h * wd * size)
+            for g in 0..<groups {
+                // dcol[n, g] [ckk, L] = W_gᵀ [ckk, og] · dy[n, g] [og, L]
+                gemm(gy.dtype, transA: true, transB: false, m: ckk, n: l, k: og,
+                     a: address(w) + UInt64(g * og * ckk * size), lda: ckk, strideA: 0,
+                     b: address(gy) + UInt64((n0 * o + g * og) * l * size), ldb: l, strideB: o * l,
+                     c: target + UInt64(g * ckk * l * size), ldc: l, strideC: rows * l, batch: count)
+            }
+            if let dcol {
+                ctx.launch("conv", gy.dtype, "tk_col2im", grid: CUDADeviceContext.grid(count * c * h * wd), block: 256, [
+                    .pointer(address(dx) + UInt64(n0 * c * h * wd * size)), ptr(dcol),
+                    .words(convWords(n: count, c: c, h: h, w: wd, kh: kh, kw: kw, oh: oh, ow: ow, p)),
+                ])
+            }
+        }
+        return dx
+    }
+
+    public func conv2dBackwardWeight(_ gradOutput: Tensor, input: Tensor, weightShape: [Int], _ p: Conv2dParameters) -> Tensor {
+        CUDABackend.requireFloat(gradOutput.dtype, "conv2d backward")
+        let gy = contiguous(gradOutput), x = contiguous(input)
+        let n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
+        let o = weightShape[0], kh = weightShape[2], kw = weightShape[3], groups = p.groups
+        let oh = gy.shape[2], ow = gy.shape[3]
+        let l = oh * ow, cg = c / groups, og = o / groups, ckk = cg * kh * kw, rows = c * kh * kw
+        let size = x.dtype.byteSize
+        let dw = empty(weightShape, x.dtype)  // zeroed: the per-image GEMMs accumulate (beta = 1)
+        if l == 0 || dw.numel == 0 { return dw }
+        let pointwise = isPointwise(kh, kw, p)
+        let chunk = imagesPerChunk(n, colBytesPerImage: rows * l * size)
+        let col = pointwise ? nil : uninitialized([chunk, rows, l], x.dtype)
+        for n0 in stride(from: 0, to: n, by: chunk) {
+            let count = min(chunk, n - n0)
+            let colAddress: UInt64
+            if let col {
+                ctx.launch("conv", x.dtype, "tk_im2col", grid: CUDADeviceContext.grid(count * rows * l), block: 256, [
+                    ptr(col), .pointer(address(x) + UInt64(n0 * c * h * wd * size)),
+                    .words(convWords(n: count, c: c, h: h, w: wd, kh: kh, kw: kw, oh: oh, ow: ow, p)),
+                ])
+                colAddress = address(col)
+            } else {
+                colAddress = address(x) + UInt64(n0 * c * h * wd * size)
+            }
+            for i in 0..<count {
+                for g in 0..<groups {
+                    // dW_g [og, ckk] += dy[n, g] [og, L] · col[n, g]ᵀ [L, ckk]
+                    gemm(x.dtype, transA: false, transB: true, m: og, n: ckk, k: l,
+                         a: address(gy) + UInt64((((n0 + i) * o) + g * og) * l * size), lda: l, strideA: 0,
+                         b: colAddress + UInt64((i * rows + g * ckk) * l * size), ldb: l, strideB: 0,
+                         c: address(dw) + UInt64(g * og * ckk * size), ldc: ckk, strideC: 0, batch: 1, beta: 1)
+                }
+            }
+        }
+        return dw
+    }
+
+    // MARK: normalisation
+
+    public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Double) -> (Tensor, NormStatistics) {
+        precondition(x.rank >= 2 && groups > 0 && x.shape[1] % groups == 0,
+                     "groupNorm kernel: needs [N, C, *] with C divisible by \(groups), got \(x.shape)")
+        CUDABackend.requireFloat(x.dtype, "group_norm")
+        let xs = contiguous(x)
+        let n = x.shape[0], channels = x.shape[1], spatial = x.shape.dropFirst(2).reduce(1, *)
+        let acc = CUDABackend.accumulation(x.dtype)
+        let out = uninitialized(x.shape, x.dtype)
+        let mean = uninitialized([n, groups], acc), rstd = uninitialized([n, groups], acc)
+        let blocks = n * groups
+        if blocks > 0 && x.numel > 0 {
+            ctx.launch("norm", x.dtype, "tk_group_norm_forward", grid: min(blocks, 1 << 18), block: 256, [
+                ptr(out), ptr(mean), ptr(rstd), ptr(xs), ptr(weight.map(contiguous)), ptr(bias.map(contiguous)),
+                .int64(Int64(blocks)), .int64(Int64(channels)), .int64(Int64(groups)), .int64(Int64(spatial)), .float64(eps),
+            ])
+        }
+        return (out, NormStatistics(mean: mean, rstd: rstd))
+    }
+
+    public func groupNormBackward(_ gradOutput: Tensor, x: Tensor, groups: Int, weight: Tensor?, stats: NormStatistics)
+        -> (input: Tensor, weight: Tensor?, bias: Tensor?) {
+        precondition(gradOutput.shape == x.shape && gradOutput.dtype == x.dtype,
+                     "groupNormBackward kernel: gradient \(gradOutput.shape)/\(gradOutput.dtype) for input \(x.shape)/\(x.dtype)")
+        let xs = contiguous(x), gs = contiguous(gradOutput)
+        let n = x.shape[0], channels = x.shape[1], spatial = x.shape.dropFirst(2).reduce(1, *)
+        let acc = CUDABackend.accumulation(x.dtype)
+        let mean = converted(stats.mean, acc), rstd = converted(stats.rstd, acc)
+        let dx = uninitialized(x.shape, x.dtype)
+        let dw = uninitialized([channels], x.dtype), db = uninitialized([channels], x.dtype)
+        let blocks = n * groups
+        let w = weight.map(contiguous)
+        if blocks > 0 && x.numel > 0 {
+            ctx.launch("norm", x.dtype, "tk_group_norm_backward", grid: min(blocks, 1 << 18), block: 256, [
+                ptr(dx), ptr(gs), ptr(xs), ptr(w), ptr(mean), ptr(rstd),
+                .int64(Int64(blocks)), .int64(Int64(channels)), .int64(Int64(groups)), .int64(Int64(spatial)),
+            ])
+        }
+        if channels > 0 {
+            ctx.launch("norm", x.dtype, "tk_group_norm_params", grid: min(channels, 1 << 18), block: 256, [
+                ptr(dw), ptr(db), ptr(gs), ptr(xs), ptr(mean), ptr(rstd),
+                .int64(Int64(n)), .int64(Int64(channels)), .int64(Int64(groups)), .int64(Int64(spatial)),
+            ])
+        }
+        return (dx, weight == nil ? nil : dw, db)
+    }
+
+    public func layerNorm(_ x: Tensor, normalizedCount: Int, weight: Tensor?, bias: Tensor?, eps: Double) -> (Tensor, NormStatistics) {
+        precondition(normalizedCount > 0 && x.numel % normalizedCount == 0,
+                     "layerNorm kernel: input size \(x.shape) is not a multiple of \(normalizedCount)")
+        CUDABackend.requireFloat(x.dtype, "layer_norm")
+        let xs = contiguous(x)
+        let rows = x.numel / normalizedCount
+        let acc = CUDABackend.accumulation(x.dtype)
+        let out = uninitialized(x.shape, x.dtype)
+        let mean = uninitialized([rows], acc), rstd = uninitialized([rows], acc)
+        if rows > 0 {
+            ctx.launch("norm", x.dtype, "tk_layer_norm_forward", grid: min(rows, 1 << 18), block: 256, [
+                ptr(out), ptr(mean), ptr(rstd), ptr(xs), ptr(weight.map(contiguous)), ptr(bias.map(contiguous)),
+                .int64(Int64(rows)), .int64(Int64(normalizedCount)), .float64(eps),
+            ])
+        }
+        return (out, NormStatistics(mean: mean, rstd: rstd))
+    }
+
+    public func layerNormBackward(_ gradOutput: Tensor, x: Tensor, normalizedCount: Int, weight: Tensor?, stats: NormStatistics)
+        -> (input: Tensor, weight: Tensor?, bias: Tensor?) {
+        precondition(gradOutput.shape == x.shape && gradOutput.dtype == x.dtype,
+                     "layerNormBackward kernel: gradient \(gradOutput.shape)/\(gradOutput.dtype) for input \(x.shape)/\(x.dtype)")
+        let xs = contiguous(x), gs = contiguous(gradOutput)
+        let rows = x.numel / normalizedCount
+        let acc = CUDABackend.accumulation(x.dtype)
+        let mean = converted(stats.mean, acc), rstd = converted(stats.rstd, acc)
+        let dx = uninitialized(x.shape, x.dtype)
+        let paramShape = weight?.shape ?? trailingShape(x.shape, elementCount: normalizedCount)
+        let dw = uninitialized(paramShape, x.dtype), db = uninitialized(paramShape, x.dtype)
+        let w = weight.map(contiguous)
+        if rows > 0 {
+            ctx.launch("norm", x.dtype, "tk_layer_norm_backward", grid: min(rows, 1 << 18), block: 256, [
+                ptr(dx), ptr(gs), ptr(xs), ptr(w), ptr(mean), ptr(rstd), .int64(Int64(rows)), .int64(Int64(normalizedCount)),
+            ])
+        }
+        ctx.launch("norm", x.dtype, "tk_layer_norm_params", grid: CUDADeviceContext.grid(normalizedCount), block: 256, [
+            ptr(dw), ptr(db), ptr(gs), ptr(xs), ptr(mean), ptr(rstd), .int64(Int64(rows)), .int64(Int64(normalizedCount)),
+        ])
+        return (dx, weight == nil ? nil : dw, db)
+    }
+
+    /// The shortest suffix of `shape` with `elementCount` elements (as the CPU backend).
+    private func trailingShape(_ shape: [Int], elementCount: Int) -> [Int] {
+        var suffix: [Int] = []
+        var product = 1
+        for size in shape.reversed() {
+            suffix.insert(size, at: 0)
+            product *= size
+            if product == elementCount { break }
+        }
+        return product == elementCount ? suffix : [elementCount]
+    }
+
+    // MARK: softmax
+
+    public func softmax(_ x: Tensor, log: Bool) -> Tensor {
+        precondition(x.rank >= 1, "softmax kernel: needs an axis, got \(x.shape)")
+        CUDABackend.requireFloat(x.dtype, "softmax")
+        let xs = contiguous(x)
+        let out = uninitialized(x.shape, x.dtype)
+        let length = x.shape[x.rank - 1]
+        if x.numel == 0 { return out }
+        let rows = x.numel / length
+        ctx.launch("softmax", x.dtype, "tk_softmax_forward", grid: min(rows, 1 << 18), block: 256, [
+            ptr(out), ptr(xs), .int64(Int64(rows)), .int64(Int64(length)), .int32(log ? 1 : 0),
+        ])
+        return out
+    }
+
+    public func softmaxBackward(output: Tensor, gradOutput: Tensor, log: Bool) -> Tensor {
+        precondition(output.shape == gradOutput.shape && output.dtype == gradOutput.dtype && output.rank >= 1,
+                     "softmaxBackward kernel: output \(output.shape)/\(output.dtype) vs gradient \(gradOutput.shape)/\(gradOutput.dtype)")
+        let y = contiguous(output), g = contiguous(gradOutput)
+        let out = uninitialized(y.shape, y.dtype)
+        let length = y.shape[y.rank - 1]
+        if y.numel == 0 { return out }
+        let rows = y.numel / length
+        ctx.launch("softmax", y.dtype, "tk_softmax_backward", grid: min(rows, 1 << 18), block: 256, [
+            ptr(out), ptr(y), ptr(g), .int64(Int64(rows)), .int64(Int64(length)), .int32(log ? 1 : 0),
+        ])
+        return out
+    }
+
+    // MARK: attention
+
+    /// (tile rows, warps per block) whose shared memory fits in 48 KiB, for `floats(tile, warps)` ACC values.
+    private func attentionTiling(_ dtype: DType, _ floats: (Int, Int) -> Int) -> (tile: Int, warps: Int, bytes: Int) {
+        let accSize = CUDABackend.accumulation(dtype).byteSize
+        for (tile, warps) in [(32, 8), (32, 4), (16, 4), (16, 2), (8, 2), (8, 1)] {
+            let bytes = floats(tile, warps) * accSize
+            if bytes <= 48 * 1024 { return (tile, warps, bytes) }
+        }
+        preconditionFailure("attention head dimension too large for the CUDA kernel's shared memory")
+    }
+
+    public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Double, causal: Bool) -> (Tensor, Tensor) {
+        precondition(q.rank == 4 && k.rank == 4 && v.rank == 4 && q.shape[0] == k.shape[0] && q.shape[1] == k.shape[1]
+                     && k.shape[0...2] == v.shape[0...2] && q.shape[3] == k.shape[3] && q.dtype == k.dtype && k.dtype == v.dtype,
+                     "attention: q \(q.shape), k \(k.shape), v \(v.shape)")
+        CUDABackend.requireFloat(q.dtype, "attention")
+        let (b, h, nq, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
+        let nk = k.shape[2], dv = v.shape[3]
+        precondition(d <= 384 && dv <= 384, "CUDA attention supports head dimensions up to 384, got \(d)/\(dv)")
+        let qs = contiguous(q), ks = contiguous(k), vs = contiguous(v)
+        let out = uninitialized([b, h, nq, dv], q.dtype)
+        let lse = uninitialized([b, h, nq], CUDABackend.accumulation(q.dtype))
+        if b * h * nq == 0 { return (out, lse) }
+        let odd = { (x: Int) in x | 1 }
+        let t = attentionTiling(q.dtype) { tile, warps in tile * odd(d) + tile * dv + warps * d }
+        let grid = b * h * ((nq + t.warps - 1) / t.warps)
+        ctx.launch("attention", q.dtype, "tk_attention_forward", grid: grid, block: 32 * t.warps, sharedBytes: t.bytes, [
+            ptr(out), ptr(lse), ptr(qs), ptr(ks), ptr(vs), .int64(Int64(nq)), .int64(Int64(nk)),
+            .int32(Int32(d)), .int32(Int32(dv)), .float64(scale), .int32(causal ? 1 : 0), .int32(Int32(t.tile)),
+        ])
+        return (out, lse)
+    }
+
+    public func attentionBackward(q: Tensor, k: Tensor, v: Tensor, output: Tensor, logSumExp: Tensor,
+                                  gradOutput: Tensor, scale: Double, causal: Bool) -> (Tensor, Tensor, Tensor) {
+        let (b, h, nq, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
+        let nk = k.shape[2], dv = v.shape[3]
+        precondition(output.shape == [b, h, nq, dv] && gradOutput.shape == output.shape && logSumExp.shape == [b, h, nq],
+                     "attentionBackward: output \(output.shape), gradOutput \(gradOutput.shape), logSumExp \(logSumExp.shape)")
+        let acc = CUDABackend.accumulation(q.dtype)
+        let qs = contiguous(q), ks = contiguous(k), vs = contiguous(v)
+        let o = contiguous(output), go = contiguous(gradOutput), lse = converted(logSumExp, acc)
+        let dq = uninitialized(q.shape, q.dtype), dk = uninitialized(k.shape, k.dtype), dvT = uninitialized(v.shape, v.dtype)
+        let rows = b * h * nq
+        if rows == 0 || nk == 0 {
+            // No queries: no gradient reaches K/V; no keys: the output is zero whatever Q is.
+            fill(dq, with: 0); fill(dk, with: 0); fill(dvT, with: 0)
+            return (dq, dk, dvT)
+        }
+        let delta = uninitialized([rows], acc)
+        ctx.launch("attention", q.dtype, "tk_attention_backward_rowdot", grid: CUDADeviceContext.grid(rows * 32), block: 256, [
+            ptr(delta), ptr(o), ptr(go), .int64(Int64(rows)), .int32(Int32(dv)),
+        ])
+        let odd = { (x: Int) in x | 1 }
+        let tq = attentionTiling(q.dtype) { tile, warps in tile * odd(d) + tile * odd(dv) + warps * d + warps * dv }
+        ctx.launch("attention", q.dtype, "tk_attention_backward_dq", grid: b * h * ((nq + tq.warps - 1) / tq.warps),
+                   block: 32 * tq.warps, sharedBytes: tq.bytes, [
+            ptr(dq), ptr(qs), ptr(ks), ptr(vs), ptr(go), ptr(lse), ptr(delta), .int64(Int64(nq)), .int64(Int64(nk)),
+            .int32(Int32(d)), .int32(Int32(dv)), .float64(scale), .int32(causal ? 1 : 0), .int32(Int32(tq.tile)),
+        ])
+        let tk = attentionTiling(q.dtype) { tile, warps in tile * odd(d) + tile * odd(dv) + 2 * tile + warps * d + warps * dv }
+        ctx.launch("attention", q.dtype, "tk_attention_backward_dkdv", grid: b * h * ((nk + tk.warps - 1) / tk.warps),
+                   block: 32 * tk.warps, sharedBytes: tk.bytes, [
+            ptr(dk), ptr(dvT), ptr(qs), ptr(ks), ptr(vs), ptr(go), ptr(lse), ptr(delta), .int64(Int64(nq)), .int64(Int64(nk)),
+            .int32(Int32(d)), .int32(Int32(dv)), .float64(scale), .int32(causal ? 1 : 0), .int32(Int32(tk.tile)),
+        ])
+        return (dq, dk, dvT)
+    }
+}

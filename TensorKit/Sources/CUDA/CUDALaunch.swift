@@ -1,0 +1,109 @@
+import Foundation
+
+// Host side of kernel launches: argument marshalling, the strided geometry (`TKGeom` in the
+// prelude), and launch-error checking.
+
+/// One kernel argument, marshalled to the exact C type the kernel declares.
+enum KernelArg {
+    case pointer(UInt64)       // T*, const void*
+    case int32(Int32)          // int
+    case int64(Int64)          // i64
+    case float64(Double)       // double
+    case uint64(UInt64)        // u64
+    case words([Int64])        // a struct of i64 fields (TKGeom, TKConv)
+
+    var byteCount: Int {
+        switch self {
+        case .int32: return 4
+        case .words(let w): return w.count * 8
+        default: return 8
+        }
+    }
+}
+
+/// `TKGeom`: up to 4 operands over one shape, with adjacent axes merged where every operand allows it.
+struct CUDAGeometry {
+    static let maxRank = 8
+    var shape: [Int]
+    var strides: [[Int]]
+    var count: Int
+
+    /// Operand k has `strides[k]` (elements) over `shape`.
+    init(shape fullShape: [Int], strides fullStrides: [[Int]]) {
+        precondition(fullStrides.count <= 4)
+        count = fullShape.reduce(1, *)
+        // Drop size-1 axes, then merge axis a into a+1 when contiguous for all operands.
+        var s: [Int] = [], st: [[Int]] = fullStrides.map { _ in [] }
+        for (a, size) in fullShape.enumerated() where size != 1 {
+            s.append(size)
+            for k in fullStrides.indices { st[k].append(fullStrides[k][a]) }
+        }
+        var i = s.count - 2
+        while i >= 0 {
+            if st.allSatisfy({ $0[i] == $0[i + 1] * s[i + 1] }) {
+                s[i] *= s[i + 1]
+                for k in st.indices { st[k][i] = st[k][i + 1]; st[k].remove(at: i + 1) }
+                s.remove(at: i + 1)
+            }
+            i -= 1
+        }
+        if s.isEmpty { s = [1]; st = st.map { _ in [1] } }
+        precondition(s.count <= CUDAGeometry.maxRank, "CUDA kernels take views of at most \(CUDAGeometry.maxRank) non-mergeable axes, got \(fullShape)")
+        shape = s
+        strides = st
+    }
+
+    /// Words in TKGeom order: rank, count, contiguous mask, shape[8], strides[4][8].
+    var words: [Int64] {
+        var mask: Int64 = 0
+        let contiguous = Tensor.contiguousStrides(shape)
+        for (k, st) in strides.enumerated() where st == contiguous {
+            mask |= 1 << Int64(k)
+        }
+        var w: [Int64] = [Int64(shape.count), Int64(count), mask]
+        w += (0..<CUDAGeometry.maxRank).map { $0 < shape.count ? Int64(shape[$0]) : 1 }
+        for k in 0..<4 {
+            w += (0..<CUDAGeometry.maxRank).map { k < strides.count && $0 < shape.count ? Int64(strides[k][$0]) : 0 }
+        }
+        return w
+    }
+}
+
+extension CUDADeviceContext {
+    /// Launches `name` from `family`/`dtype` with `args`; checks the launch and, when
+    /// `CUDA.checkLaunches` is on, synchronises and reports execution errors with the kernel's name.
+    func launch(_ family: String, _ dtype: DType?, _ name: String, grid: Int, block: Int, sharedBytes: Int = 0,
+                _ args: [KernelArg]) {
+        if grid == 0 { return }
+        let f = function(family, dtype, name)
+        makeCurrent()
+        var storage: [UnsafeMutableRawPointer] = []
+        storage.reserveCapacity(args.count)
+        for arg in args {
+            let p = UnsafeMutableRawPointer.allocate(byteCount: max(arg.byteCount, 8), alignment: 8)
+            switch arg {
+            case .pointer(let v): p.storeBytes(of: v, as: UInt64.self)
+            case .uint64(let v): p.storeBytes(of: v, as: UInt64.self)
+            case .int32(let v): p.storeBytes(of: v, as: Int32.self)
+            case .int64(let v): p.storeBytes(of: v, as: Int64.self)
+            case .float64(let v): p.storeBytes(of: v, as: Double.self)
+            case .words(let w): for (i, x) in w.enumerated() { (p + i * 8).storeBytes(of: x, as: Int64.self) }
+            }
+            storage.append(p)
+        }
+        defer { storage.forEach { $0.deallocate() } }
+        var params: [UnsafeMutableRawPointer?] = storage.map { Optional($0) }
+        let status = params.withUnsafeMutableBufferPointer { buffer in
+            api.cuLaunchKernel(f, UInt32(grid), 1, 1, UInt32(block), 1, 1, UInt32(sharedBytes), stream, buffer.baseAddress, nil)
+        }
+        precondition(status == 0, "CUDA launch of \(name) (\(dtype.map { "\($0)" } ?? "untyped"), grid \(grid), block \(block), "
+                     + "shared \(sharedBytes) B) failed: \(api.errorText(status))")
+        if CUDA.checkLaunches {
+            let s = api.cuStreamSynchronize(stream)
+            precondition(s == 0, "CUDA kernel \(name) (\(dtype.map { "\($0)" } ?? "untyped")) failed: \(api.errorText(s))")
+        }
+    }
+
+    /// Grid for a grid-stride loop over `count` items with 256-thread blocks.
+    static func grid(_ count: Int, block: Int = 256) -> Int { min((count + block - 1) / block, 1 << 20) }
+}

@@ -1,0 +1,272 @@
+import Foundation
+
+// Process-wide CUDA state: the driver (loaded and initialised once), and one `CUDADeviceContext`
+// per device with its primary context, default stream, cuBLAS handle, caching allocator, pinned
+// staging buffer and compiled kernel modules. The public face is `CUDA` (availability, device
+// information, memory statistics, TF32 switch).
+
+/// What `CUDA.deviceInfo(_:)` reports.
+public struct CUDADeviceInfo: Sendable, CustomStringConvertible {
+    public let index: Int
+    public let name: String
+    public let totalMemory: Int
+    public let computeCapability: (major: Int, minor: Int)
+    public let multiprocessors: Int
+    /// e.g. "13.0"
+    public let driverVersion: String
+    public let nvrtcVersion: String
+    public let cublasVersion: String
+    /// Paths of the loaded libraries, by kind.
+    public let libraries: [String: String]
+
+    public var architecture: Int { computeCapability.major * 10 + computeCapability.minor }
+
+    public var description: String {
+        let gib = String(format: "%.1f GiB", Double(totalMemory) / 1_073_741_824)
+        let libs = libraries.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: "; ")
+        return "cuda:\(index) \(name), \(gib), compute capability \(computeCapability.major).\(computeCapability.minor), "
+            + "\(multiprocessors) SMs; driver \(driverVersion), NVRTC \(nvrtcVersion), cuBLAS \(cublasVersion) [\(libs)]"
+    }
+}
+
+/// Public entry point of the CUDA backend.
+public enum CUDA {
+    /// True when the driver, a device, NVRTC and cuBLAS are all present.
+    public static var isAvailable: Bool { missingLibrariesMessage == nil && deviceCount > 0 }
+
+    /// Number of CUDA devices (0 without a driver).
+    public static var deviceCount: Int { (try? CUDARuntime.driver().get())?.deviceCount ?? 0 }
+
+    /// nil when everything needed was found; otherwise one message naming each missing piece and
+    /// every path that was looked at.
+    public static var missingLibrariesMessage: String? {
+        var problems: [String] = []
+        if case .failure(let e) = CUDARuntime.driver() { problems.append(e.description) }
+        if let reason = NVRTC.unavailableReason { problems.append(reason) }
+        if case .failure(let e) = CUDARuntime.cublas() { problems.append(e.description) }
+        return problems.isEmpty ? nil : "CUDA is unavailable:\n  - " + problems.joined(separator: "\n  - ")
+    }
+
+    /// Why `.cuda(index)` cannot be used, or nil.
+    public static func unavailableReason(_ index: Int) -> String? {
+        if let missing = missingLibrariesMessage { return missing }
+        let count = deviceCount
+        return index < count ? nil : CUDAError.noDevice(index, count).description
+    }
+
+    /// Name, memory, compute capability and library versions of device `index`.
+    public static func deviceInfo(_ index: Int) throws -> CUDADeviceInfo {
+        try CUDADeviceContext.get(index).info
+    }
+
+    /// Allow TF32 tensor cores for float32 matmul and convolution (PyTorch's allow_tf32). Off by
+    /// default, so float32 results match the CPU to ~1e-6.
+    nonisolated(unsafe) public static var allowTF32 = false
+
+    /// Synchronise after every kernel launch and report failures with the kernel's name. On in
+    /// debug builds and when TENSORKIT_CUDA_LAUNCH_CHECKS=1.
+    nonisolated(unsafe) public static var checkLaunches: Bool = {
+        #if DEBUG
+        return true
+        #else
+        return ProcessInfo.processInfo.environment["TENSORKIT_CUDA_LAUNCH_CHECKS"] == "1"
+        #endif
+    }()
+
+    /// Memory statistics of device `index`'s caching allocator.
+    public static func memoryStats(_ index: Int = 0) -> CUDAMemoryStats {
+        (try? CUDADeviceContext.get(index))?.allocator.statistics ?? CUDAMemoryStats()
+    }
+
+    /// Returns cached (unused) device memory to the driver.
+    public static func emptyCache(_ index: Int = 0) { (try? CUDADeviceContext.get(index))?.allocator.releaseCached() }
+
+    /// Waits for all queued work on device `index`.
+    public static func synchronize(_ index: Int = 0) throws {
+        let ctx = try CUDADeviceContext.get(index)
+        try ctx.synchronize()
+    }
+}
+
+/// The loaded driver and device count.
+final class CUDARuntime: @unchecked Sendable {
+    let api: CUDADriverAPI
+    let deviceCount: Int
+    let driverVersion: String
+
+    private init(api: CUDADriverAPI) throws {
+        self.api = api
+        try api.check(api.cuInit(0), "cuInit")
+        var count: Int32 = 0
+        try api.check(api.cuDeviceGetCount(&count), "cuDeviceGetCount")
+        deviceCount = Int(count)
+        var version: Int32 = 0
+        _ = api.cuDriverGetVersion(&version)
+        driverVersion = "\(version / 1000).\(version % 1000 / 10)"
+    }
+
+    private static let driverState: Result<CUDARuntime, CUDAError> = {
+        switch CUDALibraryLoader.load(.driver) {
+        case .failure(let e): return .failure(e)
+        case .success(let lib):
+            do { return .success(try CUDARuntime(api: try CUDADriverAPI(lib))) } catch let e as CUDAError {
+                return .failure(e)
+            } catch { return .failure(.missingSymbol("\(error)", lib.path)) }
+        }
+    }()
+
+    static func driver() -> Result<CUDARuntime, CUDAError> { driverState }
+
+    private static let cublasState: Result<CUBLASAPI, CUDAError> = {
+        // Lt first, so cuBLAS resolves it from the same directory.
+        if case .failure(let e) = CUDALibraryLoader.load(.cublasLt) { return .failure(e) }
+        switch CUDALibraryLoader.load(.cublas) {
+        case .failure(let e): return .failure(e)
+        case .success(let lib):
+            do { return .success(try CUBLASAPI(lib)) } catch let e as CUDAError { return .failure(e) } catch {
+                return .failure(.missingSymbol("\(error)", lib.path))
+            }
+        }
+    }()
+
+    static func cublas() -> Result<CUBLASAPI, CUDAError> { cublasState }
+}
+
+/// The driver as the caching allocator's raw allocator.
+final class CUDADriverAllocator: CUDARawAllocator {
+    let api: CUDADriverAPI
+    let context: CUhandle
+
+    init(api: CUDADriverAPI, context: CUhandle) { self.api = api; self.context = context }
+
+    func rawAllocate(_ byteCount: Int) -> UInt64? {
+        _ = api.cuCtxSetCurrent(context)
+        var address: CUdeviceptr = 0
+        let status = api.cuMemAlloc(&address, byteCount)
+        if status == 0 { return address }
+        if status == CUDADriverAPI.outOfMemory { return nil }
+        preconditionFailure("cuMemAlloc(\(byteCount)) failed: \(api.errorText(status))")
+    }
+
+    func rawFree(_ address: UInt64) {
+        _ = api.cuCtxSetCurrent(context)
+        _ = api.cuMemFree(address)
+    }
+}
+
+/// One device: context, stream, cuBLAS, allocator, kernels.
+final class CUDADeviceContext: @unchecked Sendable {
+    let index: Int
+    let api: CUDADriverAPI
+    let blas: CUBLASAPI
+    let context: CUhandle
+    let stream: CUhandle
+    let blasHandle: CUhandle
+    let allocator: CUDACachingAllocator
+    let info: CUDADeviceInfo
+    private let lock = NSLock()
+    private var functions: [String: CUhandle] = [:]
+    /// Pinned host memory for transfers (grown on demand, reused).
+    private var staging: UnsafeMutableRawPointer?
+    private var stagingSize = 0
+    let stagingLock = NSLock()
+
+    nonisolated(unsafe) private static var contexts: [Int: CUDADeviceContext] = [:]
+    private static let contextsLock = NSLock()
+
+    static func get(_ index: Int) throws -> CUDADeviceContext {
+        contextsLock.lock(); defer { contextsLock.unlock() }
+        if let ctx = contexts[index] { return ctx }
+        let ctx = try CUDADeviceContext(index: index)
+        contexts[index] = ctx
+        return ctx
+    }
+
+    private init(index: Int) throws {
+        let runtime = try CUDARuntime.driver().get()
+        let api = runtime.api
+        guard index >= 0 && index < runtime.deviceCount else { throw CUDAError.noDevice(index, runtime.deviceCount) }
+        if let reason = NVRTC.unavailableReason { throw CUDAError.compile("(NVRTC)", reason) }
+        let blas = try CUDARuntime.cublas().get()
+        self.index = index
+        self.api = api
+        self.blas = blas
+        var device: Int32 = 0
+        try api.check(api.cuDeviceGet(&device, Int32(index)), "cuDeviceGet")
+        var ctx: CUhandle = nil
+        try api.check(api.cuDevicePrimaryCtxRetain(&ctx, device), "cuDevicePrimaryCtxRetain")
+        try api.check(api.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+        context = ctx
+        var s: CUhandle = nil
+        try api.check(api.cuStreamCreate(&s, 0), "cuStreamCreate")
+        stream = s
+        var handle: CUhandle = nil
+        try blas.check(blas.cublasCreate(&handle), "cublasCreate")
+        try blas.check(blas.cublasSetStream(handle, s), "cublasSetStream")
+        blasHandle = handle
+        allocator = CUDACachingAllocator(raw: CUDADriverAllocator(api: api, context: ctx))
+
+        var name = [CChar](repeating: 0, count: 256)
+        _ = api.cuDeviceGetName(&name, 256, device)
+        var memory = 0
+        _ = api.cuDeviceTotalMem(&memory, device)
+        var major: Int32 = 0, minor: Int32 = 0, sms: Int32 = 0
+        _ = api.cuDeviceGetAttribute(&major, CUDADriverAPI.attributeComputeCapabilityMajor, device)
+        _ = api.cuDeviceGetAttribute(&minor, CUDADriverAPI.attributeComputeCapabilityMinor, device)
+        _ = api.cuDeviceGetAttribute(&sms, CUDADriverAPI.attributeMultiprocessorCount, device)
+        var blasVersion: Int32 = 0
+        _ = blas.cublasGetVersion(handle, &blasVersion)
+        info = CUDADeviceInfo(
+            index: index, name: String(cString: name), totalMemory: memory,
+            computeCapability: (Int(major), Int(minor)), multiprocessors: Int(sms),
+            driverVersion: runtime.driverVersion, nvrtcVersion: NVRTC.version ?? "?",
+            cublasVersion: "\(blasVersion / 10000).\(blasVersion % 10000 / 100).\(blasVersion % 100)",
+            libraries: ["driver": api.library.path, "nvrtc": NVRTC.libraryPath ?? "?", "cublas": blas.library.path])
+    }
+
+    /// Makes this device's context current on the calling thread (cheap; done before driver calls).
+    @inline(__always) func makeCurrent() { _ = api.cuCtxSetCurrent(context) }
+
+    func synchronize() throws {
+        makeCurrent()
+        try api.check(api.cuStreamSynchronize(stream), "cuStreamSynchronize")
+    }
+
+    /// The kernel `name` of `family` for `dtype`, compiled (or read from the disk cache) on first use.
+    func function(_ family: String, _ dtype: DType?, _ name: String) -> CUhandle {
+        let key = "\(family).\(dtype?.rawValue ?? "-").\(name)"
+        lock.lock(); defer { lock.unlock() }
+        if let f = functions[key] { return f }
+        makeCurrent()
+        let source = CUDAKernelSources.source(family: family, dtype: dtype)
+        let cubin: [UInt8]
+        do { cubin = try NVRTC.cachedCUBIN(source, arch: info.architecture) } catch {
+            preconditionFailure("CUDA kernel \(source.name): \(error)")
+        }
+        var module: CUhandle = nil
+        let status = cubin.withUnsafeBytes { api.cuModuleLoadData(&module, $0.baseAddress) }
+        precondition(status == 0, "cuModuleLoadData(\(source.name), sm_\(info.architecture)): \(api.errorText(status))")
+        for kernel in source.kernels {
+            var f: CUhandle = nil
+            let s = kernel.withCString { api.cuModuleGetFunction(&f, module, $0) }
+            precondition(s == 0, "cuModuleGetFunction(\(kernel)): \(api.errorText(s))")
+            functions["\(family).\(dtype?.rawValue ?? "-").\(kernel)"] = f
+        }
+        guard let f = functions[key] else { preconditionFailure("kernel \(name) is not in family \(family)") }
+        return f
+    }
+
+    /// Pinned staging memory of at least `byteCount` bytes; call with `stagingLock` held.
+    func stagingBuffer(_ byteCount: Int) -> UnsafeMutableRawPointer {
+        if let staging, stagingSize >= byteCount { return staging }
+        makeCurrent()
+        if let staging { _ = api.cuMemFreeHost(staging) }
+        var p: UnsafeMutableRawPointer?
+        let size = max(byteCount, 1 << 20)
+        let status = api.cuMemAllocHost(&p, size)
+        precondition(status == 0 && p != nil, "cuMemAllocHost(\(size)): \(api.errorText(status))")
+        staging = p
+        stagingSize = size
+        return p!
+    }
+}

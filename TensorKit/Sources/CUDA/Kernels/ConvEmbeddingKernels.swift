@@ -1,0 +1,85 @@
+// Convolution helpers (im2col / col2im for GEMM-based conv2d, bias add) and embedding
+// gather / scatter-add.
+
+extension CUDAKernelSources {
+    static let convBody = #"""
+/* Geometry of one conv2d: input [n, c, h, w], kernel kh×kw, output oh×ow. */
+struct TKConv {
+    i64 n, c, h, w, kh, kw, oh, ow;
+    i64 sh, sw, ph, pw, dh, dw;
+};
+
+/* input [n, c, h, w] -> col [n, c·kh·kw, oh·ow] (zeros where the window leaves the image). */
+extern "C" __global__ void tk_im2col(T* col, const T* input, TKConv g) {
+    const i64 L = g.oh * g.ow, rowsPerImage = g.c * g.kh * g.kw;
+    TK_GRID_LOOP(i, g.n * rowsPerImage * L) {
+        i64 l = i % L, r = (i / L) % rowsPerImage, n = i / (L * rowsPerImage);
+        i64 kj = r % g.kw, ki = (r / g.kw) % g.kh, c = r / (g.kw * g.kh);
+        i64 oy = l / g.ow, ox = l % g.ow;
+        i64 y = oy * g.sh - g.ph + ki * g.dh, x = ox * g.sw - g.pw + kj * g.dw;
+        T value;
+        if (y >= 0 && y < g.h && x >= 0 && x < g.w) value = input[((n * g.c + c) * g.h + y) * g.w + x];
+        else tk_st(&value, (ACC)0);
+        col[i] = value;
+    }
+}
+
+/* col [n, c·kh·kw, oh·ow] -> image [n, c, h, w]: each pixel gathers the window positions that
+   read it (no atomics, deterministic). */
+extern "C" __global__ void tk_col2im(T* image, const T* col, TKConv g) {
+    const i64 L = g.oh * g.ow, rowsPerImage = g.c * g.kh * g.kw;
+    TK_GRID_LOOP(i, g.n * g.c * g.h * g.w) {
+        i64 x = i % g.w, y = (i / g.w) % g.h, c = (i / (g.w * g.h)) % g.c, n = i / (g.w * g.h * g.c);
+        ACC s = (ACC)0;
+        for (i64 ki = 0; ki < g.kh; ++ki) {
+            i64 ty = y + g.ph - ki * g.dh;
+            if (ty < 0 || ty % g.sh != 0) continue;
+            i64 oy = ty / g.sh;
+            if (oy >= g.oh) continue;
+            for (i64 kj = 0; kj < g.kw; ++kj) {
+                i64 tx = x + g.pw - kj * g.dw;
+                if (tx < 0 || tx % g.sw != 0) continue;
+                i64 ox = tx / g.sw;
+                if (ox >= g.ow) continue;
+                i64 r = (c * g.kh + ki) * g.kw + kj;
+                s += tk_ld(col + (n * rowsPerImage + r) * L + oy * g.ow + ox);
+            }
+        }
+        tk_st(image + i, s);
+    }
+}
+
+/* out [n, channels, spatial] += bias[channel]. */
+extern "C" __global__ void tk_add_channel_bias(T* out, const T* bias, i64 count, i64 channels, i64 spatial) {
+    TK_GRID_LOOP(i, count) {
+        i64 c = (i / spatial) % channels;
+        tk_st(out + i, tk_ld(out + i) + tk_ld(bias + c));
+    }
+}
+"""#
+
+    static let embeddingBody = #"""
+__device__ __forceinline__ i64 tk_index(const void* indices, int code, i64 i) {
+    return code == 4 ? (i64)((const int*)indices)[i] : ((const i64*)indices)[i];
+}
+
+/* out [count, width] = weight[indices[i], :]; indices int32 (code 4) or int64 (code 5), checked on the host. */
+extern "C" __global__ void tk_embedding_forward(T* out, const T* weight, const void* indices, int code, i64 count, i64 width) {
+    TK_GRID_LOOP(i, count * width) {
+        i64 row = tk_index(indices, code, i / width);
+        out[i] = weight[row * width + i % width];
+    }
+}
+
+/* out [V, width] (zeroed) += rows of gradOutput: one thread per column walks the indices in order,
+   so repeated indices never race and sums are deterministic. */
+extern "C" __global__ void tk_embedding_backward(T* out, const T* go, const void* indices, int code, i64 count, i64 width) {
+    TK_GRID_LOOP(j, width) {
+        for (i64 i = 0; i < count; ++i) {
+            T* dst = out + tk_index(indices, code, i) * width + j;
+            tk_st(dst, tk_ld(dst) + tk_ld(go + i * width + j));
+        }
+    }
+}
+"""#
+}

@@ -1,0 +1,112 @@
+// Elementwise kernels: unary ops and their gradients, binary ops with broadcasting (zero strides),
+// and select. Op codes follow the order of UnaryOp / BinaryOp (CUDABackend+Elementwise.swift).
+
+extension CUDAKernelSources {
+    static let elementwiseBody = #"""
+__device__ __forceinline__ ACC tk_unary_apply(int op, ACC x, ACC p0, ACC p1) {
+    const ACC one = (ACC)1, half = (ACC)0.5;
+    switch (op) {
+    case 0: return -x;
+    case 1: return tk_exp(x);
+    case 2: return tk_log(x);
+    case 3: return tk_sqrt(x);
+    case 4: return one / tk_sqrt(x);
+    case 5: return x * x;
+    case 6: return x < (ACC)0 ? -x : x;
+    case 7: return tk_tanh(x);
+    case 8: return one / (one + tk_exp(-x));
+    case 9: return x / (one + tk_exp(-x));
+    case 10: return x > (ACC)0 ? x : (ACC)0;
+    case 11: return tk_sin(x);
+    case 12: return tk_cos(x);
+    case 13: return one / x;
+    case 14: return half * x * (one + tk_erf(x * (ACC)0.7071067811865476));
+    case 15: return half * x * (one + tk_tanh((ACC)0.7978845608028654 * (x + (ACC)0.044715 * x * x * x)));
+    case 16: return x / (one + tk_exp((ACC)(-1.702) * x));
+    case 17: return p0 == (ACC)2 ? x * x : (p0 == (ACC)0.5 ? tk_sqrt(x) : tk_pow(x, p0));
+    case 18: return x + p0;
+    case 19: return x * p0;
+    default: return tk_min(tk_max(x, p0), p1);  /* clamp: p0 = low or -inf, p1 = high or +inf */
+    }
+}
+
+__device__ __forceinline__ ACC tk_unary_grad(int op, ACC x, ACC y, ACC g, ACC p0, ACC p1) {
+    const ACC one = (ACC)1, half = (ACC)0.5;
+    switch (op) {
+    case 0: return -g;
+    case 1: return g * y;
+    case 2: return g / x;
+    case 3: return g * half / y;
+    case 4: return -half * g * y / x;
+    case 5: return (ACC)2 * x * g;
+    case 6: return x > (ACC)0 ? g : (x < (ACC)0 ? -g : (ACC)0);
+    case 7: return g * (one - y * y);
+    case 8: return g * y * (one - y);
+    case 9: { ACC s = one / (one + tk_exp(-x)); return g * s * (one + x * (one - s)); }
+    case 10: return x > (ACC)0 ? g : (ACC)0;
+    case 11: return g * tk_cos(x);
+    case 12: return -g * tk_sin(x);
+    case 13: return -g * y * y;
+    case 14: return g * (half * (one + tk_erf(x * (ACC)0.7071067811865476))
+                         + x * (ACC)0.3989422804014327 * tk_exp(-half * x * x));
+    case 15: {
+        const ACC k = (ACC)0.7978845608028654, c = (ACC)0.044715;
+        ACC t = tk_tanh(k * (x + c * x * x * x));
+        return g * (half * (one + t) + half * x * (one - t * t) * k * (one + (ACC)3 * c * x * x));
+    }
+    case 16: { ACC s = one / (one + tk_exp((ACC)(-1.702) * x)); return g * (s + (ACC)1.702 * x * s * (one - s)); }
+    case 17: return g * p0 * tk_pow(x, p0 - one);
+    case 18: return g;
+    case 19: return g * p0;
+    default: return (x >= p0 && x <= p1) ? g : (ACC)0;
+    }
+}
+
+/* out (contiguous) = op(x); x is operand 0 of g. */
+extern "C" __global__ void tk_unary(T* out, const T* x, int op, double p0, double p1, TKGeom g) {
+    TK_GRID_LOOP(i, g.count) {
+        tk_st(out + i, tk_unary_apply(op, tk_ld(x + tk_offset(g, 0, i)), (ACC)p0, (ACC)p1));
+    }
+}
+
+/* out (contiguous) = d op(x) · gradOutput; x, y, gradOutput are operands 0, 1, 2. */
+extern "C" __global__ void tk_unary_backward(T* out, const T* x, const T* y, const T* go, int op, double p0, double p1, TKGeom g) {
+    TK_GRID_LOOP(i, g.count) {
+        ACC xv = tk_ld(x + tk_offset(g, 0, i)), yv = tk_ld(y + tk_offset(g, 1, i)), gv = tk_ld(go + tk_offset(g, 2, i));
+        tk_st(out + i, tk_unary_grad(op, xv, yv, gv, (ACC)p0, (ACC)p1));
+    }
+}
+
+__device__ __forceinline__ ACC tk_binary_apply(int op, ACC a, ACC b) {
+    switch (op) {
+    case 0: return a + b;
+    case 1: return a - b;
+    case 2: return a * b;
+    case 3: return a / b;
+    case 4: return tk_pow(a, b);
+    case 5: return tk_max(a, b);
+    case 6: return tk_min(a, b);
+    case 7: return a == b ? (ACC)1 : (ACC)0;
+    case 8: return a > b ? (ACC)1 : (ACC)0;
+    case 9: return a >= b ? (ACC)1 : (ACC)0;
+    case 10: return a < b ? (ACC)1 : (ACC)0;
+    default: return a <= b ? (ACC)1 : (ACC)0;
+    }
+}
+
+/* out (contiguous) = a op b; a, b are operands 0, 1 (broadcast by zero strides). */
+extern "C" __global__ void tk_binary(T* out, const T* a, const T* b, int op, TKGeom g) {
+    TK_GRID_LOOP(i, g.count) {
+        tk_st(out + i, tk_binary_apply(op, tk_ld(a + tk_offset(g, 0, i)), tk_ld(b + tk_offset(g, 1, i))));
+    }
+}
+
+/* out (contiguous) = cond != 0 ? a : b; cond (any dtype code), a, b are operands 0, 1, 2. */
+extern "C" __global__ void tk_select(T* out, const void* cond, int condCode, const T* a, const T* b, TKGeom g) {
+    TK_GRID_LOOP(i, g.count) {
+        bool c = tk_load_any(cond, tk_offset(g, 0, i), condCode) != 0.0;
+        out[i] = c ? a[tk_offset(g, 1, i)] : b[tk_offset(g, 2, i)];
+    }
+}
+"""#
+}

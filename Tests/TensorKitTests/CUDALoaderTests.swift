@@ -1,0 +1,144 @@
+import XCTest
+@testable import TensorKit
+
+/// Host-side CUDA logic that needs no GPU: library search order, the missing-library message,
+/// the caching allocator (against a fake device), geometry merging, and op tests that skip
+/// visibly when no CUDA device is present.
+final class CUDALoaderTests: XCTestCase {
+    private func search(_ env: [String: String], dirs: [String: [String]] = [:]) -> CUDALibrarySearch {
+        CUDALibrarySearch(environment: env, listDirectory: { dirs[$0] })
+    }
+
+    func testNVRTCSearchOrder() {
+        let s = search(["TENSORKIT_NVRTC_PATH": "/override", "CUDA_HOME": "/cuda-home", "LD_LIBRARY_PATH": "/ld1:/ld2",
+                        "VIRTUAL_ENV": "/venv", "HOME": "/home/u"],
+                       dirs: ["/venv/lib": ["python3.11"]])
+        let c = s.candidates(for: .nvrtc)
+        func index(_ p: String) -> Int { c.firstIndex(of: p) ?? .max }
+        XCTAssertEqual(c.first, "/override/libnvrtc.so.13")
+        XCTAssertLessThan(index("/override/libnvrtc.so.12"), index("/cuda-home/lib64/libnvrtc.so.13"))
+        XCTAssertLessThan(index("/cuda-home/lib64/libnvrtc.so.13"), index("/usr/local/cuda/lib64/libnvrtc.so.13"))
+        XCTAssertLessThan(index("/usr/local/cuda/lib64/libnvrtc.so.13"), index("/ld1/libnvrtc.so.13"))
+        XCTAssertLessThan(index("/ld2/libnvrtc.so.13"), index("/venv/lib/python3.11/site-packages/nvidia/cu13/lib/libnvrtc.so.13"))
+        XCTAssertLessThan(index("/venv/lib/python3.11/site-packages/nvidia/cu13/lib/libnvrtc.so.13"),
+                          index("/venv/lib/python3.11/site-packages/nvidia/cuda_nvrtc/lib/libnvrtc.so.12"))
+        XCTAssertEqual(c.last, "libnvrtc.so")  // the dynamic loader's own search comes last
+        XCTAssertTrue(c.contains("libnvrtc.so.13"))
+    }
+
+    func testCUBLASWheelDirectoriesAndExplicitFile() {
+        let s = search(["TENSORKIT_CUBLAS_PATH": "/x/libcublas.so.12", "PYTHONPATH": "/site"])
+        let c = s.candidates(for: .cublas)
+        XCTAssertEqual(c.first, "/x/libcublas.so.12")
+        XCTAssertTrue(c.contains("/site/nvidia/cublas/lib/libcublas.so.12"))
+        XCTAssertTrue(c.contains("/site/nvidia/cu13/lib/libcublas.so.13"))
+        XCTAssertTrue(s.candidates(for: .cublasLt).contains("/site/nvidia/cublas/lib/libcublasLt.so.12"))
+    }
+
+    func testDriverIsSearchedByNameFirst() {
+        let c = search([:]).candidates(for: .driver)
+        XCTAssertEqual(c.first, "libcuda.so.1")
+        XCTAssertTrue(c.contains("/usr/lib/x86_64-linux-gnu/libcuda.so.1"))
+        XCTAssertFalse(c.contains { $0.contains("site-packages") })
+    }
+
+    func testMissingLibraryMessageListsPathsLookedAt() {
+        let error = CUDAError.libraryNotFound(.nvrtc, ["/a/libnvrtc.so.13", "libnvrtc.so"], nil)
+        XCTAssertTrue(error.description.hasPrefix("NVRTC not found (looked in: /a, the dynamic loader's search path for libnvrtc.so.13"),
+                      error.description)
+        if let message = CUDA.missingLibrariesMessage {
+            // No GPU stack on this machine: the message names each missing piece and where it looked.
+            XCTAssertTrue(message.contains("looked in:"), message)
+            XCTAssertFalse(CUDA.isAvailable)
+            print("CUDA unavailable here (expected without a GPU):\n\(message)")
+        }
+    }
+
+    func testUnavailableDeviceHasNoBackend() throws {
+        if CUDA.isAvailable { throw XCTSkip("a CUDA device is present") }
+        XCTAssertNil(BackendRegistry.backend(for: .cuda(0)))
+        XCTAssertNotNil(CUDA.unavailableReason(0))
+    }
+
+    // MARK: caching allocator
+
+    final class FakeDevice: CUDARawAllocator {
+        var capacity: Int
+        var used = 0
+        var next: UInt64 = 0x1000
+        var sizes: [UInt64: Int] = [:]
+        var frees = 0
+        init(capacity: Int) { self.capacity = capacity }
+        func rawAllocate(_ n: Int) -> UInt64? {
+            if used + n > capacity { return nil }
+            used += n; next += UInt64(n); sizes[next] = n
+            return next
+        }
+        func rawFree(_ a: UInt64) { used -= sizes.removeValue(forKey: a)!; frees += 1 }
+    }
+
+    func testAllocatorRoundsReusesAndReportsStats() {
+        XCTAssertEqual(CUDACachingAllocator.roundedSize(0), 512)
+        XCTAssertEqual(CUDACachingAllocator.roundedSize(513), 1024)
+        XCTAssertEqual(CUDACachingAllocator.roundedSize(1 << 20), 1 << 20)
+        XCTAssertEqual(CUDACachingAllocator.roundedSize((1 << 20) + 1), 2 << 20)
+        XCTAssertEqual(CUDACachingAllocator.roundedSize(5 << 20), 6 << 20)
+        let fake = FakeDevice(capacity: 64 << 20)
+        let alloc = CUDACachingAllocator(raw: fake)
+        let a = alloc.allocate(1000)!
+        alloc.free(a)
+        let b = alloc.allocate(700)!  // same 1024-byte bucket: reused
+        XCTAssertEqual(a, b)
+        var s = alloc.statistics
+        XCTAssertEqual(s.rawAllocations, 1)
+        XCTAssertEqual(s.cacheHits, 1)
+        XCTAssertEqual(s.inUse, 1024)
+        XCTAssertEqual(s.cached, 0)
+        let c = alloc.allocate(3 << 20)!
+        alloc.free(c)
+        s = alloc.statistics
+        XCTAssertEqual(s.cached, 4 << 20)
+        XCTAssertEqual(s.peakInUse, 1024 + (4 << 20))
+        alloc.free(b)
+        alloc.releaseCached()
+        XCTAssertEqual(alloc.statistics.cached, 0)
+        XCTAssertEqual(fake.used, 0)
+    }
+
+    func testAllocatorReleasesCacheAndRetriesOnOOM() {
+        let fake = FakeDevice(capacity: 8 << 20)
+        let alloc = CUDACachingAllocator(raw: fake)
+        let a = alloc.allocate(6 << 20)!
+        alloc.free(a)                                   // cached, still held from the device
+        XCTAssertNotNil(alloc.allocate(4 << 20))        // does not fit beside it: cache released, retried
+        XCTAssertEqual(alloc.statistics.oomRetries, 1)
+        XCTAssertEqual(fake.frees, 1)
+        XCTAssertNil(alloc.allocate(16 << 20))          // never fits
+    }
+
+    func testGeometryMergesContiguousAxes() {
+        let g = CUDAGeometry(shape: [2, 3, 4], strides: [[12, 4, 1], [12, 4, 1]])
+        XCTAssertEqual(g.shape, [24])
+        XCTAssertEqual(g.words[2], 3)  // both operands contiguous
+        let b = CUDAGeometry(shape: [2, 3, 4], strides: [[12, 4, 1], [0, 1, 0]])  // broadcast operand
+        XCTAssertEqual(b.shape, [2, 3, 4])
+        XCTAssertEqual(b.words[2], 1)
+        XCTAssertEqual(b.words.count, 3 + 8 + 32)
+    }
+
+    // MARK: ops on a device (skipped without one; scripts/gpu-check.sh covers every op)
+
+    func testOpsOnCUDAMatchCPU() throws {
+        guard CUDA.isAvailable else {
+            print("skipped: no CUDA device")
+            throw XCTSkip("skipped: no CUDA device")
+        }
+        let x = Tensor.randn([4, 33], seed: 1)
+        let y = Tensor.randn([4, 33], seed: 2)
+        let gpu = (x.to(.cuda(0)) * y.to(.cuda(0))).exp().sum(axes: [1]).to(.cpu)
+        let cpu = (x * y).exp().sum(axes: [1])
+        for (a, b) in zip(gpu.toArray(), cpu.toArray()) { XCTAssertEqual(a, b, accuracy: 1e-5 * max(1, abs(b))) }
+        let r = Tensor.randn([1000], seed: 7, device: .cuda(0)).toArray()
+        XCTAssertEqual(r, Tensor.randn([1000], seed: 7).toArray())
+    }
+}
