@@ -12,11 +12,13 @@ let usage = """
       tokenize       print the CLIP token ids of texts
       info           describe a diffusers folder
       pretrain       train the built-in model from scratch
-      notebook 01    run notebooks-md/01-tensors-and-autograd.md
+      notebook NN    run notebooks-md/NN-*.md (01 tensors and autograd, 02 sampling, 03 DDPO in a script)
       help           show this message
     """
 
-let notebooks: [String: () -> Double] = ["01": { notebook01() }]
+let notebooks: [String: () throws -> Double] = [
+    "01": { try notebook01() }, "02": { try notebook02() }, "03": { try notebook03() },
+]
 
 func fail(_ message: String, code: Int32 = 2) -> Never {
     // Commands' messages already start with "ddpo <command>:".
@@ -47,7 +49,7 @@ do {
             fail("unknown notebook '\(rest[0])'; available: \(notebooks.keys.sorted().joined(separator: ", "))")
         }
         let start = Date()
-        let result = run()
+        let result = try run()
         print(String(format: "notebook %@ finished in %.1f s (result %.6g)", rest[0], Date().timeIntervalSince(start), result))
     default:
         fail("unknown command '\(arguments[0])'\n\(usage)")

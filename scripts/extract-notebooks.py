@@ -23,8 +23,9 @@ def generate(markdown: str, source_name: str) -> str:
     indented = "\n".join(("    " + line) if line.strip() else "" for line in body.splitlines())
     return (
         f"// Generated from notebooks-md/{source_name} by scripts/extract-notebooks.py. Do not edit.\n"
-        "import TensorKit\n\n"
-        f"func {name}(output: @escaping (String) -> Void = {{ Swift.print($0) }}) -> Double {{\n"
+        "import Foundation\n"
+        "import RLAlgorithms\n\n"
+        f"func {name}(output: @escaping (String) -> Void = {{ Swift.print($0) }}) throws -> Double {{\n"
         "    func print(_ items: Any...) { output(items.map { \"\\($0)\" }.joined(separator: \" \")) }\n"
         f"{indented}\n"
         f"    return {result}\n"

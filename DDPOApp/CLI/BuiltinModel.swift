@@ -5,36 +5,45 @@ import RLAlgorithms
 // prompts it was trained to draw.
 
 enum BuiltinModelLocator {
-    static let relativePath = "models/shapes-sd"
-
-    /// Where it is looked for, in order: $DDPO_BUILTIN_MODEL, ./models/shapes-sd, then beside the
-    /// executable as SwiftPM (`.build/<config>/ddpo` → `../../models/shapes-sd`) or an install
-    /// (`bin/ddpo` → `../share/ddpo/models/shapes-sd`) lays it out.
-    static func candidates() -> [URL] {
-        var out: [URL] = []
-        if let env = ProcessInfo.processInfo.environment["DDPO_BUILTIN_MODEL"], !env.isEmpty {
-            out.append(URL(fileURLWithPath: env))
-        }
-        out.append(URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(relativePath))
-        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-        out.append(executable.appendingPathComponent("../../\(relativePath)").standardizedFileURL)
-        out.append(executable.appendingPathComponent("../../../\(relativePath)").standardizedFileURL)
-        out.append(executable.appendingPathComponent("../share/ddpo/\(relativePath)").standardizedFileURL)
-        return out
+    /// `$DDPO_BUILTIN_MODEL` alone when it is set (an explicit choice is not second-guessed), else
+    /// DiffusionModels' search (./models/shapes-sd, then beside the executable).
+    static func candidates(environment: [String: String] = ProcessInfo.processInfo.environment) -> [URL] {
+        if let value = environment[BuiltinModel.environmentVariable], !value.isEmpty { return [URL(fileURLWithPath: value)] }
+        return BuiltinModel.searchPaths(environment: environment)
     }
 
     static func directory() -> URL? {
         candidates().first { FileManager.default.fileExists(atPath: $0.appendingPathComponent("model_index.json").path) }
     }
+
+    /// `--model DIR` (checked to be a diffusers folder), or the built-in model when `path` is nil.
+    static func resolve(_ path: String?, command: String) throws -> URL {
+        let folder: URL
+        if let path {
+            folder = URL(fileURLWithPath: (path as NSString).expandingTildeInPath)
+        } else {
+            guard let found = directory() else {
+                throw AppError("\(command): no --model given and the built-in model was not found (looked in: \(candidates().map(\.path).joined(separator: ", "))); pass --model DIR or set \(BuiltinModel.environmentVariable)")
+            }
+            folder = found
+        }
+        guard FileManager.default.fileExists(atPath: folder.appendingPathComponent("model_index.json").path) else {
+            throw AppError("\(command): --model: \(folder.path) is not a diffusers folder (no model_index.json)")
+        }
+        return folder
+    }
 }
 
-/// `--prompts shapes`: captions the built-in model knows.
+/// `--prompts shapes`: every "a <colour> <shape>" caption the built-in model was trained on.
 enum BuiltinModelPrompts {
     static let name = "shapes"
-    static let prompts = [
-        "a red circle", "a blue square", "a green triangle", "a yellow circle",
-        "a purple square", "an orange triangle", "a white circle", "a blue triangle",
-    ]
+    static var prompts: [String] {
+        // Ordered so that any first few differ in both colour and shape (the report shows the first 4).
+        let colors = ShapesDataset.colors, shapes = ShapeKind.allCases
+        return (0..<colors.count * shapes.count).map { k in
+            ShapesDataset.caption(color: colors[k % colors.count].name, shape: shapes[(k + k / colors.count) % shapes.count])
+        }
+    }
 
     static func source(seed: UInt64) -> PromptSource {
         PromptSource(name: name, kind: .choice(prompts.map { PromptSample(prompt: $0) }), generator: PhiloxGenerator(seed: seed))

@@ -35,8 +35,8 @@ final class ProgressReporter {
         let rate = elapsed > 0 ? Double(done) / elapsed : 0
         let eta = rate > 0 ? Double(total - done) / rate : 0
         let finished = done >= total
-        let stats = String(format: "%d/%d  %.2f it/s  %@ %@", done, total, rate,
-                           finished ? "took" : "ETA", Self.clock(finished ? elapsed : eta))
+        let timing = finished ? "took " + Self.clock(elapsed) : (done > 0 && rate > 0 ? "ETA " + Self.clock(eta) : "ETA ?")
+        let stats = String(format: "%d/%d  %.2f it/s  ", done, total, rate) + timing
             + (extra.isEmpty ? "" : "  " + extra)
         if isTerminal {
             let width = 24

@@ -5,10 +5,11 @@ import RLAlgorithms
 
 enum RewardSpec {
     static let names = ["jpeg_compressibility", "jpeg_incompressibility", "brightness", "darkness",
-                        "aesthetic:PATH", "http://HOST:PORT/PATH"]
+                        "color:NAME|#RRGGBB", "aesthetic:PATH", "http://HOST:PORT/PATH"]
 
     static let help = """
         jpeg_compressibility | jpeg_incompressibility | brightness | darkness
+        | color:NAME|#RRGGBB (closeness to a colour: red, green, blue, yellow, white, black, purple, orange)
         | aesthetic:PATH (a folder with CLIP ViT-L/14 and aesthetic-model.safetensors,
         or the head file with --clip_model DIR) | http(s)://HOST:PORT/PATH (docs/REWARD_SERVER.md)
         """
@@ -21,6 +22,12 @@ enum RewardSpec {
         case "brightness": return BrightnessReward()
         case "darkness": return BrightnessReward(inverted: true)
         default: break
+        }
+        if spec.hasPrefix("color:") {
+            guard let reward = ColorReward(spec: String(spec.dropFirst("color:".count))) else {
+                throw AppError("\(command): --reward \(spec): expected color:NAME (\(ColorReward.namedColors.keys.sorted().joined(separator: ", "))) or color:#RRGGBB")
+            }
+            return reward
         }
         if spec.hasPrefix("http://") || spec.hasPrefix("https://") {
             guard let url = URL(string: spec), url.host != nil else {

@@ -29,7 +29,7 @@ enum InfoCommand {
             print(usage)
             return
         }
-        let folder = try SampleCommand.resolveModel(parsed.value("model"), command: command)
+        let folder = try BuiltinModelLocator.resolve(parsed.value("model"), command: command)
         let index: ModelIndex
         do { index = try ModelIndex(contentsOf: folder.appendingPathComponent("model_index.json")) }
         catch { throw AppError("\(command): \(error)", exitCode: 1) }

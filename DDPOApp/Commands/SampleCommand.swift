@@ -63,7 +63,8 @@ enum SampleCommand {
             if let value, value < 8 || value % 8 != 0 { throw AppError("\(command): --\(name): must be a positive multiple of 8, got \(value)") }
         }
         let out = URL(fileURLWithPath: parsed.value("out") ?? "samples")
-        let modelDirectory = try resolveModel(parsed.value("model"), command: command)
+        let modelDirectory = try BuiltinModelLocator.resolve(parsed.value("model"), command: command)
+        if parsed.value("model") == nil { useSingleThreadedBLASUnlessSet() }
         let loraURL = parsed.value("lora").map { URL(fileURLWithPath: $0) }
         if let loraURL, !FileManager.default.fileExists(atPath: loraURL.path) {
             throw AppError("\(command): --lora: \(loraURL.path): no such file or folder")
@@ -125,23 +126,6 @@ enum SampleCommand {
         try saveSafeTensors(["images": images.to(.float32).contiguous(), "latents": output.latents.to(.float32).contiguous()],
                             to: out.appendingPathComponent("samples.safetensors").path)
         progress.line("\(command): wrote \(pngs.count) PNGs and samples.safetensors to \(out.path)")
-    }
-
-    /// `--model DIR`, or the built-in model.
-    static func resolveModel(_ path: String?, command: String) throws -> URL {
-        let directory: URL
-        if let path {
-            directory = URL(fileURLWithPath: (path as NSString).expandingTildeInPath)
-        } else {
-            guard let found = BuiltinModelLocator.directory() else {
-                throw AppError("\(command): no --model given and the built-in model was not found (looked in: \(BuiltinModelLocator.candidates().map(\.path).joined(separator: ", ")))")
-            }
-            directory = found
-        }
-        guard FileManager.default.fileExists(atPath: directory.appendingPathComponent("model_index.json").path) else {
-            throw AppError("\(command): --model: \(directory.path) is not a diffusers folder (no model_index.json)")
-        }
-        return directory
     }
 
     /// The `latents` tensor of a safetensors file, checked to be [count, C, h, w] floating point.

@@ -68,16 +68,16 @@ enum TrainCommand {
 
     /// The quick-start settings for the built-in model, applied to fields the user did not set.
     static let builtinPreset: [String: JSONValue] = [
-        "num_epochs": 8,
+        "num_epochs": 10,
         "sample_num_steps": 20,
-        "sample_batch_size": 8,
+        "sample_batch_size": 16,
         "sample_num_batches_per_epoch": 2,
         "sample_guidance_scale": 5.0,
-        "train_batch_size": 4,
+        "train_batch_size": 8,
         "train_learning_rate": 3e-3,
         "train_clip_range": 0.2,
         "train_timestep_fraction": 0.5,
-        "save_freq": 4,
+        "save_freq": 5,
         "num_checkpoint_limit": 2,
     ]
 
@@ -119,18 +119,7 @@ enum TrainCommand {
         }
         let modelPath = parsed.value("model") ?? parsed.value("pretrained_model")
         let builtin = modelPath == nil
-        let modelDirectory: URL
-        if let modelPath {
-            modelDirectory = URL(fileURLWithPath: (modelPath as NSString).expandingTildeInPath)
-        } else {
-            guard let found = BuiltinModelLocator.directory() else {
-                throw AppError("\(command): no --model given and the built-in model was not found (looked in: \(BuiltinModelLocator.candidates().map(\.path).joined(separator: ", "))); pass --model DIR or set DDPO_BUILTIN_MODEL")
-            }
-            modelDirectory = found
-        }
-        guard FileManager.default.fileExists(atPath: modelDirectory.appendingPathComponent("model_index.json").path) else {
-            throw AppError("\(command): --model: \(modelDirectory.path) is not a diffusers folder (no model_index.json)")
-        }
+        let modelDirectory = try BuiltinModelLocator.resolve(modelPath, command: command)
 
         // defaults < built-in preset < --config file < flags.
         var explicit: [String: JSONValue] = [:]
@@ -183,7 +172,7 @@ enum TrainCommand {
         let runDirectory = resumeRun ?? URL(fileURLWithPath: (config.logdir as NSString).expandingTildeInPath)
             .appendingPathComponent(config.run_name)
 
-        let rewardSpec = parsed.value("reward") ?? (builtin ? "brightness" : "jpeg_compressibility")
+        let rewardSpec = parsed.value("reward") ?? (builtin ? "color:red" : "jpeg_compressibility")
         let reward = try RewardSpec.resolve(rewardSpec, clipModel: parsed.value("clip_model"), command: command)
         let promptsSpec = parsed.value("prompts") ?? (builtin ? BuiltinModelPrompts.name : "simple_animals")
         let prompts = try PromptSpec.resolve(promptsSpec, seed: UInt64(bitPattern: Int64(config.seed)), command: command)
@@ -230,6 +219,7 @@ enum TrainCommand {
 
     static func execute(_ plan: Plan, commandLine: [String]) throws {
         let progress = ProgressReporter(quiet: plan.quiet)
+        if plan.builtinModel { useSingleThreadedBLASUnlessSet() }
         let fm = FileManager.default
         let run = plan.runDirectory
         let started = Date()
@@ -409,6 +399,12 @@ enum TrainCommand {
         let values = (try? JSONValue(parsing: config.jsonData()))?.objectValue ?? [:]
         return DDPOConfig.fieldTable.map { ($0.name, values[$0.name]?.jsonString ?? "") }
     }
+}
+
+/// The built-in model's matrices are small: OpenBLAS's own threads only spin against TensorKit's
+/// workers there. An explicit OPENBLAS_NUM_THREADS is respected.
+func useSingleThreadedBLASUnlessSet() {
+    if ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] == nil { BLASThreads.count = 1 }
 }
 
 /// Writes text through a temporary file and a rename.

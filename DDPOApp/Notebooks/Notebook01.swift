@@ -1,7 +1,8 @@
 // Generated from notebooks-md/01-tensors-and-autograd.md by scripts/extract-notebooks.py. Do not edit.
-import TensorKit
+import Foundation
+import RLAlgorithms
 
-func notebook01(output: @escaping (String) -> Void = { Swift.print($0) }) -> Double {
+func notebook01(output: @escaping (String) -> Void = { Swift.print($0) }) throws -> Double {
     func print(_ items: Any...) { output(items.map { "\($0)" }.joined(separator: " ")) }
     let x = Tensor((0..<6).map(Double.init), shape: [2, 3])
     print("x:", x.shape, x.toArray())

@@ -94,15 +94,4 @@ final class ArgumentTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("unexpected argument 'stray'"), "\(error)")
         }
     }
-
-    func testBrightnessRewardByHand() throws {
-        // Two 1×2 images: pure red + white; black + (0.5, 0.5, 0.5). Luma = 0.299 R + 0.587 G + 0.114 B.
-        let images = Tensor([1, 1, 0, 1, 0, 1,
-                             0, 0.5, 0, 0.5, 0, 0.5] as [Double], shape: [2, 3, 1, 2])
-        let out = try BrightnessReward()(images: images, prompts: ["a", "b"], metadata: [[:], [:]])
-        XCTAssertEqual(out.rewards[0], (0.299 + 1) / 2, accuracy: 1e-12)
-        XCTAssertEqual(out.rewards[1], 0.25, accuracy: 1e-12)
-        let dark = try BrightnessReward(inverted: true)(images: images, prompts: ["a", "b"], metadata: [[:], [:]])
-        XCTAssertEqual(dark.rewards[1], 0.75, accuracy: 1e-12)
-    }
 }

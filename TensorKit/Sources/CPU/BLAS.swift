@@ -32,3 +32,13 @@ func gemm<T: CPUFloat>(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: 
               UnsafeMutableRawPointer(c).assumingMemoryBound(to: Double.self), ldc)
     }
 }
+
+/// OpenBLAS's own thread count (its default: `OPENBLAS_NUM_THREADS`, else one per core). Small
+/// models run faster with 1: OpenBLAS's spinning threads then do not compete with TensorKit's
+/// workers for the cores (2–3× on the built-in model on 2 cores).
+public enum BLASThreads {
+    public static var count: Int {
+        get { Int(openblas_get_num_threads()) }
+        set { openblas_set_num_threads(Int32(max(1, newValue))) }
+    }
+}
