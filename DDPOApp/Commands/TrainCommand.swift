@@ -129,7 +129,7 @@ enum TrainCommand {
             catch { throw AppError("\(command): --config \(error)") }
             let raw = try? JSONValue(parsing: Data(contentsOf: URL(fileURLWithPath: file)))
             let all = (try? JSONValue(parsing: fileConfig.jsonData()))?.objectValue ?? [:]
-            for key in raw?.objectValue?.keys ?? [:].keys { explicit[key] = all[key] }
+            for key in raw?.objectValue?.keys.sorted() ?? [] { explicit[key] = all[key] }
         }
         let types = Dictionary(uniqueKeysWithValues: DDPOConfig.fieldTable.map { ($0.name, $0.type) })
         for (key, text) in parsed.occurrences {
@@ -223,18 +223,18 @@ enum TrainCommand {
         let fm = FileManager.default
         let run = plan.runDirectory
         let started = Date()
-        do { try fm.createDirectory(at: run, withIntermediateDirectories: true) }
-        catch { throw AppError("\(command): cannot create the run folder \(run.path): \(error.localizedDescription)", exitCode: 1) }
-        try plan.config.write(to: run.appendingPathComponent("ddpo_config.json"))
         let commandText = (["ddpo", "train"] + commandLine).map(shellQuoted).joined(separator: " ")
-
         progress.line("ddpo train: model \(plan.modelDirectory.path)\(plan.builtinModel ? " (built-in)" : ""), reward \(plan.rewardSpec), prompts \(plan.promptsSpec)")
-        progress.line("ddpo train: run folder \(run.path)")
+        // The model loads before the run folder exists: a folder that fails to load leaves nothing behind.
         let pipeline: DefaultDDPOStableDiffusionPipeline
         do {
             pipeline = try DefaultDDPOStableDiffusionPipeline(directory: plan.modelDirectory, useLoRA: plan.useLoRA, loraConfig: plan.loraConfig,
                                                               seed: UInt64(bitPattern: Int64(plan.config.seed)))
         } catch { throw AppError("\(command): --model: \(error)", exitCode: 1) }
+        do { try fm.createDirectory(at: run, withIntermediateDirectories: true) }
+        catch { throw AppError("\(command): cannot create the run folder \(run.path): \(error.localizedDescription)", exitCode: 1) }
+        try plan.config.write(to: run.appendingPathComponent("ddpo_config.json"))
+        progress.line("ddpo train: run folder \(run.path)")
 
         let tensorBoard = try TensorBoardWriter(directory: run)
         let metrics = try JSONLinesLogger(directory: run)

@@ -165,6 +165,21 @@ final class TrainCommandTests: XCTestCase {
                        "a configuration error must not leave a run folder")
     }
 
+    /// A folder that passes the checks but fails the strict load: exit 1, the tensor named, no run folder.
+    func testModelThatFailsToLoadLeavesNoRunFolder() throws {
+        let dir = try DDPOProcess.temporaryDirectory()
+        let broken = dir.appendingPathComponent("broken")
+        try FileManager.default.copyItem(at: DDPOProcess.fixtureModel, to: broken)
+        let unetFile = broken.appendingPathComponent("unet/diffusion_pytorch_model.safetensors")
+        var state = try loadSafeTensors(unetFile.path)
+        state.removeValue(forKey: "conv_out.bias")
+        try saveSafeTensors(state, to: unetFile.path)
+        let result = try DDPOProcess.run(smallRun(logdir: dir, extra: ["--run_name", "never", "--num_epochs", "1"]).map { $0 == model ? broken.path : $0 })
+        XCTAssertEqual(result.status, 1, result.stderr)
+        XCTAssertTrue(result.stderr.contains("conv_out.bias"), result.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("never").path))
+    }
+
     func testNoModelAndNoBuiltinModelIsAClearError() throws {
         let result = try DDPOProcess.run(["train", "--num_epochs", "1"])
         XCTAssertEqual(result.status, 2)
