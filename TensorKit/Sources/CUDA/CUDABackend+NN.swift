@@ -20,6 +20,29 @@ extension CUDABackend {
         kh == 1 && kw == 1 && p.stride == (1, 1) && p.padding == (0, 0)
     }
 
+    /// The forward and weight-gradient loop: the images of `x` [N, C, H, W] in chunks, each chunk's
+    /// im2col columns [count, C·kh·kw, oh·ow] built on the device (a pointwise conv uses `x` itself),
+    /// then `body(firstImage, count, columnsAddress)`.
+    private func forEachIm2colChunk(_ x: Tensor, kh: Int, kw: Int, oh: Int, ow: Int, _ p: Conv2dParameters,
+                                    _ body: (_ n0: Int, _ count: Int, _ columns: UInt64) -> Void) {
+        let n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
+        let l = oh * ow, rows = c * kh * kw, size = x.dtype.byteSize
+        let chunk = imagesPerChunk(n, colBytesPerImage: rows * l * size)
+        let col = isPointwise(kh, kw, p) ? nil : uninitialized([chunk, rows, l], x.dtype)
+        for n0 in stride(from: 0, to: n, by: chunk) {
+            let count = min(chunk, n - n0)
+            let image = address(x) + UInt64(n0 * c * h * wd * size)
+            guard let col else {
+                body(n0, count, image)
+                continue
+            }
+            ctx.launch("conv", x.dtype, "tk_im2col", grid: CUDADeviceContext.grid(count * rows * l), block: 256, [
+                ptr(col), .pointer(image), .words(convWords(n: count, c: c, h: h, w: wd, kh: kh, kw: kw, oh: oh, ow: ow, p)),
+            ])
+            body(n0, count, address(col))
+        }
+    }
+
     public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, _ p: Conv2dParameters) -> Tensor {
         CUDABackend.requireFloat(input.dtype, "conv2d")
         let x = contiguous(input), w = contiguous(weight)
@@ -30,21 +53,7 @@ extension CUDABackend {
         let out = uninitialized([n, o, oh, ow], x.dtype)
         if out.numel == 0 { return out }
         let size = x.dtype.byteSize
-        let pointwise = isPointwise(kh, kw, p)
-        let chunk = imagesPerChunk(n, colBytesPerImage: rows * l * size)
-        let col = pointwise ? nil : uninitialized([chunk, rows, l], x.dtype)
-        for n0 in stride(from: 0, to: n, by: chunk) {
-            let count = min(chunk, n - n0)
-            let colAddress: UInt64
-            if let col {
-                ctx.launch("conv", x.dtype, "tk_im2col", grid: CUDADeviceContext.grid(count * rows * l), block: 256, [
-                    ptr(col), .pointer(address(x) + UInt64(n0 * c * h * wd * size)),
-                    .words(convWords(n: count, c: c, h: h, w: wd, kh: kh, kw: kw, oh: oh, ow: ow, p)),
-                ])
-                colAddress = address(col)
-            } else {
-                colAddress = address(x) + UInt64(n0 * c * h * wd * size)
-            }
+        forEachIm2colChunk(x, kh: kh, kw: kw, oh: oh, ow: ow, p) { n0, count, colAddress in
             for g in 0..<groups {
                 // out[n, g] [og, L] = W_g [og, ckk] · col[n, g] [ckk, L]
                 gemm(x.dtype, transA: false, transB: false, m: og, n: l, k: ckk,
@@ -99,28 +108,14 @@ extension CUDABackend {
     public func conv2dBackwardWeight(_ gradOutput: Tensor, input: Tensor, weightShape: [Int], _ p: Conv2dParameters) -> Tensor {
         CUDABackend.requireFloat(gradOutput.dtype, "conv2d backward")
         let gy = contiguous(gradOutput), x = contiguous(input)
-        let n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
+        let c = x.shape[1]
         let o = weightShape[0], kh = weightShape[2], kw = weightShape[3], groups = p.groups
         let oh = gy.shape[2], ow = gy.shape[3]
         let l = oh * ow, cg = c / groups, og = o / groups, ckk = cg * kh * kw, rows = c * kh * kw
         let size = x.dtype.byteSize
         let dw = empty(weightShape, x.dtype)  // zeroed: the per-image GEMMs accumulate (beta = 1)
         if l == 0 || dw.numel == 0 { return dw }
-        let pointwise = isPointwise(kh, kw, p)
-        let chunk = imagesPerChunk(n, colBytesPerImage: rows * l * size)
-        let col = pointwise ? nil : uninitialized([chunk, rows, l], x.dtype)
-        for n0 in stride(from: 0, to: n, by: chunk) {
-            let count = min(chunk, n - n0)
-            let colAddress: UInt64
-            if let col {
-                ctx.launch("conv", x.dtype, "tk_im2col", grid: CUDADeviceContext.grid(count * rows * l), block: 256, [
-                    ptr(col), .pointer(address(x) + UInt64(n0 * c * h * wd * size)),
-                    .words(convWords(n: count, c: c, h: h, w: wd, kh: kh, kw: kw, oh: oh, ow: ow, p)),
-                ])
-                colAddress = address(col)
-            } else {
-                colAddress = address(x) + UInt64(n0 * c * h * wd * size)
-            }
+        forEachIm2colChunk(x, kh: kh, kw: kw, oh: oh, ow: ow, p) { n0, count, colAddress in
             for i in 0..<count {
                 for g in 0..<groups {
                     // dW_g [og, ckk] += dy[n, g] [og, L] · col[n, g]ᵀ [L, ckk]
