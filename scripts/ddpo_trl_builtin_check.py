@@ -6,6 +6,7 @@ mean over pixels), prompts drawn from the same 32 shape captions. Prints the mea
 
     PYTHONPATH=<trl 0.21 + deps> python scripts/ddpo_trl_builtin_check.py models/shapes-sd
 """
+import os, random, sys, tempfile, time, warnings
 warnings.filterwarnings("ignore")
 import numpy as np, torch
 from trl import DDPOConfig, DDPOTrainer, DefaultDDPOStableDiffusionPipeline
