@@ -49,9 +49,12 @@ let package = Package(
             name: "TensorKitBench", dependencies: ["TensorKit", "COpenBLAS"],
             path: "TensorKit/Benchmarks", swiftSettings: optimized),
         // Every op on CUDA against the CPU backend, for the device machine (scripts/gpu-check.sh).
+        .target(
+            name: "GPUCheckKit", dependencies: ["TensorKit"],
+            path: "TensorKit/GPUCheck/Kit", swiftSettings: optimized),
         .executableTarget(
-            name: "TensorKitGPUCheck", dependencies: ["TensorKit"],
-            path: "TensorKit/GPUCheck", swiftSettings: optimized),
+            name: "TensorKitGPUCheck", dependencies: ["GPUCheckKit"],
+            path: "TensorKit/GPUCheck/Tool", swiftSettings: optimized),
         .executableTarget(
             name: "SafeTensorsFuzz", dependencies: ["TensorKit"],
             path: "TensorKit/Fuzz"),
@@ -66,7 +69,7 @@ let package = Package(
             name: "DDPOBench", dependencies: ["RLAlgorithms"],
             path: "RLAlgorithms/Benchmarks", swiftSettings: optimized),
         .executableTarget(
-            name: "DDPOApp", dependencies: ["TensorKit", "DiffusionModels", "RLAlgorithms"],
+            name: "DDPOApp", dependencies: ["TensorKit", "DiffusionModels", "RLAlgorithms", "GPUCheckKit"],
             path: "DDPOApp"),
         .testTarget(
             name: "TensorKitTests", dependencies: ["TensorKit"],

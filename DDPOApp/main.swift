@@ -1,7 +1,8 @@
 import Foundation
 import TensorKit
+import GPUCheckKit
 
-// The `ddpo` command: `train`, `sample`, `tokenize`, `info`, `pretrain`, `notebook`.
+// The `ddpo` command: `train`, `sample`, `tokenize`, `info`, `pretrain`, `bench-unet`, `gpu-check`, `notebook`.
 
 let usage = """
     usage: ddpo <command> [options]
@@ -12,6 +13,8 @@ let usage = """
       tokenize       print the CLIP token ids of texts
       info           describe a diffusers folder
       pretrain       train the built-in model from scratch
+      bench-unet     time the UNet's forward pass on given inputs (scripts/gpu-bench.sh)
+      gpu-check      every TensorKit op on CUDA against the CPU (--compile-only: NVRTC only)
       notebook NN    run notebooks-md/NN-*.md (01 tensors and autograd, 02 sampling, 03 DDPO in a script)
       help           show this message
     """
@@ -41,6 +44,11 @@ do {
         try TokenizeCommand.run(rest)
     case "info":
         try InfoCommand.run(rest)
+    case "bench-unet":
+        try BenchUNetCommand.run(rest)
+    case "gpu-check":
+        setvbuf(stdout, nil, _IOLBF, 0)
+        exit(GPUCheck.main(rest))
     case "pretrain":
         try PretrainCommand.run(rest)
     case "notebook":

@@ -1,21 +1,35 @@
 #!/usr/bin/env bash
-# Builds the GPU op check as a binary that runs on the device machine (which has no Swift):
-# Swift's standard library and Foundation are linked statically; the two shared libraries it still
-# needs from this machine (OpenBLAS and its Fortran runtime) are copied beside it into .gpu-bin/.
-# CUDA itself is loaded at run time there (see scripts/gpu-check.sh).
+# Builds the `ddpo` command for the GPU machine (which has no Swift) into .gpu-bin/:
+#   .gpu-bin/bundle.tar.xz   ddpo (stripped; Swift's runtime and Foundation linked statically) and the
+#                            shared libraries it needs from this machine (OpenBLAS, its Fortran
+#                            runtime, libpng, libjpeg), compressed to fit the device call's 64 MiB.
+# scripts/gpu-check.sh and scripts/gpu-bench.sh unpack it there. `ddpo gpu-check` is the TensorKit op
+# check (also built alone as tensorkit-gpu-check). CUDA itself is loaded at run time there.
+#
+# Foundation's URLSession needs libcurl, which the device may lack and which would drag OpenSSL and
+# more along: the GPU build links a stub libcurl.so.4 (scripts/gpu/curl-stub.c) whose calls all fail,
+# so only the http:// reward is unavailable in this bundle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --static-swift-stdlib --product tensorkit-gpu-check
-BIN="$(swift build -c release --static-swift-stdlib --show-bin-path)/tensorkit-gpu-check"
-rm -rf .gpu-bin && mkdir -p .gpu-bin
-cp "$BIN" .gpu-bin/
-for lib in libopenblas.so.0 libgfortran.so.5; do
-    path=$(ldd "$BIN" | awk -v l="$lib" '$1 == l { print $3 }')
-    if [ -z "$path" ]; then   # libgfortran comes in through OpenBLAS
-        path=$(ldd "$(ldd "$BIN" | awk '$1 == "libopenblas.so.0" { print $3 }')" | awk -v l="$lib" '$1 == l { print $3 }')
-    fi
-    cp -L "$path" .gpu-bin/
+STUB=.build-gpu-stub
+mkdir -p "$STUB"
+cc -shared -fPIC -O2 -Wl,-soname,libcurl.so.4 -o "$STUB/libcurl.so.4" scripts/gpu/curl-stub.c
+ln -sf libcurl.so.4 "$STUB/libcurl.so"
+swift build -c release --static-swift-stdlib --product ddpo -Xlinker -L"$PWD/$STUB"
+BIN="$(swift build -c release --static-swift-stdlib --show-bin-path)/ddpo"
+STAGE=$(mktemp -d)
+trap 'rm -rf "$STAGE"' EXIT
+cp "$BIN" "$STAGE/ddpo"
+strip "$STAGE/ddpo"
+# Every shared library ddpo loads that is not part of the C runtime (present on any Linux).
+LD_LIBRARY_PATH="$PWD/$STUB" ldd "$BIN" | awk '$3 ~ /^\// { print $1, $3 }' | while read -r name path; do
+    case "$name" in
+        libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|libgcc_s.so*|libstdc++.so*|libz.so*|libcurl.so*) ;;
+        *) cp -L "$path" "$STAGE/$name" ;;
+    esac
 done
-# libopenblas may also need libquadmath (x86-64 gfortran); copy it when present.
-q=$(ldd .gpu-bin/libgfortran.so.5 | awk '$1 == "libquadmath.so.0" { print $3 }'); [ -n "$q" ] && cp -L "$q" .gpu-bin/ || true
+cp "$STUB/libcurl.so.4" "$STAGE/"
+rm -rf .gpu-bin && mkdir -p .gpu-bin
+tar -C "$STAGE" -cf - . | xz -T0 -6 > .gpu-bin/bundle.tar.xz
+tar -tvJf .gpu-bin/bundle.tar.xz
 ls -la .gpu-bin

@@ -34,9 +34,14 @@ enum BuiltinModelLocator {
     }
 }
 
-/// `--prompts shapes`: every "a <colour> <shape>" caption the built-in model was trained on.
+/// The built-in model's prompt lists: `--prompts shapes`, every "a <colour> <shape>" caption it was
+/// trained on, and `--prompts four_shapes`, the first four of them (the quick start's: few enough
+/// prompts that each gets 8 samples an epoch for per-prompt statistics).
 enum BuiltinModelPrompts {
     static let name = "shapes"
+    static let fourName = "four_shapes"
+    static var names: [String] { [name, fourName] }
+
     static var prompts: [String] {
         // Ordered so that any first few differ in both colour and shape (the report shows the first 4).
         let colors = ShapesDataset.colors, shapes = ShapeKind.allCases
@@ -45,7 +50,14 @@ enum BuiltinModelPrompts {
         }
     }
 
-    static func source(seed: UInt64) -> PromptSource {
-        PromptSource(name: name, kind: .choice(prompts.map { PromptSample(prompt: $0) }), generator: PhiloxGenerator(seed: seed))
+    /// The list `name` names (`shapes` or `four_shapes`); nil for any other name.
+    static func source(_ name: String, seed: UInt64) -> PromptSource? {
+        let list: [String]
+        switch name {
+        case Self.name: list = prompts
+        case fourName: list = Array(prompts.prefix(4))
+        default: return nil
+        }
+        return PromptSource(name: name, kind: .choice(list.map { PromptSample(prompt: $0) }), generator: PhiloxGenerator(seed: seed))
     }
 }

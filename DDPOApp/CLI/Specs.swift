@@ -4,11 +4,12 @@ import RLAlgorithms
 // `--reward` and `--prompts` values, resolved before any model is loaded so that a typo costs nothing.
 
 enum RewardSpec {
-    static let names = ["jpeg_compressibility", "jpeg_incompressibility", "brightness", "darkness",
+    static let names = ["jpeg_compressibility", "jpeg_incompressibility", "brightness", "darkness", "shape_size",
                         "color:NAME|#RRGGBB", "aesthetic:PATH", "http://HOST:PORT/PATH"]
 
     static let help = """
         jpeg_compressibility | jpeg_incompressibility | brightness | darkness
+        | shape_size (how much of the picture the prompt's shape covers; shapes-grammar prompts)
         | color:NAME|#RRGGBB (closeness to a colour: red, green, blue, yellow, white, black, purple, orange)
         | aesthetic:PATH (a folder with CLIP ViT-L/14 and aesthetic-model.safetensors,
         or the head file with --clip_model DIR) | http(s)://HOST:PORT/PATH (docs/REWARD_SERVER.md)
@@ -21,6 +22,7 @@ enum RewardSpec {
         case "jpeg_incompressibility": return JPEGIncompressibility()
         case "brightness": return BrightnessReward()
         case "darkness": return BrightnessReward(inverted: true)
+        case "shape_size": return ShapeSizeReward()
         default: break
         }
         if spec.hasPrefix("color:") {
@@ -57,7 +59,7 @@ enum RewardSpec {
             catch { throw AppError("\(command): --reward \(spec): \(error)") }
         }
         var message = "\(command): --reward: unknown reward '\(spec)'"
-        if let suggestion = Suggestions.closest(to: spec, in: Array(names.prefix(4))) { message += "; did you mean '\(suggestion)'?" }
+        if let suggestion = Suggestions.closest(to: spec, in: Array(names.prefix(5))) { message += "; did you mean '\(suggestion)'?" }
         throw AppError(message + "; expected one of " + names.joined(separator: ", "))
     }
 }
@@ -66,7 +68,7 @@ enum PromptSpec {
     /// A built-in list name, a text file (one prompt a line) or a `.jsonl` file.
     static func resolve(_ spec: String, seed: UInt64, command: String) throws -> PromptSource {
         do {
-            if spec == BuiltinModelPrompts.name { return BuiltinModelPrompts.source(seed: seed) }
+            if let source = BuiltinModelPrompts.source(spec, seed: seed) { return source }
             if PromptSource.builtinNames.contains(spec) { return try PromptSource.builtin(spec, seed: seed) }
             if FileManager.default.fileExists(atPath: spec) {
                 let url = URL(fileURLWithPath: spec)
@@ -75,7 +77,7 @@ enum PromptSpec {
             if spec.contains("/") || spec.contains(".") {
                 throw AppError("\(command): --prompts: \(spec): no such file")
             }
-            let names = [BuiltinModelPrompts.name] + PromptSource.builtinNames
+            let names = BuiltinModelPrompts.names + PromptSource.builtinNames
             var message = "\(command): --prompts: '\(spec)' is neither a built-in list nor a file"
             if let suggestion = Suggestions.closest(to: spec, in: names, allowance: 3) { message += "; did you mean '\(suggestion)'?" }
             throw AppError(message + "; built-in lists: " + names.joined(separator: ", "))

@@ -22,7 +22,9 @@ enum SampleCommand {
         OptionSpec(name: "width", kind: .value, valueName: "PX", help: "image width (default: the model's)"),
         OptionSpec(name: "latents", kind: .value, valueName: "FILE", help: "initial latents: safetensors with key 'latents', [B, C, h, w]"),
         OptionSpec(name: "out", kind: .value, valueName: "DIR", help: "output folder (default: samples)"),
-        OptionSpec(name: "device", kind: .value, valueName: "cpu|cuda:N", help: "where to run (default cpu)"),
+        OptionSpec(name: "device", kind: .value, valueName: "cpu|cuda:N", help: "where to run (default: the first GPU, else cpu; or $DDPO_DEVICE)"),
+        OptionSpec(name: "mixed_precision", kind: .value, valueName: "no|fp16|bf16", help: "half-precision weights and activations on a GPU (default fp16 there, no on a CPU)"),
+        OptionSpec(name: "timing", kind: .bool, help: "print {\"sampling_seconds\", \"peak_mib\"} as JSON after sampling"),
         OptionSpec(name: "quiet", kind: .bool, help: "no progress output"),
     ]
 
@@ -41,10 +43,8 @@ enum SampleCommand {
             print(usage)
             return
         }
-        if let device = parsed.value("device"), device != "cpu" {
-            guard Device(parsing: device) != nil else { throw AppError("\(command): --device: expected cpu or cuda:N, got '\(device)'") }
-            throw AppError("\(command): --device \(device): this build samples on the CPU only (the CUDA backend is not wired into sampling yet)")
-        }
+        let choice = try DeviceChoice.resolve(parsed.value("device"), command: command)
+        let precision = try choice.mixedPrecision(parsed.value("mixed_precision"), command: command)
         let prompts = parsed.values("prompt")
         guard !prompts.isEmpty else { throw AppError("\(command): give at least one --prompt TEXT") }
         let negatives = parsed.values("negative_prompt")
@@ -76,7 +76,7 @@ enum SampleCommand {
 
         let progress = ProgressReporter(quiet: parsed.bool("quiet") ?? false)
         let pipeline: StableDiffusionPipeline
-        do { pipeline = try StableDiffusionPipeline.load(directory: modelDirectory) }
+        do { pipeline = try choice.loadPipeline(modelDirectory, precision: precision) }
         catch { throw AppError("\(command): --model: \(error)", exitCode: 1) }
         // A folder that carries its own LoRA (as `ddpo train` / TRL save it next to a model) uses it.
         let ownLoRA = modelDirectory.appendingPathComponent(LoRANetwork.weightName)
@@ -107,13 +107,20 @@ enum SampleCommand {
             request.width = width
         }
         let output: SamplingOutput
+        if case .cuda(let index) = choice.device {
+            // Under fp16/bf16 the float32 work is the VAE decode: TF32 there, as PyTorch's cuDNN default.
+            CUDA.allowTF32 = precision != .no
+            CUDA.resetPeakMemory(index)
+        }
+        let started = Date()
         do {
             var generator = PhiloxGenerator(seed: UInt64(bitPattern: Int64(seed)))
             output = try pipeline.sample(request, generator: &generator) { p in
                 progress.update("sampling", done: p.step, total: p.total)
             }
         } catch { throw AppError("\(command): \(error)", exitCode: 1) }
-        guard let images = output.images else { throw AppError("\(command): the pipeline decoded no images", exitCode: 1) }
+        guard let images = output.images?.copied(to: .cpu) else { throw AppError("\(command): the pipeline decoded no images", exitCode: 1) }
+        let seconds = Date().timeIntervalSince(started)   // the copy to the host waited for the device
 
         do { try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true) }
         catch { throw AppError("\(command): --out: cannot create \(out.path): \(error.localizedDescription)", exitCode: 1) }
@@ -126,6 +133,11 @@ enum SampleCommand {
         try saveSafeTensors(["images": images.to(.float32).contiguous(), "latents": output.latents.to(.float32).contiguous()],
                             to: out.appendingPathComponent("samples.safetensors").path)
         progress.line("\(command): wrote \(pngs.count) PNGs and samples.safetensors to \(out.path)")
+        if parsed.bool("timing") ?? false {
+            var peak = 0.0
+            if case .cuda(let index) = choice.device { peak = Double(CUDA.memoryStats(index).peakInUse) / 1_048_576 }
+            print(String(format: "{\"sampling_seconds\": %.4f, \"peak_mib\": %.1f, \"device\": \"%@\"}", seconds, peak, choice.name))
+        }
     }
 
     /// The `latents` tensor of a safetensors file, checked to be [count, C, h, w] floating point.

@@ -19,7 +19,8 @@ public final class CLIPTextEmbeddings: Module {
     public func callAsFunction(_ inputIds: Tensor) -> Tensor {
         let n = inputIds.shape[1]
         let positions = position_embedding.weight.slice(0, 0, n)  // = embedding(arange(N)), differentiable
-        return token_embedding(inputIds) + positions.unsqueeze(0)
+        let device = token_embedding.weight.device
+        return token_embedding(inputIds.device == device ? inputIds : inputIds.copied(to: device)) + positions.unsqueeze(0)
     }
 }
 

@@ -38,7 +38,11 @@ extension StableDiffusionPipeline {
     /// e.g. the `fp16` weight files of every component; without it the plain files are preferred, then
     /// the `fp16` ones. Half-precision files are converted to `dtype`. Models are in eval mode with
     /// gradients off (DDPO freezes the VAE and text encoder, and LoRA the UNet's own weights).
-    public static func load(directory: URL, variant: String? = nil, dtype: DType = .float32) throws -> StableDiffusionPipeline {
+    ///
+    /// `unetDType` / `vaeDType` override `dtype` for those components (mixed precision keeps a trained
+    /// UNet, and under float16 the VAE, in float32), converted from the file's dtype directly.
+    public static func load(directory: URL, variant: String? = nil, dtype: DType = .float32,
+                            unetDType: DType? = nil, vaeDType: DType? = nil) throws -> StableDiffusionPipeline {
         let index = try ModelIndex(contentsOf: directory.appendingPathComponent("model_index.json"))
         let indexPath = directory.appendingPathComponent("model_index.json").path
         try checkComponents(index, path: indexPath)
@@ -53,8 +57,8 @@ extension StableDiffusionPipeline {
         }
         let tokenizer = try CLIPTokenizer(directory: try folder("tokenizer"))
         let textEncoder = try CLIPTextModel.load(directory: try folder("text_encoder"), dtype: dtype, variant: variant)
-        let unet = try UNet2DConditionModel.load(directory: try folder("unet"), variant: variant, dtype: dtype)
-        let vae = try AutoencoderKL.load(directory: try folder("vae"), variant: variant, dtype: dtype)
+        let unet = try UNet2DConditionModel.load(directory: try folder("unet"), variant: variant, dtype: unetDType ?? dtype)
+        let vae = try AutoencoderKL.load(directory: try folder("vae"), variant: variant, dtype: vaeDType ?? dtype)
         let scheduler = try loadScheduler(directory: try folder("scheduler"), className: index.componentClass("scheduler"))
         for module in [textEncoder, unet, vae] as [Module] {
             for p in module.parameters() { p.requiresGrad = false }

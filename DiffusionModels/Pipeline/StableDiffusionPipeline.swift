@@ -148,6 +148,18 @@ public final class StableDiffusionPipeline {
         self.directory = directory
     }
 
+    /// Where the UNet's weights are: sampling runs there (latents are drawn on the CPU from the same
+    /// Philox stream and copied, so a seed gives the same start on every device).
+    public var device: Device { unet.conv_in.weight.device }
+
+    /// Moves the three models to `device` in place (tensors keep their identity, so a LoRA injected
+    /// before the move moves along). Returns self.
+    @discardableResult
+    public func to(_ device: Device) -> StableDiffusionPipeline {
+        for module in [textEncoder, unet, vae] as [Module] { _ = module.to(device) }
+        return self
+    }
+
     /// 2^(VAE levels − 1): pixels per latent along each side (8 for SD).
     public var vaeScaleFactor: Int { 1 << max(vae.config.block_out_channels.count - 1, 0) }
 
@@ -217,11 +229,15 @@ public final class StableDiffusionPipeline {
     public func guidedPrediction(latents: Tensor, timesteps: [Int], prompt: Tensor, negative: Tensor?,
                                  guidanceScale: Double, guidanceRescale: Double = 0) -> Tensor {
         let steps = timesteps.map(Double.init)
+        // Mixed precision: the UNet runs in its weights' dtype (float16/bfloat16 on a GPU), the
+        // guidance arithmetic and everything after it in the latents' dtype (float32).
+        let modelDType = unet.conv_in.weight.dtype
+        let outDType = latents.dtype
         guard guidanceScale > 1, let negative else {
-            return unet(sample: latents, timesteps: steps, encoderHiddenStates: prompt)
+            return unet(sample: latents.to(modelDType), timesteps: steps, encoderHiddenStates: prompt.to(modelDType)).to(outDType)
         }
-        let both = unet(sample: Tensor.concat([latents, latents], axis: 0), timesteps: steps.count == 1 ? steps : steps + steps,
-                        encoderHiddenStates: Tensor.concat([negative, prompt], axis: 0))
+        let both = unet(sample: Tensor.concat([latents, latents], axis: 0).to(modelDType), timesteps: steps.count == 1 ? steps : steps + steps,
+                        encoderHiddenStates: Tensor.concat([negative, prompt], axis: 0).to(modelDType)).to(outDType)
         let halves = both.chunk(2, axis: 0)
         let (uncond, cond) = (halves[0], halves[1])
         var guided = uncond + guidanceScale * (cond - uncond)
@@ -243,9 +259,11 @@ public final class StableDiffusionPipeline {
     }
 
     /// Decodes latents to images in [0, 1]: `vae.decode(z / scaling_factor)`, then (x / 2 + 0.5) clamped.
+    /// The VAE runs in its own dtype (keep it float32 under float16 mixed precision: SD's decoder
+    /// overflows float16, which is why diffusers upcasts it); the images come back in the latents' dtype.
     public func decodeLatents(_ latents: Tensor) -> Tensor {
         withNoGrad {
-            let x = vae.decode(latents / vae.config.scaling_factor)
+            let x = vae.decode((latents / vae.config.scaling_factor).to(vae.decoder.conv_in.weight.dtype)).to(latents.dtype)
             return (x / 2 + 0.5).clamp(min: 0, max: 1)
         }
     }
@@ -283,15 +301,19 @@ public final class StableDiffusionPipeline {
                 throw PipelineError(field: "stepNoise", "expected \(timesteps.count) tensors of shape \(latentShape), got \(noise.map(\.shape))")
             }
         }
-        let dtype = unet.conv_in.weight.dtype
+        // Latents, noise and the scheduler's arithmetic stay in float32 whatever the models' dtype
+        // (a float64 pipeline keeps float64); only the UNet sees its own dtype.
+        let dtype = unet.conv_in.weight.dtype == .float64 ? DType.float64 : .float32
+        let device = self.device
+        func onDevice(_ x: Tensor) -> Tensor { x.device == device ? x : x.copied(to: device) }
         var latents: Tensor
         if let given = request.latents {
             guard given.shape == latentShape else {
                 throw PipelineError(field: "latents", "expected shape \(latentShape) (batch × channels × height/\(vaeScaleFactor) × width/\(vaeScaleFactor)), got \(given.shape)")
             }
-            latents = given.to(dtype)
+            latents = onDevice(given.to(dtype))
         } else {
-            latents = Tensor.randn(latentShape, generator: &generator, dtype: dtype)
+            latents = onDevice(Tensor.randn(latentShape, generator: &generator, dtype: dtype))
         }
         latents = latents * scheduler.initNoiseSigma
 
@@ -302,7 +324,7 @@ public final class StableDiffusionPipeline {
                                            prompt: cond, negative: uncond, guidanceScale: request.guidanceScale,
                                            guidanceRescale: request.guidanceRescale)
                 let noise: Tensor? = request.eta > 0
-                    ? (request.stepNoise?[i] ?? Tensor.randn(latentShape, generator: &generator, dtype: dtype))
+                    ? onDevice(request.stepNoise?[i].to(dtype) ?? Tensor.randn(latentShape, generator: &generator, dtype: dtype))
                     : nil
                 if recordTrajectory {
                     let step = try scheduler.stepWithLogProb(modelOutput: eps, timestep: t, sample: latents,

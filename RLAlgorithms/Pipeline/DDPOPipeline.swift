@@ -94,9 +94,17 @@ public final class DefaultDDPOStableDiffusionPipeline: DDPOPipeline {
 
     /// Loads `directory` (a diffusers folder); when `useLoRA` and the folder holds
     /// `pytorch_lora_weights.safetensors`, training starts from it (TRL's behaviour).
+    /// `mixedPrecision` other than `.no` picks each component's dtype (see MixedPrecision; it
+    /// overrides `dtype`), and the models move to `device` before the LoRA deltas are created there.
     public convenience init(directory: URL, useLoRA: Bool = true, loraConfig: LoRAConfig = LoRAConfig(), seed: UInt64 = 0,
-                            variant: String? = nil, dtype: DType = .float32) throws {
-        let pipeline = try StableDiffusionPipeline.load(directory: directory, variant: variant, dtype: dtype)
+                            variant: String? = nil, dtype: DType = .float32, mixedPrecision: MixedPrecision = .no,
+                            device: Device = .cpu) throws {
+        let pipeline = mixedPrecision == .no
+            ? try StableDiffusionPipeline.load(directory: directory, variant: variant, dtype: dtype)
+            : try StableDiffusionPipeline.load(directory: directory, variant: variant, dtype: mixedPrecision.computeDType,
+                                               unetDType: mixedPrecision.unetDType(trainsWholeUNet: !useLoRA),
+                                               vaeDType: mixedPrecision.vaeDType)
+        pipeline.to(device)
         let saved = directory.appendingPathComponent(LoRANetwork.weightName)
         let existing = useLoRA && FileManager.default.fileExists(atPath: saved.path) ? saved : nil
         try self.init(pipeline: pipeline, useLoRA: useLoRA, loraConfig: loraConfig, seed: seed, loraWeights: existing)

@@ -107,6 +107,8 @@ public final class DDPOTrainer {
     var samplingGenerator: PhiloxGenerator
     var shuffleGenerator: PhiloxGenerator
     let negativeEmbedding: Tensor
+    /// Loss scaling when the UNet computes in float16 (mixed_precision "fp16"); nil otherwise.
+    public private(set) var lossScaler: DynamicLossScaler?
 
     /// Validates the config (TRL's checks and ours, for the CPU unless `precision` says otherwise),
     /// builds the optimizer over the pipeline's trainable parameters, and resumes from
@@ -139,6 +141,7 @@ public final class DDPOTrainer {
                                                minCount: config.per_prompt_stat_tracking_min_count)
         }
         negativeEmbedding = try pipeline.encodePrompts([config.negative_prompts])
+        if pipeline.unet.conv_in.weight.dtype == .float16 { lossScaler = DynamicLossScaler() }
         let run = runDirectory ?? URL(fileURLWithPath: config.logdir).appendingPathComponent(config.run_name.isEmpty ? config.exp_name : config.run_name)
         checkpointDirectory = run.appendingPathComponent("checkpoints")
         if !config.resume_from.isEmpty {
@@ -174,6 +177,9 @@ public final class DDPOTrainer {
 
     /// One epoch: sample, reward, advantages, inner epochs of PPO updates.
     public func step(epoch: Int) throws {
+        let epochStart = Date()
+        let device = pipeline.unet.conv_in.weight.device
+        if case .cuda(let index) = device { CUDA.resetPeakMemory(index) }
         let batchSize = config.sample_batch_size
         let batches = config.sample_num_batches_per_epoch
         var samples: [Sample] = []
@@ -247,12 +253,26 @@ public final class DDPOTrainer {
         }
         for i in samples.indices { samples[i].advantage = advantages[i] }
 
+        let samplingSeconds = Date().timeIntervalSince(epochStart)
         let wasTraining = pipeline.unet.isTraining
         pipeline.unet.train()
         defer { pipeline.unet.train(wasTraining) }
         for inner in 0..<config.train_num_inner_epochs {
             try trainInnerEpoch(samples, epoch: epoch, inner: inner)
         }
+        // Timing and, on a GPU, the allocator's peak for this epoch.
+        var timing = ["epoch": Double(epoch), "epoch_seconds": Date().timeIntervalSince(epochStart),
+                      "sampling_seconds": samplingSeconds]
+        if case .cuda(let index) = device {
+            try? CUDA.synchronize(index)
+            timing["epoch_seconds"] = Date().timeIntervalSince(epochStart)
+            let stats = CUDA.memoryStats(index)
+            timing["gpu_peak_mib"] = Double(stats.peakInUse) / 1_048_576
+            timing["gpu_in_use_mib"] = Double(stats.inUse) / 1_048_576
+            timing["gpu_cached_mib"] = Double(stats.cached) / 1_048_576
+        }
+        if let lossScaler { timing["loss_scale"] = lossScaler.scale }
+        logger?.log(timing, step: globalStep)
     }
 
     private func trainInnerEpoch(_ samples: [Sample], epoch: Int, inner: Int) throws {
@@ -273,7 +293,9 @@ public final class DDPOTrainer {
             let members = Array(start..<min(start + config.train_batch_size, total))
             let chosen = members.map { samples[order[$0]] }
             let embeds = Tensor.stack(chosen.map(\.promptEmbedding), axis: 0)
-            let advantages = Tensor(chosen.map(\.advantage), shape: [chosen.count], dtype: embeds.dtype)
+            // The loss is float32 (float64 for a float64 pipeline) on the model's device.
+            let advantages = Tensor(chosen.map(\.advantage), shape: [chosen.count],
+                                    dtype: embeds.dtype == .float64 ? .float64 : .float32, device: embeds.device)
             for j in 0..<trainSteps {
                 let index = members.map { timeOrders[$0][j] }
                 func gather(_ x: (Sample) -> Tensor, offset: Int) -> Tensor {
@@ -296,13 +318,20 @@ public final class DDPOTrainer {
                 guard lossValue.isFinite, out.approxKL.isFinite else {
                     throw failure(epoch, "loss", "inner epoch \(inner), train batch \(start / config.train_batch_size), timestep index \(j): loss \(lossValue), approx_kl \(out.approxKL) (a non-finite log-probability of the current model)")
                 }
-                // accelerate divides the loss by the number of accumulated passes.
-                (out.loss / Double(accumulation)).backward()
+                // accelerate divides the loss by the number of accumulated passes (and multiplies
+                // it by the loss scale under fp16).
+                (out.loss * ((lossScaler?.scale ?? 1) / Double(accumulation))).backward()
                 window.loss.append(lossValue)
                 window.kl.append(out.approxKL)
                 window.clip.append(out.clipFraction)
                 passes += 1
                 if passes % accumulation == 0 {
+                    if lossScaler != nil, !lossScaler!.unscale(parameters) {
+                        // An inf/NaN gradient under fp16: skip this update (GradScaler's rule).
+                        optimizer.zeroGrad()
+                        window = ([], [], [])
+                        continue
+                    }
                     let norm = clipGradNorm(parameters, maxNorm: config.train_max_grad_norm)
                     guard norm.isFinite else {
                         throw failure(epoch, "gradient norm", "inner epoch \(inner): \(norm) before clipping")
@@ -342,6 +371,7 @@ public final class DDPOTrainer {
         var promptSource: String
         var statTracker: PerPromptStatTracker?
         var usesLoRA: Bool
+        var lossScaler: DynamicLossScaler?
     }
 
     /// Writes `checkpoint_<epoch>` (trainable weights, optimizer state, trainer state, config) and
@@ -351,7 +381,7 @@ public final class DDPOTrainer {
         let store = CheckpointStore(directory: checkpointDirectory, limit: config.num_checkpoint_limit)
         let state = State(epoch: epoch, globalStep: globalStep, samplingGenerator: samplingGenerator,
                           shuffleGenerator: shuffleGenerator, promptGenerator: prompts.generator, promptSource: prompts.name,
-                          statTracker: statTracker, usesLoRA: pipeline.usesLoRA)
+                          statTracker: statTracker, usesLoRA: pipeline.usesLoRA, lossScaler: lossScaler)
         return try store.save(epoch: epoch) { dir in
             try pipeline.saveCheckpoint(to: dir)
             try saveSafeTensors(optimizer.stateDict(), to: dir.appendingPathComponent("optimizer.safetensors").path)
@@ -388,6 +418,7 @@ public final class DDPOTrainer {
         shuffleGenerator = state.shuffleGenerator
         prompts.generator = state.promptGenerator
         if config.per_prompt_stat_tracking { statTracker = state.statTracker }
+        if lossScaler != nil, let saved = state.lossScaler { lossScaler = saved }
     }
 }
 

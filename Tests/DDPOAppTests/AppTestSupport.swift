@@ -36,6 +36,7 @@ enum DDPOProcess {
         var env = ProcessInfo.processInfo.environment
         // The tests must not pick up a built-in model by accident.
         env["DDPO_BUILTIN_MODEL"] = "/nonexistent-ddpo-builtin"
+        env["DDPO_DEVICE"] = "cpu"   // the fixtures are CPU float32 results, also on a GPU machine
         for (k, v) in environment { env[k] = v }
         process.environment = env
         let out = Pipe(), err = Pipe()

@@ -130,7 +130,7 @@ final class TrainCommandTests: XCTestCase {
         let emptyPrompts = logdir.appendingPathComponent("empty.txt")
         try Data("\n  \n".utf8).write(to: emptyPrompts)
         let base = ["train", "--model", model, "--logdir", logdir.path, "--run_name", "never"]
-        let cases: [([String], [String])] = [
+        var cases: [([String], [String])] = [
             (["--sample_batch_sise", "3"], ["unknown option '--sample_batch_sise'", "did you mean '--sample_batch_size'"]),
             (["--sample_batch_size", "three"], ["--sample_batch_size", "expected an integer", "'three'"]),
             (["--train_learning_rate=fast"], ["--train_learning_rate", "expected a number"]),
@@ -152,6 +152,8 @@ final class TrainCommandTests: XCTestCase {
             (["--device", "tpu"], ["--device", "expected cpu or cuda:N"]),
             (["--model", "/nonexistent/sd"], ["--model", "/nonexistent/sd", "model_index.json"]),
         ]
+        // Asking for a GPU where there is none (CI): the missing pieces on one line, before any work.
+        if !CUDA.isAvailable { cases.append((["--device", "cuda:0"], ["--device cuda:0", "CUDA is unavailable"])) }
         for (flags, expected) in cases {
             let result = try DDPOProcess.run(base + flags)
             XCTAssertEqual(result.status, 2, "\(flags): \(result.stderr)")

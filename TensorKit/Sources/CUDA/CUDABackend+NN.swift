@@ -36,8 +36,10 @@ extension CUDABackend {
                 body(n0, count, image)
                 continue
             }
-            ctx.launch("conv", x.dtype, "tk_im2col", grid: CUDADeviceContext.grid(count * rows * l), block: 256, [
+            let small = count * rows * l < Int(Int32.max) && count * c * h * wd < Int(Int32.max)
+            ctx.launch("conv", x.dtype, "tk_im2col", grid: CUDADeviceContext.grid(count * c * l), block: 256, [
                 ptr(col), .pointer(image), .words(convWords(n: count, c: c, h: h, w: wd, kh: kh, kw: kw, oh: oh, ow: ow, p)),
+                .int32(small ? 1 : 0),
             ])
             body(n0, count, address(col))
         }
@@ -279,11 +281,15 @@ extension CUDABackend {
         CUDABackend.requireFloat(q.dtype, "attention")
         let (b, h, nq, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
         let nk = k.shape[2], dv = v.shape[3]
-        precondition(d <= 384 && dv <= 384, "CUDA attention supports head dimensions up to 384, got \(d)/\(dv)")
         let qs = contiguous(q), ks = contiguous(k), vs = contiguous(v)
         let out = uninitialized([b, h, nq, dv], q.dtype)
         let lse = uninitialized([b, h, nq], CUDABackend.accumulation(q.dtype))
         if b * h * nq == 0 { return (out, lse) }
+        if usesAttentionGEMM(q.dtype, nq: nq, nk: nk, d: max(d, dv), causal: causal) {
+            attentionByGEMM(qs, ks, vs, out: out, lse: lse, scale: scale)
+            return (out, lse)
+        }
+        precondition(d <= 384 && dv <= 384, "CUDA attention supports causal or float64 head dimensions up to 384, got \(d)/\(dv)")
         let odd = { (x: Int) in x | 1 }
         let t = attentionTiling(q.dtype) { tile, warps in tile * odd(d) + tile * dv + warps * d }
         let grid = b * h * ((nq + t.warps - 1) / t.warps)
@@ -314,6 +320,10 @@ extension CUDABackend {
         ctx.launch("attention", q.dtype, "tk_attention_backward_rowdot", grid: CUDADeviceContext.grid(rows * 32), block: 256, [
             ptr(delta), ptr(o), ptr(go), .int64(Int64(rows)), .int32(Int32(dv)),
         ])
+        if usesAttentionGEMM(q.dtype, nq: nq, nk: nk, d: max(d, dv), causal: causal) {
+            attentionBackwardByGEMM(qs, ks, vs, gradOutput: go, lse: lse, delta: delta, scale: scale, dq: dq, dk: dk, dv: dvT)
+            return (dq, dk, dvT)
+        }
         let odd = { (x: Int) in x | 1 }
         let tq = attentionTiling(q.dtype) { tile, warps in tile * odd(d) + tile * odd(dv) + warps * d + warps * dv }
         ctx.launch("attention", q.dtype, "tk_attention_backward_dq", grid: b * h * ((nq + tq.warps - 1) / tq.warps),
@@ -328,5 +338,97 @@ extension CUDABackend {
             .int32(Int32(d)), .int32(Int32(dv)), .float64(scale), .int32(causal ? 1 : 0), .int32(Int32(tk.tile)),
         ])
         return (dq, dk, dvT)
+    }
+
+    // MARK: attention through cuBLAS
+
+    /// Large non-causal attention (the UNet's self-attention over every latent pixel, the VAE's) runs as GEMMs on
+    /// the tensor cores: S = scale·QKᵀ in float32, a row softmax kernel, O = P·V, a chunk of heads at a
+    /// time so the score matrices stay under `attentionGEMMBytes`. The fused kernels remain for small
+    /// and causal attention (CLIP), where their lack of an N×N buffer matters more than tensor cores.
+    static let attentionGEMMMinimumScores = 16_384
+    static let attentionGEMMBytes = 512 << 20
+
+    /// Also every head wider than the fused kernels' 384 (the SD VAE's single 512-wide head).
+    func usesAttentionGEMM(_ dtype: DType, nq: Int, nk: Int, d: Int, causal: Bool) -> Bool {
+        !causal && dtype != .float64 && (nq * nk >= CUDABackend.attentionGEMMMinimumScores || d > 384)
+    }
+
+    /// Heads per chunk for [nq, nk] scores (float32 scores plus the T-typed probabilities).
+    private func attentionChunk(heads: Int, nq: Int, nk: Int, dtype: DType) -> Int {
+        max(1, min(heads, CUDABackend.attentionGEMMBytes / max(nq * nk * (4 + dtype.byteSize), 1)))
+    }
+
+    /// S [nq, nk] = scale · Q [nq, d] · Kᵀ (K stored [nk, d]) in float32, for `heads` of [heads, n, d] q and k.
+    private func scaledScores(_ q: Tensor, _ k: Tensor, heads: Range<Int>, scale: Double, into scores: Tensor) {
+        let (nq, d, nk, size) = (q.shape[2], q.shape[3], k.shape[2], q.dtype.byteSize)
+        gemm(q.dtype, transA: false, transB: true, m: nq, n: nk, k: d,
+             a: address(q) + UInt64(heads.lowerBound * nq * d * size), lda: d, strideA: nq * d,
+             b: address(k) + UInt64(heads.lowerBound * nk * d * size), ldb: d, strideB: nk * d,
+             c: address(scores), ldc: nk, strideC: nq * nk, batch: heads.count, alpha: scale, outputType: .float32)
+    }
+
+    private func attentionByGEMM(_ q: Tensor, _ k: Tensor, _ v: Tensor, out: Tensor, lse: Tensor, scale: Double) {
+        let (heads, nq) = (q.shape[0] * q.shape[1], q.shape[2])
+        let nk = k.shape[2], dv = v.shape[3], size = q.dtype.byteSize
+        let chunk = attentionChunk(heads: heads, nq: nq, nk: nk, dtype: q.dtype)
+        let scores = uninitialized([chunk, nq, nk], .float32)
+        let probs = uninitialized([chunk, nq, nk], q.dtype)
+        for h0 in stride(from: 0, to: heads, by: chunk) {
+            let count = min(chunk, heads - h0)
+            scaledScores(q, k, heads: h0..<(h0 + count), scale: scale, into: scores)
+            // A row of scores that fits in shared memory is read from global memory once.
+            let rowBytes = nk * 4 <= 48 * 1024 ? nk * 4 : 0
+            ctx.launch("attention", q.dtype, "tk_attention_softmax_rows", grid: min(count * nq, 1 << 20), block: 256,
+                       sharedBytes: rowBytes, [
+                ptr(probs), .pointer(address(lse) + UInt64(h0 * nq * 4)), ptr(scores),
+                .int64(Int64(count * nq)), .int64(Int64(nk)), .int32(rowBytes > 0 ? 1 : 0),
+            ])
+            // O [nq, dv] = P [nq, nk] · V [nk, dv]
+            gemm(q.dtype, transA: false, transB: false, m: nq, n: dv, k: nk,
+                 a: address(probs), lda: nk, strideA: nq * nk,
+                 b: address(v) + UInt64(h0 * nk * dv * size), ldb: dv, strideB: nk * dv,
+                 c: address(out) + UInt64(h0 * nq * dv * size), ldc: dv, strideC: nq * dv, batch: count)
+        }
+    }
+
+    /// The backward of `attentionByGEMM`, recomputing P from the log-sum-exp:
+    /// dV = Pᵀ·dO, dP = dO·Vᵀ, dS = scale·P⊙(dP − rowdot(dO, O)), dQ = dS·K, dK = dSᵀ·Q.
+    private func attentionBackwardByGEMM(_ q: Tensor, _ k: Tensor, _ v: Tensor, gradOutput go: Tensor, lse: Tensor,
+                                         delta: Tensor, scale: Double, dq: Tensor, dk: Tensor, dv dvOut: Tensor) {
+        let (heads, nq, d) = (q.shape[0] * q.shape[1], q.shape[2], q.shape[3])
+        let nk = k.shape[2], dv = v.shape[3], size = q.dtype.byteSize
+        let chunk = attentionChunk(heads: heads, nq: nq, nk: nk, dtype: q.dtype)
+        let scores = uninitialized([chunk, nq, nk], .float32)
+        let probs = uninitialized([chunk, nq, nk], q.dtype)
+        for h0 in stride(from: 0, to: heads, by: chunk) {
+            let count = min(chunk, heads - h0)
+            let qa = address(q) + UInt64(h0 * nq * d * size), ka = address(k) + UInt64(h0 * nk * d * size)
+            let va = address(v) + UInt64(h0 * nk * dv * size), goa = address(go) + UInt64(h0 * nq * dv * size)
+            let rows = count * nq
+            scaledScores(q, k, heads: h0..<(h0 + count), scale: scale, into: scores)
+            ctx.launch("attention", q.dtype, "tk_attention_probs", grid: CUDADeviceContext.grid(rows * nk), block: 256, [
+                ptr(probs), ptr(scores), .pointer(address(lse) + UInt64(h0 * nq * 4)), .int64(Int64(rows)), .int64(Int64(nk)),
+            ])
+            // dV [nk, dv] = Pᵀ (P stored [nq, nk]) · dO [nq, dv]
+            gemm(q.dtype, transA: true, transB: false, m: nk, n: dv, k: nq, a: address(probs), lda: nk, strideA: nq * nk,
+                 b: goa, ldb: dv, strideB: nq * dv,
+                 c: address(dvOut) + UInt64(h0 * nk * dv * size), ldc: dv, strideC: nk * dv, batch: count)
+            // dP [nq, nk] = dO [nq, dv] · Vᵀ (V stored [nk, dv]), in float32 over the scores
+            gemm(q.dtype, transA: false, transB: true, m: nq, n: nk, k: dv, a: goa, lda: dv, strideA: nq * dv,
+                 b: va, ldb: dv, strideB: nk * dv, c: address(scores), ldc: nk, strideC: nq * nk, batch: count,
+                 outputType: .float32)
+            ctx.launch("attention", q.dtype, "tk_attention_dscores", grid: CUDADeviceContext.grid(rows * nk), block: 256, [
+                ptr(probs), ptr(scores), .pointer(address(delta) + UInt64(h0 * nq * 4)), .int64(Int64(rows)), .int64(Int64(nk)),
+                .float64(scale),
+            ])
+            // dQ [nq, d] = dS [nq, nk] · K [nk, d];  dK [nk, d] = dSᵀ · Q [nq, d]
+            gemm(q.dtype, transA: false, transB: false, m: nq, n: d, k: nk, a: address(probs), lda: nk, strideA: nq * nk,
+                 b: ka, ldb: d, strideB: nk * d,
+                 c: address(dq) + UInt64(h0 * nq * d * size), ldc: d, strideC: nq * d, batch: count)
+            gemm(q.dtype, transA: true, transB: false, m: nk, n: d, k: nq, a: address(probs), lda: nk, strideA: nq * nk,
+                 b: qa, ldb: d, strideB: nq * d,
+                 c: address(dk) + UInt64(h0 * nk * d * size), ldc: d, strideC: nk * d, batch: count)
+        }
     }
 }

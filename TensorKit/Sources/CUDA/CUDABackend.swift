@@ -306,9 +306,11 @@ public final class CUDABackend: Backend {
     /// C = op(A)·op(B) in row-major terms, batched: op(A) is [m, k]. `transA` means A is stored as
     /// [k, m] rows of leading dimension lda (likewise B). cuBLAS is column-major, so this computes
     /// Cᵀ = op(B)ᵀ·op(A)ᵀ with the operands swapped.
+    /// `alpha` scales the product; `outputType` (float32 only, for half inputs) writes C in float32.
     func gemm(_ dtype: DType, transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
               a: UInt64, lda: Int, strideA: Int, b: UInt64, ldb: Int, strideB: Int,
-              c: UInt64, ldc: Int, strideC: Int, batch: Int, beta: Double = 0) {
+              c: UInt64, ldc: Int, strideC: Int, batch: Int, beta: Double = 0, alpha: Double = 1,
+              outputType: DType? = nil) {
         if m == 0 || n == 0 || batch == 0 { return }
         let size = dtype.byteSize
         let type: Int32
@@ -320,8 +322,13 @@ public final class CUDABackend: Backend {
         case .bfloat16: type = CUBLASAPI.r16BF
         default: preconditionFailure("matmul is not defined for \(dtype) on CUDA")
         }
+        precondition(outputType == nil || outputType == dtype || (outputType == .float32 && dtype != .float64),
+                     "gemm: a \(outputType!) result from \(dtype) operands is not supported")
+        let cType = outputType == .float32 ? CUBLASAPI.r32F : type
         ctx.makeCurrent()
-        var alpha32: Float = 1, beta32 = Float(beta), alpha64: Double = 1, beta64 = beta
+        let profile = CUDAProfile.begin(ctx)
+        defer { CUDAProfile.end(profile, ctx, "cublas gemm \(dtype)") }
+        var alpha32 = Float(alpha), beta32 = Float(beta), alpha64 = alpha, beta64 = beta
         let status: Int32 = withUnsafePointer(to: &alpha32) { a32 in
             withUnsafePointer(to: &beta32) { b32 in
                 withUnsafePointer(to: &alpha64) { a64 in
@@ -333,7 +340,7 @@ public final class CUDABackend: Backend {
                             Int32(n), Int32(m), Int32(k), alphaP,
                             UnsafeRawPointer(bitPattern: UInt(b)), type, Int32(ldb), Int64(strideB),
                             UnsafeRawPointer(bitPattern: UInt(a)), type, Int32(lda), Int64(strideA),
-                            betaP, UnsafeMutableRawPointer(bitPattern: UInt(c)), type, Int32(ldc), Int64(strideC),
+                            betaP, UnsafeMutableRawPointer(bitPattern: UInt(c)), cType, Int32(ldc), Int64(strideC),
                             Int32(batch), compute, CUBLASAPI.gemmDefault)
                     }
                 }

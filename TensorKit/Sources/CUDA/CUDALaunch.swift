@@ -77,6 +77,8 @@ extension CUDADeviceContext {
         if grid == 0 { return }
         let f = function(family, dtype, name)
         makeCurrent()
+        let profile = CUDAProfile.begin(self)
+        defer { CUDAProfile.end(profile, self, name) }
         var storage: [UnsafeMutableRawPointer] = []
         storage.reserveCapacity(args.count)
         for arg in args {
@@ -106,4 +108,42 @@ extension CUDADeviceContext {
 
     /// Grid for a grid-stride loop over `count` items with 256-thread blocks.
     static func grid(_ count: Int, block: Int = 256) -> Int { min((count + block - 1) / block, 1 << 20) }
+}
+
+/// Per-kernel timing for finding hot spots: with TENSORKIT_CUDA_PROFILE=1 every launch and GEMM
+/// synchronises before and after, and its wall time (host overhead plus device time) is added to
+/// its kernel's row. Slows everything down; `CUDA.profileReport()` prints the table.
+enum CUDAProfile {
+    static let enabled = ProcessInfo.processInfo.environment["TENSORKIT_CUDA_PROFILE"].map { $0 != "" && $0 != "0" } ?? false
+    nonisolated(unsafe) static var rows: [String: (calls: Int, seconds: Double)] = [:]
+
+    static func begin(_ ctx: CUDADeviceContext) -> Double? {
+        guard enabled else { return nil }
+        _ = ctx.api.cuStreamSynchronize(ctx.stream)
+        return Date().timeIntervalSinceReferenceDate
+    }
+
+    static func end(_ start: Double?, _ ctx: CUDADeviceContext, _ name: String) {
+        guard let start else { return }
+        _ = ctx.api.cuStreamSynchronize(ctx.stream)
+        let row = rows[name] ?? (0, 0)
+        rows[name] = (row.calls + 1, row.seconds + Date().timeIntervalSinceReferenceDate - start)
+    }
+}
+
+extension CUDA {
+    /// The TENSORKIT_CUDA_PROFILE table, slowest kernels first (empty when profiling is off).
+    public static func profileReport(top: Int = 30) -> String {
+        let total = CUDAProfile.rows.values.reduce(0) { $0 + $1.seconds }
+        guard total > 0 else { return "" }
+        var lines = ["kernel                                   calls     total ms   share"]
+        for (name, row) in CUDAProfile.rows.sorted(by: { $0.value.seconds > $1.value.seconds }).prefix(top) {
+            let padded = name.count >= 40 ? name : name + String(repeating: " ", count: 40 - name.count)
+            lines.append(padded + String(format: " %6d %12.2f %6.1f%%", row.calls, row.seconds * 1000, 100 * row.seconds / total))
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// Clears the TENSORKIT_CUDA_PROFILE table.
+    public static func resetProfile() { CUDAProfile.rows = [:] }
 }

@@ -78,6 +78,9 @@ public enum CUDA {
         (try? CUDADeviceContext.get(index))?.allocator.statistics ?? CUDAMemoryStats()
     }
 
+    /// Starts a new peak: `peakInUse` becomes the memory in use now.
+    public static func resetPeakMemory(_ index: Int = 0) { (try? CUDADeviceContext.get(index))?.allocator.resetPeak() }
+
     /// Returns cached (unused) device memory to the driver.
     public static func emptyCache(_ index: Int = 0) { (try? CUDADeviceContext.get(index))?.allocator.releaseCached() }
 

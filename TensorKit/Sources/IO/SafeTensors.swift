@@ -868,11 +868,12 @@ private struct SafeTensorsWritePlan {
                 throw SafeTensorsError(.unsupportedTensor, path: path, tensor: name,
                                        "'__metadata__' is reserved for the metadata map and cannot name a tensor")
             }
-            guard tensor.device == .cpu else {
+            // A device tensor is copied to the host first (checkpoints of a GPU run).
+            guard tensor.device == .cpu || BackendRegistry.backend(for: tensor.device) != nil else {
                 throw SafeTensorsError(.unsupportedTensor, path: path, tensor: name,
-                                       "tensor is on \(tensor.device); only CPU tensors can be saved (use copied(to: .cpu) first)")
+                                       "tensor is on \(tensor.device), which has no usable backend to copy it to the host")
             }
-            let packed = tensor.contiguous()
+            let packed = tensor.device == .cpu ? tensor.contiguous() : tensor.copied(to: .cpu)
             let byteCount = packed.numel * packed.dtype.byteSize
             chunks.append((packed, byteCount))
             separator()

@@ -225,5 +225,42 @@ extern "C" __global__ void tk_attention_backward_dkdv(T* dk, T* dvOut, const T* 
         if (c < dv) tk_st(dvOut + (bh * nk + key) * dv + c, accV[i]);
     }
 }
+
+/* The GEMM path (CUDABackend.attentionByGEMM, for large non-causal attention): cuBLAS computes the
+   scaled scores s = scale·QKᵀ [rows, n] in ACC; these kernels do the row-wise parts.
+   softmax_rows: p = exp(s - lse) in T and lse per row (one block per row, grid-stride). */
+extern "C" __global__ void tk_attention_softmax_rows(T* p, ACC* lse, const ACC* s, i64 rows, i64 n, int cached) {
+    __shared__ ACC scratch[32];
+    extern __shared__ __align__(16) unsigned char tk_smem[];
+    float* row = (float*)tk_smem;   /* n floats when cached (ACC is float wherever this path runs) */
+    for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+        const ACC* sr = s + r * n;
+        ACC m = -TK_INF;
+        if (cached) {
+            for (i64 j = threadIdx.x; j < n; j += blockDim.x) { const float v = (float)sr[j]; row[j] = v; m = tk_max(m, (ACC)v); }
+        } else {
+            for (i64 j = threadIdx.x; j < n; j += blockDim.x) m = tk_max(m, sr[j]);
+        }
+        m = tk_block_max(m, scratch);
+        ACC sum = (ACC)0;
+        for (i64 j = threadIdx.x; j < n; j += blockDim.x) sum += tk_exp((cached ? (ACC)row[j] : sr[j]) - m);
+        sum = tk_block_sum(sum, scratch);
+        const ACC l = m + tk_log(sum);
+        T* pr = p + r * n;
+        for (i64 j = threadIdx.x; j < n; j += blockDim.x) tk_st(pr + j, tk_exp((cached ? (ACC)row[j] : sr[j]) - l));
+        if (threadIdx.x == 0) lse[r] = l;
+        __syncthreads();
+    }
+}
+
+/* Backward: p = exp(s - lse) from the forward's log-sum-exp. */
+extern "C" __global__ void tk_attention_probs(T* p, const ACC* s, const ACC* lse, i64 rows, i64 n) {
+    TK_GRID_LOOP(i, rows * n) tk_st(p + i, tk_exp(s[i] - lse[i / n]));
+}
+
+/* Backward: dS = scale · p ⊙ (dp - delta_row), written over p (T); dp = dO·Vᵀ in ACC. */
+extern "C" __global__ void tk_attention_dscores(T* p, const ACC* dp, const ACC* delta, i64 rows, i64 n, double scale) {
+    TK_GRID_LOOP(i, rows * n) tk_st(p + i, tk_ld(p + i) * (dp[i] - delta[i / n]) * (ACC)scale);
+}
 """#
 }

@@ -53,7 +53,8 @@ public enum CUDAKernelSources {
                             "tk_layer_norm_forward", "tk_layer_norm_backward", "tk_layer_norm_params"], true),
         ("softmax", softmaxBody, ["tk_softmax_forward", "tk_softmax_backward"], true),
         ("attention", attentionBody, ["tk_attention_forward", "tk_attention_backward_rowdot",
-                                      "tk_attention_backward_dq", "tk_attention_backward_dkdv"], true),
+                                      "tk_attention_backward_dq", "tk_attention_backward_dkdv",
+                                      "tk_attention_softmax_rows", "tk_attention_probs", "tk_attention_dscores"], true),
         ("conv", convBody, ["tk_im2col", "tk_col2im", "tk_add_channel_bias"], true),
         ("embedding", embeddingBody, ["tk_embedding_forward", "tk_embedding_backward"], true),
     ]

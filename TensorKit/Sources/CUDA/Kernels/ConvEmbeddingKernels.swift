@@ -9,18 +9,35 @@ struct TKConv {
     i64 sh, sw, ph, pw, dh, dw;
 };
 
-/* input [n, c, h, w] -> col [n, c·kh·kw, oh·ow] (zeros where the window leaves the image). */
-extern "C" __global__ void tk_im2col(T* col, const T* input, TKConv g) {
+/* input [n, c, h, w] -> col [n, c·kh·kw, oh·ow] (zeros where the window leaves the image).
+   One thread per (image, channel, output pixel) writes that pixel's kh·kw column entries, so the
+   index arithmetic (32-bit when `small`, i.e. every index < 2^31) is paid once per kh·kw values;
+   consecutive threads read and write consecutive pixels. */
+extern "C" __global__ void tk_im2col(T* col, const T* input, TKConv g, int small) {
     const i64 L = g.oh * g.ow, rowsPerImage = g.c * g.kh * g.kw;
-    TK_GRID_LOOP(i, g.n * rowsPerImage * L) {
-        i64 l = i % L, r = (i / L) % rowsPerImage, n = i / (L * rowsPerImage);
-        i64 kj = r % g.kw, ki = (r / g.kw) % g.kh, c = r / (g.kw * g.kh);
-        i64 oy = l / g.ow, ox = l % g.ow;
-        i64 y = oy * g.sh - g.ph + ki * g.dh, x = ox * g.sw - g.pw + kj * g.dw;
-        T value;
-        if (y >= 0 && y < g.h && x >= 0 && x < g.w) value = input[((n * g.c + c) * g.h + y) * g.w + x];
-        else tk_st(&value, (ACC)0);
-        col[i] = value;
+    TK_GRID_LOOP(i, g.n * g.c * L) {
+        i64 l, c, n, oy, ox;
+        if (small) {
+            const unsigned ui = (unsigned)i, uL = (unsigned)L, uc = (unsigned)g.c;
+            l = ui % uL; c = (ui / uL) % uc; n = ui / (uL * uc);
+            oy = (unsigned)l / (unsigned)g.ow; ox = (unsigned)l - (unsigned)oy * (unsigned)g.ow;
+        } else {
+            l = i % L; c = (i / L) % g.c; n = i / (L * g.c);
+            oy = l / g.ow; ox = l % g.ow;
+        }
+        const T* image = input + (n * g.c + c) * g.h * g.w;
+        T* out = col + (n * rowsPerImage + c * g.kh * g.kw) * L + l;
+        const i64 y0 = oy * g.sh - g.ph, x0 = ox * g.sw - g.pw;
+        for (i64 ki = 0; ki < g.kh; ++ki) {
+            const i64 y = y0 + ki * g.dh;
+            for (i64 kj = 0; kj < g.kw; ++kj) {
+                const i64 x = x0 + kj * g.dw;
+                T value;
+                if (y >= 0 && y < g.h && x >= 0 && x < g.w) value = image[y * g.w + x];
+                else tk_st(&value, (ACC)0);
+                out[(ki * g.kw + kj) * L] = value;
+            }
+        }
     }
 }
 

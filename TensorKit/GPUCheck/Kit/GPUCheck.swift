@@ -24,7 +24,7 @@ struct Case {
     }
 }
 
-enum GPUCheck {
+public enum GPUCheck {
     static let device = Device.cuda(0)
 
     static var cases: [Case] {
@@ -89,6 +89,17 @@ enum GPUCheck {
                 scaledDotProductAttention($0[0], $0[1], $0[2], causal: true)
             },
             Case("attention cross d160", [f([1, 2, 64, 160]), f([1, 2, 77, 160]), f([1, 2, 77, 160])]) {
+                scaledDotProductAttention($0[0], $0[1], $0[2])
+            },
+            // Large enough for the cuBLAS path (≥ 16384 scores per head), self and cross.
+            Case("attention gemm self", [f([1, 2, 200, 40]), f([1, 2, 200, 40]), f([1, 2, 200, 40])]) {
+                scaledDotProductAttention($0[0], $0[1], $0[2])
+            },
+            Case("attention gemm cross", [f([2, 2, 160, 64]), f([2, 2, 120, 64]), f([2, 2, 120, 48])]) {
+                scaledDotProductAttention($0[0], $0[1], $0[2])
+            },
+            // A head wider than the fused kernels allow (SD's VAE: one head of 512) at a small size.
+            Case("attention wide head", [f([1, 1, 16, 512]), f([1, 1, 16, 512]), f([1, 1, 16, 512])]) {
                 scaledDotProductAttention($0[0], $0[1], $0[2])
             },
             Case("embedding", [.indices([3, 7], vocabulary: 50), f([50, 32])]) { embedding($0[0], weight: $0[1]) },
@@ -189,5 +200,43 @@ enum GPUCheck {
         }
         let tolerance = dtype == .float32 ? 1e-5 : 1e-2
         return Row(op: c.name, dtype: dtype, error: worst, pass: worst <= tolerance, seconds: Date().timeIntervalSince(t0), note: note)
+    }
+}
+
+extension GPUCheck {
+    /// The whole tool: `--compile-only` compiles every kernel with NVRTC for sm_80 and sm_90 (no GPU
+    /// needed; 2 when NVRTC is missing, 1 on any error or warning); otherwise every op check (1 on a
+    /// failure, 2 without a device). An argument not starting with "-" filters the op cases by name.
+    public static func main(_ arguments: [String]) -> Int32 {
+        if arguments.contains("--compile-only") { return compileOnly() }
+        return run(arguments)
+    }
+
+    static func compileOnly() -> Int32 {
+        guard NVRTC.isAvailable else {
+            print("skipped: NVRTC not found (looked in \(NVRTC.unavailableReason ?? "?"))")
+            return 2
+        }
+        print("NVRTC \(NVRTC.version ?? "?") from \(NVRTC.libraryPath ?? "?")")
+        var failures = 0
+        for arch in [80, 90] {
+            for source in CUDAKernelSources.all {
+                let start = Date()
+                do {
+                    let result = try NVRTC.compile(source, arch: arch)
+                    let clean = result.log.isEmpty
+                    if !clean { failures += 1 }
+                    print(String(format: "%-24@ sm_%d %@ %7.0f KB %6.2fs", source.name as NSString, arch,
+                                 (clean ? "ok  " : "WARN") as NSString, Double(result.cubin.count) / 1024,
+                                 Date().timeIntervalSince(start)))
+                    if !clean { print(result.log) }
+                } catch {
+                    failures += 1
+                    print("\(source.name) sm_\(arch) FAILED: \(error)")
+                }
+            }
+        }
+        print(failures == 0 ? "all kernels compiled cleanly" : "\(failures) kernel compile(s) failed or warned")
+        return failures == 0 ? 0 : 1
     }
 }

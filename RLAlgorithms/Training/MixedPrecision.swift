@@ -1,0 +1,96 @@
+import Foundation
+
+// DDPOConfig.mixed_precision on a GPU, as accelerate applies it to TRL's trainer, but with dtypes
+// instead of autocast:
+//
+//   mode   text encoder  UNet (LoRA)   UNet (full fine-tune)  VAE       LoRA / optimizer state
+//   no     float32       float32       float32                float32   float32
+//   fp16   float16       float16       float32                float32   float32
+//   bf16   bfloat16      bfloat16      float32                bfloat16  float32
+//
+// Frozen weights and their activations are in the half type; what the optimizer updates stays in
+// float32 (LoRA deltas compute in float32 on converted inputs, see LoRALayers). A fully trained UNet
+// keeps float32 weights because we keep no separate master copy. SD's VAE decoder overflows
+// float16 (diffusers' `force_upcast`), so under fp16 it decodes in float32. Latents, the scheduler
+// step and the PPO loss are float32 in every mode (StableDiffusionPipeline.denoise).
+//
+// fp16 gradients underflow without loss scaling: `DynamicLossScaler` is torch.cuda.amp.GradScaler's
+// rule with its defaults (start 2^16, ×2 after 2000 finite steps, ×0.5 and skip the step on inf/NaN).
+
+/// A `mixed_precision` value.
+public enum MixedPrecision: String, Sendable, CaseIterable {
+    case no, fp16, bf16
+
+    public init(config value: String) throws {
+        guard let mode = MixedPrecision(rawValue: value) else {
+            throw DDPOConfigError(field: "mixed_precision", "expected one of \(MixedPrecision.allCases.map(\.rawValue)), got \"\(value)\"")
+        }
+        self = mode
+    }
+
+    /// The dtype of frozen weights and activations.
+    public var computeDType: DType {
+        switch self {
+        case .no: return .float32
+        case .fp16: return .float16
+        case .bf16: return .bfloat16
+        }
+    }
+
+    /// The UNet's dtype: the compute dtype, or float32 when all of it is trained.
+    public func unetDType(trainsWholeUNet: Bool) -> DType { trainsWholeUNet ? .float32 : computeDType }
+
+    /// The VAE's dtype: float32 under fp16 (SD's decoder overflows float16), else the compute dtype.
+    public var vaeDType: DType { self == .fp16 ? .float32 : computeDType }
+
+    /// Whether the loss needs scaling (float16 only: bfloat16 has float32's exponent range).
+    public var needsLossScaling: Bool { self == .fp16 }
+}
+
+/// Dynamic loss scaling for float16 training (torch.cuda.amp.GradScaler's rule and defaults).
+public struct DynamicLossScaler: Codable, Sendable, Equatable {
+    public var scale: Double
+    public var growthFactor: Double
+    public var backoffFactor: Double
+    public var growthInterval: Int
+    /// Finite steps since the last change of scale.
+    public var goodSteps: Int
+    /// Steps skipped because a gradient was inf or NaN.
+    public var skippedSteps: Int
+
+    public init(initialScale: Double = 65536, growthFactor: Double = 2, backoffFactor: Double = 0.5, growthInterval: Int = 2000) {
+        scale = initialScale
+        self.growthFactor = growthFactor
+        self.backoffFactor = backoffFactor
+        self.growthInterval = growthInterval
+        goodSteps = 0
+        skippedSteps = 0
+    }
+
+    /// Divides every gradient by the scale in place; returns false when one holds inf or NaN (the
+    /// step must be skipped; the scale has then been backed off).
+    public mutating func unscale(_ parameters: [Tensor]) -> Bool {
+        let inverse = 1 / scale
+        var finite = true
+        withNoGrad {
+            for p in parameters {
+                guard let g = p.grad else { continue }
+                let unscaled = g * inverse
+                if finite, !unscaled.abs().sum().item().isFinite { finite = false }
+                p.grad = unscaled
+            }
+        }
+        if finite {
+            goodSteps += 1
+            if goodSteps >= growthInterval {
+                scale *= growthFactor
+                goodSteps = 0
+            }
+        } else {
+            scale *= backoffFactor
+            goodSteps = 0
+            skippedSteps += 1
+        }
+        return finite
+    }
+}
