@@ -17,11 +17,17 @@ extension CLIPTextModel {
         let (config, whole) = try CLIPCheckpoint.readConfig(in: directory, select: { (c: CLIPConfig) in c.textConfig },
                                                             as: CLIPTextConfig.self)
         let model = try CLIPCheckpoint.build(dtype) { CLIPTextModel(config: config, dtype: dtype, seed: 0) }
-        try CLIPCheckpoint.loadWeights(into: model, name: "CLIPTextModel", directory: directory, variant: variant) { key in
-            key == "text_model.embeddings.position_ids"
+        try CLIPCheckpoint.loadWeights(into: model, name: "CLIPTextModel", directory: directory, variant: variant, ignore: { key in
+            key == "text_model.embeddings.position_ids" || key == "embeddings.position_ids"
                 || (whole && (key.hasPrefix("vision_model.") || key.hasPrefix("visual_projection.")
                               || key.hasPrefix("text_projection.") || key == "logit_scale"))
-        }
+        }, rename: { weights in
+            // transformers 5 saves a CLIPTextModel without the `text_model.` prefix (4.x with it);
+            // both load there, so both load here.
+            guard !whole, !weights.keys.contains(where: { $0.hasPrefix("text_model.") }),
+                  weights["final_layer_norm.weight"] != nil else { return weights }
+            return Dictionary(uniqueKeysWithValues: weights.map { ("text_model." + $0.key, $0.value) })
+        })
         return model.eval()
     }
 }
@@ -84,10 +90,11 @@ enum CLIPCheckpoint {
 
     /// Reads the weights, drops the keys `ignore` accepts, and loads the rest strictly.
     static func loadWeights(into model: Module, name: String, directory: URL, variant: String?,
-                            ignore: (String) -> Bool) throws {
+                            ignore: (String) -> Bool,
+                            rename: ([String: Tensor]) -> [String: Tensor] = { $0 }) throws {
         let weights = try ComponentWeights.read(in: directory, stem: "model", variant: variant, ignore: ignore)
         do {
-            try model.load(weights.tensors, strict: true)
+            try model.load(rename(weights.tensors), strict: true)
         } catch let error as ModuleLoadError {
             throw CLIPError.weights(file: weights.label, model: name, report: error.report)
         }

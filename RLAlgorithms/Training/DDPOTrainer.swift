@@ -326,13 +326,14 @@ public final class DDPOTrainer {
                 window.clip.append(out.clipFraction)
                 passes += 1
                 if passes % accumulation == 0 {
-                    if lossScaler != nil, !lossScaler!.unscale(parameters) {
+                    lossScaler?.unscale(parameters)
+                    let norm = clipGradNorm(parameters, maxNorm: config.train_max_grad_norm)
+                    if lossScaler != nil, !lossScaler!.update(gradientNorm: norm) {
                         // An inf/NaN gradient under fp16: skip this update (GradScaler's rule).
                         optimizer.zeroGrad()
                         window = ([], [], [])
                         continue
                     }
-                    let norm = clipGradNorm(parameters, maxNorm: config.train_max_grad_norm)
                     guard norm.isFinite else {
                         throw failure(epoch, "gradient norm", "inner epoch \(inner): \(norm) before clipping")
                     }

@@ -67,30 +67,29 @@ public struct DynamicLossScaler: Codable, Sendable, Equatable {
         skippedSteps = 0
     }
 
-    /// Divides every gradient by the scale in place; returns false when one holds inf or NaN (the
-    /// step must be skipped; the scale has then been backed off).
-    public mutating func unscale(_ parameters: [Tensor]) -> Bool {
+    /// Divides every gradient by the scale, in place (before clipping, as GradScaler.unscale_).
+    public func unscale(_ parameters: [Tensor]) {
         let inverse = 1 / scale
-        var finite = true
         withNoGrad {
-            for p in parameters {
-                guard let g = p.grad else { continue }
-                let unscaled = g * inverse
-                if finite, !unscaled.abs().sum().item().isFinite { finite = false }
-                p.grad = unscaled
-            }
+            for p in parameters { if let g = p.grad { p.grad = g * inverse } }
         }
-        if finite {
-            goodSteps += 1
-            if goodSteps >= growthInterval {
-                scale *= growthFactor
-                goodSteps = 0
-            }
-        } else {
+    }
+
+    /// After the unscaled gradients' norm is known: a finite norm counts towards growth; inf or NaN
+    /// (the update must then be skipped) backs the scale off. Returns whether to take the step.
+    @discardableResult
+    public mutating func update(gradientNorm: Double) -> Bool {
+        guard gradientNorm.isFinite else {
             scale *= backoffFactor
             goodSteps = 0
             skippedSteps += 1
+            return false
         }
-        return finite
+        goodSteps += 1
+        if goodSteps >= growthInterval {
+            scale *= growthFactor
+            goodSteps = 0
+        }
+        return true
     }
 }

@@ -292,6 +292,18 @@ final class CLIPModelTests: XCTestCase {
         assertClose(try withNoGrad { try model(io["input_ids"]!).lastHiddenState }, io["last_hidden_state"], "with position_ids")
     }
 
+    func testTransformers5KeyLayoutWithoutTextModelPrefixLoads() throws {
+        // transformers 5.17 writes CLIPTextModel's keys as `embeddings.…`, `encoder.…`,
+        // `final_layer_norm.…` (checked with save_pretrained there); the same weights under those
+        // names must give transformers 4.56's outputs.
+        let dir = try editedTextFolder { weights in
+            weights = Dictionary(uniqueKeysWithValues: weights.map { (String($0.key.dropFirst("text_model.".count)), $0.value) })
+        }
+        let model = try CLIPTextModel.load(directory: dir)
+        let io = try fixture("text_legacy_eos/io.safetensors")
+        assertClose(try withNoGrad { try model(io["input_ids"]!).lastHiddenState }, io["last_hidden_state"], "unprefixed keys")
+    }
+
     func testShardedCheckpointLoadsThroughItsIndex() throws {
         let dir = try editedTextFolder({ _ in }, file: "unused.safetensors")
         try FileManager.default.removeItem(at: dir.appendingPathComponent("unused.safetensors"))
