@@ -44,6 +44,17 @@ struct ParsedArguments {
 
 enum ArgumentParser {
     /// Parses `arguments` against `specs`. `command` names the command in messages ("ddpo train").
+    /// `parse`, then for `--help` prints `usage` and returns nil (the command has nothing more to do).
+    static func parseOrShowHelp(_ arguments: [String], specs: [OptionSpec], command: String, usage: String,
+                                allowPositionals: Bool = false) throws -> ParsedArguments? {
+        let parsed = try parse(arguments, specs: specs, command: command, allowPositionals: allowPositionals)
+        if parsed.help {
+            print(usage)
+            return nil
+        }
+        return parsed
+    }
+
     static func parse(_ arguments: [String], specs: [OptionSpec], command: String,
                       allowPositionals: Bool = false) throws -> ParsedArguments {
         let byKey = Dictionary(specs.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })

@@ -32,11 +32,7 @@ enum BenchUNetCommand {
     }
 
     static func run(_ arguments: [String]) throws {
-        let parsed = try ArgumentParser.parse(arguments, specs: options, command: command)
-        if parsed.help {
-            print(usage)
-            return
-        }
+        guard let parsed = try ArgumentParser.parseOrShowHelp(arguments, specs: options, command: command, usage: usage) else { return }
         guard let model = parsed.value("model") else { throw AppError("\(command): --model DIR is required") }
         guard let inputsPath = parsed.value("inputs") else { throw AppError("\(command): --inputs FILE is required") }
         let choice = try DeviceChoice.resolve(parsed.value("device"), command: command)

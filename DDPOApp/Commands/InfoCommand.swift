@@ -24,11 +24,7 @@ enum InfoCommand {
     }
 
     static func run(_ arguments: [String]) throws {
-        let parsed = try ArgumentParser.parse(arguments, specs: options, command: command)
-        if parsed.help {
-            print(usage)
-            return
-        }
+        guard let parsed = try ArgumentParser.parseOrShowHelp(arguments, specs: options, command: command, usage: usage) else { return }
         let folder = try BuiltinModelLocator.resolve(parsed.value("model"), command: command)
         let index: ModelIndex
         do { index = try ModelIndex(contentsOf: folder.appendingPathComponent("model_index.json")) }

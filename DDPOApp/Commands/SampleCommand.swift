@@ -38,11 +38,7 @@ enum SampleCommand {
     }
 
     static func run(_ arguments: [String]) throws {
-        let parsed = try ArgumentParser.parse(arguments, specs: options, command: command)
-        if parsed.help {
-            print(usage)
-            return
-        }
+        guard let parsed = try ArgumentParser.parseOrShowHelp(arguments, specs: options, command: command, usage: usage) else { return }
         let choice = try DeviceChoice.resolve(parsed.value("device"), command: command)
         let precision = try choice.mixedPrecision(parsed.value("mixed_precision"), command: command)
         let prompts = parsed.values("prompt")

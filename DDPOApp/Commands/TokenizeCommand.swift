@@ -25,11 +25,7 @@ enum TokenizeCommand {
     }
 
     static func run(_ arguments: [String]) throws {
-        let parsed = try ArgumentParser.parse(arguments, specs: options, command: command, allowPositionals: true)
-        if parsed.help {
-            print(usage)
-            return
-        }
+        guard let parsed = try ArgumentParser.parseOrShowHelp(arguments, specs: options, command: command, usage: usage, allowPositionals: true) else { return }
         var texts = parsed.positionals
         if let file = parsed.value("file") {
             let content: String

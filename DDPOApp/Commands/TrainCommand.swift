@@ -112,11 +112,7 @@ enum TrainCommand {
 
     static func run(_ arguments: [String]) throws {
         let specs = appOptions + configOptions
-        let parsed = try ArgumentParser.parse(arguments, specs: specs, command: command)
-        if parsed.help {
-            print(usage)
-            return
-        }
+        guard let parsed = try ArgumentParser.parseOrShowHelp(arguments, specs: specs, command: command, usage: usage) else { return }
         let plan = try makePlan(parsed, commandLine: arguments)
         try execute(plan, commandLine: arguments)
     }

@@ -222,8 +222,9 @@ extension CPUBackend {
 }
 
 /// The shortest suffix of `shape` with `elementCount` elements (size-1 axes in front of it are
-/// ambiguous; the op layer reshapes to normalizedShape if it needs them).
-private func trailingShape(_ shape: [Int], elementCount: Int) -> [Int] {
+/// ambiguous; the op layer reshapes to normalizedShape if it needs them). Shared by the CPU and
+/// CUDA layer-norm backward passes.
+func trailingShape(_ shape: [Int], elementCount: Int) -> [Int] {
     var suffix: [Int] = []
     var product = 1
     for size in shape.reversed() {

@@ -220,17 +220,6 @@ extension CUDABackend {
         return (dx, weight == nil ? nil : dw, db)
     }
 
-    /// The shortest suffix of `shape` with `elementCount` elements (as the CPU backend).
-    private func trailingShape(_ shape: [Int], elementCount: Int) -> [Int] {
-        var suffix: [Int] = []
-        var product = 1
-        for size in shape.reversed() {
-            suffix.insert(size, at: 0)
-            product *= size
-            if product == elementCount { break }
-        }
-        return product == elementCount ? suffix : [elementCount]
-    }
 
     // MARK: softmax
 
