@@ -55,7 +55,7 @@ trap 'rm -f "$OURS" "$REF"' EXIT
 py_quiet() { "$PYTHON" -W ignore "$@" 2> >(grep -v -i -E "warn|deprecat|Loading pipeline|torch_dtype|it/s\]|^\s*$" >&2); }
 
 for config in tiny small; do
-    for case in unet_fwd_b2 unet_fwdbwd_b1 vae_decode_b1 sample ddpo_epoch; do
+    for case in unet_fwd_b2 unet_fwdbwd_b1 unet_lora_fwdbwd_b2 vae_decode_b1 sample ddpo_epoch; do
         selected "$config/$case" || continue
         if [[ "$case" == ddpo_epoch ]]; then
             [[ $DDPO == 1 ]] || continue

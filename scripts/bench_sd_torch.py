@@ -28,6 +28,10 @@ short), then repetitions for about `--budget` seconds, at least 3 and at most 25
 Cases:
   unet_fwd_b2     UNet forward, no grad, batch 2 (one CFG step), timestep 500, 77 text tokens
   unet_fwdbwd_b1  UNet forward + backward, batch 1, every weight requiring grad, fixed upstream grad
+  unet_lora_fwdbwd_b2
+                  one DDPO training pass: UNet forward + backward at batch 2 (train batch 1 with CFG),
+                  base weights frozen, PEFT LoRA rank 4 (alpha 4, gaussian init) on to_q/to_k/to_v/
+                  to_out.0 as TRL's DDPO pipeline adds it; fixed upstream grad
   vae_decode_b1   VAE decode of one latent (post_quant_conv + decoder), no grad
   sample          StableDiffusionPipeline.__call__: one prompt, guidance 7.5 (UNet batch 2), DDIM
                   eta 0, 20 steps (tiny) / 10 steps (small), text encoding and VAE decode included
@@ -163,7 +167,7 @@ def setup_case(folder, config, case):
     g = torch.Generator().manual_seed(0)
     if case.startswith("unet_"):
         unet = UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet")).eval()
-        batch = 2 if case == "unet_fwd_b2" else 1
+        batch = 1 if case == "unet_fwdbwd_b1" else 2
         size = unet.config.sample_size
         x = torch.randn(batch, unet.config.in_channels, size, size, generator=g)
         ehs = torch.randn(batch, 77, unet.config.cross_attention_dim, generator=g)
@@ -174,6 +178,17 @@ def setup_case(folder, config, case):
             def body():
                 with torch.no_grad():
                     unet(x, t, ehs).sample
+            return body
+        if case == "unet_lora_fwdbwd_b2":
+            from peft import LoraConfig
+            unet.requires_grad_(False)
+            unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
+                                        target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
+            upstream = torch.randn(batch, unet.config.out_channels, size, size, generator=g)
+
+            def body():
+                unet(x, t, ehs).sample.backward(upstream)
+                unet.zero_grad(set_to_none=True)
             return body
         if case == "unet_fwdbwd_b1":
             unet.requires_grad_(True)

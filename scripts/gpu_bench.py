@@ -18,11 +18,15 @@ failure or a timeout becomes a row "failed: <reason>" and the script goes on):
             its output is compared: max|ours - ref| / max|ref| <= 1e-2.
   sample    50-step DDIM (eta 0, guidance 7.5), 2 prompts at 512x512, fp16, VAE decode included,
             model load excluded: StableDiffusionPipeline (one 2-step warm-up call) vs `ddpo sample
-            --timing`.
+            --timing --warmup_steps 2` (the same warm-up in the process, so neither side pays kernel
+            loading, cuBLAS set-up or allocator growth in the timed call).
   ddpo      one DDPO epoch with TRL's blog settings (sample batch 6 x 4 batches, train batch 3,
             50 steps, fp16, LoRA rank 4, jpeg_compressibility, a fixed animal prompt list):
             TRL DDPOTrainer.step (epoch 0; epoch 1 too when time allows) vs `ddpo train
             --num_epochs 1` (its metrics.jsonl's epoch_seconds).
+  profile   (opt-in: --phases ...,profile) ours only, TENSORKIT_CUDA_PROFILE=1: a one-batch DDPO
+            epoch (10 steps) and a 10-step sampling run; the per-kernel tables, sampling and
+            training apart, are in bench-logs.txt (profile_train.log, profile_sample.log).
 
 Prints a markdown table at the end (and writes $OUT/bench.md and $OUT/bench.json when OUT is set).
 Our binary is $DDPO (default .gpu-bin/ddpo, else .build/release/ddpo).
@@ -472,10 +476,10 @@ class Runner:
             res["partial"] = failure(rc, err)
         return res
 
-    def ours(self, name, args, cap):
+    def ours(self, name, args, cap, env=None):
         if not os.path.exists(self.a.ddpo):
             return {"error": f"no binary at {self.a.ddpo}"}
-        rc, out, err, seconds = self.run(name, [self.a.ddpo, *args], cap)
+        rc, out, err, seconds = self.run(name, [self.a.ddpo, *args], cap, env=env)
         res = {"wall_s": seconds, "stdout_tail": out.strip().splitlines()[-3:] if out.strip() else []}
         if rc != 0:
             res["error"] = failure(rc, err, first=True)
@@ -588,7 +592,7 @@ def main_orchestrator(a):
             R["sample_ours"] = r.ours("sample_ours", ["sample", "--model", a.model, "--device", a.device,
                                                       "--mixed_precision", mp, "--steps", str(cfg["sample_steps"]),
                                                       *prompts, "--out", os.path.join(a.bench, "ours_samples"),
-                                                      "--quiet", "--timing"], 100)
+                                                      "--quiet", "--timing", "--warmup_steps", "2"], 100)
 
         # d. ddpo epoch (TRL first with its own cap, leaving the rest for ours)
         if have_model and "ddpo" in phases:
@@ -619,6 +623,27 @@ def main_orchestrator(a):
                 for row_ in rows:  # one epoch: keep each key's last value (reward, losses, timing rows)
                     merged.update(row_)
                 R["ddpo_ours"]["metrics"] = merged or None
+        # e. per-kernel profile of ours (opt-in): one short DDPO epoch and one sampling run with
+        # TENSORKIT_CUDA_PROFILE=1; the tables (sampling and training apart) are in their logs.
+        if have_model and "profile" in phases:
+            d = cfg["ddpo"]
+            env = dict(os.environ, TENSORKIT_CUDA_PROFILE="1")
+            prompts_file = os.path.join(a.bench, "prompts.txt")
+            with open(prompts_file, "w") as f:
+                f.write("\n".join(ANIMALS) + "\n")
+            logdir = os.path.join(a.bench, "logs_profile")
+            shutil.rmtree(logdir, ignore_errors=True)
+            R["profile_train"] = r.ours("profile_train", [
+                "train", "--model", a.model, "--device", a.device, "--mixed_precision", mp, "--num_epochs", "1",
+                "--sample_batch_size", str(d["sample_batch_size"]), "--sample_num_batches_per_epoch", "1",
+                "--train_batch_size", str(d["train_batch_size"]), "--sample_num_steps", "10",
+                "--reward", "jpeg_compressibility", "--prompts", prompts_file, "--logdir", logdir, "--run_name", "r",
+                "--quiet", "--save_freq", "1000", "--gradient_checkpointing", "false", "--report_prompts", "0"],
+                150, env=env)
+            R["profile_sample"] = r.ours("profile_sample", [
+                "sample", "--model", a.model, "--device", a.device, "--mixed_precision", mp, "--steps", "10",
+                "--prompt", SAMPLE_PROMPTS[0], "--prompt", SAMPLE_PROMPTS[1], "--out", os.path.join(a.bench, "profile_samples"),
+                "--quiet", "--timing", "--warmup_steps", "2"], 90, env=env)
     except Exception:  # noqa: BLE001 -- a bug here must not cost the table
         R["orchestrator_error"] = traceback.format_exc()[-2000:]
         traceback.print_exc()
@@ -749,7 +774,8 @@ def main():
     p.add_argument("--model", default=None)
     p.add_argument("--bench", default="/tmp/bench")
     p.add_argument("--budget", type=float, default=330.0, help="seconds for the whole run")
-    p.add_argument("--phases", default="unet,sample,ddpo", help="which of unet,sample,ddpo to run (weights always)")
+    p.add_argument("--phases", default="unet,sample,ddpo",
+                   help="which of unet,sample,ddpo,profile to run (weights always; profile is opt-in)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--ddpo", default=os.environ.get("DDPO") or (

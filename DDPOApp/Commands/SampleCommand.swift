@@ -25,6 +25,7 @@ enum SampleCommand {
         OptionSpec(name: "device", kind: .value, valueName: "cpu|cuda:N", help: "where to run (default: the first GPU, else cpu; or $DDPO_DEVICE)"),
         OptionSpec(name: "mixed_precision", kind: .value, valueName: "no|fp16|bf16", help: "half-precision weights and activations on a GPU (default fp16 there, no on a CPU)"),
         OptionSpec(name: "timing", kind: .bool, help: "print {\"sampling_seconds\", \"peak_mib\"} as JSON after sampling"),
+        OptionSpec(name: "warmup_steps", kind: .value, valueName: "INT", help: "first run the same prompts for this many steps, untimed and discarded (default 0; benchmarks: kernels, cuBLAS and the allocator warm)"),
         OptionSpec(name: "quiet", kind: .bool, help: "no progress output"),
     ]
 
@@ -50,6 +51,8 @@ enum SampleCommand {
         let seed = try parsed.value("seed").map { try ArgumentParser.parseInt($0, option: "seed", command: command) } ?? 0
         let steps = try parsed.value("steps").map { try ArgumentParser.parseInt($0, option: "steps", command: command) } ?? 50
         guard steps >= 1 else { throw AppError("\(command): --steps: must be at least 1, got \(steps)") }
+        let warmupSteps = try parsed.value("warmup_steps").map { try ArgumentParser.parseInt($0, option: "warmup_steps", command: command) } ?? 0
+        guard warmupSteps >= 0 else { throw AppError("\(command): --warmup_steps: must be ≥ 0, got \(warmupSteps)") }
         let guidance = try parsed.value("guidance").map { try ArgumentParser.parseDouble($0, option: "guidance", command: command) } ?? 7.5
         let eta = try parsed.value("eta").map { try ArgumentParser.parseDouble($0, option: "eta", command: command) } ?? 0
         guard eta >= 0 else { throw AppError("\(command): --eta: must be ≥ 0, got \(eta)") }
@@ -103,11 +106,17 @@ enum SampleCommand {
             request.width = width
         }
         let output: SamplingOutput
-        if case .cuda(let index) = choice.device {
-            // Under fp16/bf16 the float32 work is the VAE decode: TF32 there, as PyTorch's cuDNN default.
-            CUDA.allowTF32 = precision != .no
-            CUDA.resetPeakMemory(index)
+        // Under fp16/bf16 the float32 work is the VAE decode: TF32 there, as PyTorch's cuDNN default.
+        if case .cuda = choice.device { CUDA.allowTF32 = precision != .no }
+        if warmupSteps > 0 {
+            var warmup = request
+            warmup.numInferenceSteps = warmupSteps
+            var generator = PhiloxGenerator(seed: UInt64(bitPattern: Int64(seed)))
+            do { _ = try pipeline.sample(warmup, generator: &generator).images?.copied(to: .cpu) }
+            catch { throw AppError("\(command): warm-up: \(error)", exitCode: 1) }
         }
+        if case .cuda(let index) = choice.device { CUDA.resetPeakMemory(index) }
+        CUDA.resetProfile()
         let started = Date()
         do {
             var generator = PhiloxGenerator(seed: UInt64(bitPattern: Int64(seed)))
@@ -117,6 +126,7 @@ enum SampleCommand {
         } catch { throw AppError("\(command): \(error)", exitCode: 1) }
         guard let images = output.images?.copied(to: .cpu) else { throw AppError("\(command): the pipeline decoded no images", exitCode: 1) }
         let seconds = Date().timeIntervalSince(started)   // the copy to the host waited for the device
+        CUDA.flushProfile("\(command): \(prompts.count) prompts, \(steps) steps")
 
         do { try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true) }
         catch { throw AppError("\(command): --out: cannot create \(out.path): \(error.localizedDescription)", exitCode: 1) }

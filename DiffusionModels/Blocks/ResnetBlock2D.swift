@@ -15,7 +15,8 @@ import Foundation
 // Keys: norm1, conv1, time_emb_proj (when tembChannels != nil), norm2, conv2, and conv_shortcut
 // (a 1×1 conv, present when the input and output channel counts differ, or when useInShortcut says so).
 // Forward: h = conv1(silu(norm1(x))); h += time_emb_proj(silu(temb))[:, :, None, None];
-// h = conv2(dropout(silu(norm2(h)))); out = (shortcut(x) + h) / outputScaleFactor.
+// h = conv2(dropout(silu(norm2(h)))); out = (shortcut(x) + h) / outputScaleFactor. Each silu(norm(·))
+// is one fused GroupNorm+SiLU pass (`norm(x, silu: true)`).
 // Only diffusers' `time_embedding_norm="default"`, `non_linearity="silu"`, no up/down inside the block.
 
 public final class ResnetBlock2D: Module {
@@ -62,12 +63,12 @@ public final class ResnetBlock2D: Module {
     /// x [B, inChannels, H, W], temb [B, tembChannels] (ignored when the block has no `time_emb_proj`,
     /// as in diffusers) → [B, outChannels, H, W].
     public func callAsFunction(_ x: Tensor, temb: Tensor?) -> Tensor {
-        var h = conv1(norm1(x).silu())
+        var h = conv1(norm1(x, silu: true))
         if let proj = time_emb_proj, let temb {
             let t = proj(temb.silu())
             h = h + t.reshape([t.shape[0], t.shape[1], 1, 1])
         }
-        h = conv2(dropout(norm2(h).silu()))
+        h = conv2(dropout(norm2(h, silu: true)))
         let shortcut = conv_shortcut.map { $0(x) } ?? x
         let sum = shortcut + h
         return outputScaleFactor == 1 ? sum : sum / outputScaleFactor

@@ -174,7 +174,7 @@ public final class UNet2DConditionModel: Module {
             x = block(x, skips: mine, temb: emb, encoderHiddenStates: enc, upsampleSize: upsampleSize,
                       checkpointing: checkpointing)
         }
-        return conv_out(conv_norm_out(x).silu())
+        return conv_out(conv_norm_out(x, silu: true))
     }
 }
 

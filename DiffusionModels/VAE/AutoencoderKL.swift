@@ -153,7 +153,7 @@ public final class VAEEncoder: Module {
         var h = conv_in(x)
         for block in down_blocks { h = run(block, h) { $0($1) } }
         h = run(mid_block, h) { $0($1) }
-        return conv_out(conv_norm_out(h).silu())
+        return conv_out(conv_norm_out(h, silu: true))
     }
 
     private func run<M: Module>(_ block: M, _ x: Tensor, _ body: @escaping (M, Tensor) -> Tensor) -> Tensor {
@@ -198,7 +198,7 @@ public final class VAEDecoder: Module {
         var h = conv_in(z)
         h = run(mid_block, h) { $0($1) }
         for block in up_blocks { h = run(block, h) { $0($1) } }
-        return conv_out(conv_norm_out(h).silu())
+        return conv_out(conv_norm_out(h, silu: true))
     }
 
     private func run<M: Module>(_ block: M, _ x: Tensor, _ body: @escaping (M, Tensor) -> Tensor) -> Tensor {

@@ -13,6 +13,9 @@
 // Cases (the same in scripts/bench_sd_torch.py and scripts/bench_ddpo_trl.py):
 //   unet_fwd_b2     UNet forward without a graph, batch 2 (one CFG step), timestep 500, 77 tokens
 //   unet_fwdbwd_b1  UNet forward + backward, batch 1, every weight requiring grad, fixed upstream grad
+//   unet_lora_fwdbwd_b2
+//                   one DDPO training pass: UNet forward + backward at batch 2 (train batch 1 with CFG),
+//                   base frozen, LoRA rank 4 on the attention projections as the DDPO pipeline adds it
 //   vae_decode_b1   VAE decode of one latent, no graph
 //   sample          StableDiffusionPipeline.sample: one prompt, guidance 7.5 (UNet batch 2), DDIM eta 0,
 //                   20 steps (tiny) / 10 (small), text encoding and VAE decode included
@@ -82,7 +85,7 @@ while let arg = argv.popFirst() {
         warmupEpochs = v
     case "-h", "--help":
         print("usage: ddpo-bench MODEL_DIR CASE [--budget S] [--epochs N] [--warmup N]")
-        print("cases: unet_fwd_b2 unet_fwdbwd_b1 vae_decode_b1 sample ddpo_epoch")
+        print("cases: unet_fwd_b2 unet_fwdbwd_b1 unet_lora_fwdbwd_b2 vae_decode_b1 sample ddpo_epoch")
         exit(0)
     default: positional.append(arg)
     }
@@ -138,6 +141,17 @@ do {
                 unet.zeroGrad()
             })
         }
+    case "unet_lora_fwdbwd_b2":
+        let unet = try DefaultDDPOStableDiffusionPipeline(directory: modelDir, useLoRA: true).unet
+        let size = latentSize(unet)
+        var g = PhiloxGenerator(seed: 0)
+        let x = Tensor.randn([2, unet.config.in_channels, size, size], generator: &g)
+        let ehs = Tensor.randn([2, 77, crossAttentionDim(unet)], generator: &g)
+        let upstream = Tensor.randn([2, unet.config.out_channels, size, size], generator: &g)
+        report(measure(budget: budget) {
+            unet(sample: x, timestep: 500, encoderHiddenStates: ehs).backward(upstream)
+            unet.zeroGrad()
+        })
     case "vae_decode_b1":
         let vae = try AutoencoderKL.load(directory: modelDir.appendingPathComponent("vae"))
         vae.freeze()

@@ -254,6 +254,7 @@ public final class DDPOTrainer {
         for i in samples.indices { samples[i].advantage = advantages[i] }
 
         let samplingSeconds = Date().timeIntervalSince(epochStart)
+        CUDA.flushProfile("epoch \(epoch): sampling and rewards")
         let wasTraining = pipeline.unet.isTraining
         pipeline.unet.train()
         defer { pipeline.unet.train(wasTraining) }
@@ -273,6 +274,7 @@ public final class DDPOTrainer {
         }
         if let lossScaler { timing["loss_scale"] = lossScaler.scale }
         logger?.log(timing, step: globalStep)
+        CUDA.flushProfile("epoch \(epoch): training")
     }
 
     private func trainInnerEpoch(_ samples: [Sample], epoch: Int, inner: Int) throws {

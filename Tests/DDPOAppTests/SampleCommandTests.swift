@@ -41,10 +41,12 @@ final class SampleCommandTests: XCTestCase {
     func testSampleWithSeedIsDeterministicAndHonoursTheSize() throws {
         let dir = try DDPOProcess.temporaryDirectory()
         var outputs: [[Double]] = []
-        for name in ["a", "b"] {
+        // The second run first makes a discarded 2-step warm-up call (benchmarks): same images.
+        for (name, extra) in [("a", [String]()), ("b", ["--warmup_steps", "2", "--timing"])] {
             let result = try DDPOProcess.run(["sample", "--model", model, "--prompt", "the cat", "--seed", "7", "--steps", "3",
-                                              "--eta", "1", "--height", "16", "--width", "24", "--out", dir.appendingPathComponent(name).path, "--quiet"])
+                                              "--eta", "1", "--height", "16", "--width", "24", "--out", dir.appendingPathComponent(name).path, "--quiet"] + extra)
             XCTAssertEqual(result.status, 0, result.stderr)
+            if name == "b" { XCTAssertTrue(result.stdout.contains("\"sampling_seconds\""), result.stdout) }
             let images = try SafeTensorsFile(path: dir.appendingPathComponent("\(name)/samples.safetensors").path).tensor("images")
             XCTAssertEqual(images.shape, [1, 3, 16, 24])
             let values = images.toArray()
@@ -97,6 +99,7 @@ final class SampleCommandTests: XCTestCase {
             (["--prompt", "a", "--latents", dir.appendingPathComponent("none.safetensors").path], 2, ["--latents", "none.safetensors"]),
             (["--prompt", "a", "--prompt", "b", "--negative-prompt", "x", "--negative-prompt", "y", "--negative-prompt", "z"], 2, ["--negative-prompt given 3 times for 2 prompts"]),
             (["--prompt", "a", "--steps", "0"], 2, ["--steps"]),
+            (["--prompt", "a", "--warmup_steps", "-1"], 2, ["--warmup_steps", "≥ 0"]),
             (["--prompt", "a", "--height", "30"], 2, ["--height", "multiple of 8"]),
             (["--prompt", "a", "--lora", "/nonexistent/lora"], 2, ["--lora", "/nonexistent/lora"]),
             (["--prompt", "a", "--seeds", "3"], 2, ["unknown option '--seeds'", "did you mean '--seed'"]),

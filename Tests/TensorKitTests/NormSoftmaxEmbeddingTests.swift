@@ -104,7 +104,7 @@ final class NormSoftmaxEmbeddingTests: XCTestCase {
             let y = groupNorm(x, groups: groups, weight: w, bias: b, eps: 1e-5)
             XCTAssertEqual(y.shape, shape)
             assertClose(y.toArray(), ref.out, atol: 1e-12, rtol: 1e-10, "group_norm \(shape) G\(groups)")
-            let (_, stats) = CPUBackend.shared.groupNorm(x, groups: groups, weight: w, bias: b, eps: 1e-5)
+            let (_, stats) = CPUBackend.shared.groupNorm(x, groups: groups, weight: w, bias: b, eps: 1e-5, silu: false)
             XCTAssertEqual(stats.mean.shape, [shape[0], groups])
             assertClose(stats.mean.toArray(), ref.mean, atol: 1e-12, rtol: 1e-10, "group_norm mean")
             assertClose(stats.rstd.toArray(), ref.rstd, atol: 1e-12, rtol: 1e-10, "group_norm rstd")
@@ -149,6 +149,79 @@ final class NormSoftmaxEmbeddingTests: XCTestCase {
             let tol = dtype == .float64 ? 1e-9 : 2e-4
             for (i, name) in ["input", "weight", "bias"].enumerated() {
                 assertClose(fused[i], composed[i], atol: tol, rtol: tol, "group_norm \(dtype) \(name) gradient")
+            }
+        }
+    }
+
+    // MARK: group norm + SiLU (fused)
+
+    private func naiveSiLU(_ v: [Double]) -> [Double] { v.map { $0 / (1 + Foundation.exp(-$0)) } }
+
+    func testGroupNormSiLUForwardMatchesNaive() {
+        for (shape, groups, affine) in [([2, 6, 5], 3, true), ([2, 6, 3, 4], 2, false), ([2, 32, 17, 3], 8, true),
+                                        ([1, 6], 3, true)] {
+            let c = shape[1], s = shape.dropFirst(2).reduce(1, *)
+            let x = randomDouble(shape, seed: 21, scale: 2, shift: 0.5)
+            let w = affine ? randomDouble([c], seed: 22) : nil, b = affine ? randomDouble([c], seed: 23, scale: 3) : nil
+            let ref = naiveGroupNorm(x.toArray(), n: shape[0], c: c, s: s, groups: groups,
+                                     weight: w?.toArray(), bias: b?.toArray(), eps: 1e-5)
+            let expected = naiveSiLU(ref.out)
+            let y = groupNorm(x, groups: groups, weight: w, bias: b, eps: 1e-5, silu: true)
+            XCTAssertEqual(y.shape, shape)
+            assertClose(y.toArray(), expected, atol: 1e-12, rtol: 1e-10, "group_norm+silu \(shape) G\(groups)")
+            // The statistics stay those of the normalisation.
+            let (_, stats) = CPUBackend.shared.groupNorm(x, groups: groups, weight: w, bias: b, eps: 1e-5, silu: true)
+            assertClose(stats.mean.toArray(), ref.mean, atol: 1e-12, rtol: 1e-10, "group_norm+silu mean")
+            assertClose(stats.rstd.toArray(), ref.rstd, atol: 1e-12, rtol: 1e-10, "group_norm+silu rstd")
+            let y32 = groupNorm(x.to(.float32), groups: groups, weight: w?.to(.float32), bias: b?.to(.float32),
+                                eps: 1e-5, silu: true)
+            assertClose(y32.toArray(), expected, atol: 2e-5, rtol: 1e-5, "group_norm+silu float32 \(shape)")
+        }
+    }
+
+    func testGroupNormSiLUGradients() {
+        for (shape, groups) in [([2, 6, 5], 1), ([2, 6, 5], 3), ([2, 4, 3, 3], 2), ([1, 6], 6)] {
+            let c = shape[1]
+            let x = randomDouble(shape, seed: 24, scale: 1.5, shift: 0.3)
+            let w = randomDouble([c], seed: 25), b = randomDouble([c], seed: 26, scale: 2)
+            assertGradientsMatch([x, w, b]) { t in groupNorm(t[0], groups: groups, weight: t[1], bias: t[2], silu: true) }
+            assertGradientsMatch([x]) { t in groupNorm(t[0], groups: groups, weight: nil, bias: nil, silu: true) }
+            assertGradientsMatch([x, w]) { t in groupNorm(t[0], groups: groups, weight: t[1], bias: nil, silu: true) }
+            assertGradientsMatch([x, b]) { t in groupNorm(t[0], groups: groups, weight: nil, bias: t[1], silu: true) }
+        }
+    }
+
+    /// Larger shapes (threads, SIMD runs with tails) against silu(group norm) composed from primitives.
+    func testGroupNormSiLUBackwardMatchesComposedOps() {
+        for dtype in [DType.float64, .float32] {
+            let shape = [3, 64, 13, 11]
+            let x = randomDouble(shape, seed: 27, scale: 2, shift: -1).to(dtype)
+            let w = randomDouble([64], seed: 28).to(dtype), b = randomDouble([64], seed: 29, scale: 2).to(dtype)
+            let fused = gradients([x, w, b]) { t in groupNorm(t[0], groups: 16, weight: t[1], bias: t[2], silu: true) }
+            let composed = gradients([x.to(.float64), w.to(.float64), b.to(.float64)]) { t in
+                composedGroupNorm(t[0], groups: 16, weight: t[1], bias: t[2], eps: 1e-5).silu()
+            }
+            let tol = dtype == .float64 ? 1e-9 : 2e-4
+            for (i, name) in ["input", "weight", "bias"].enumerated() {
+                assertClose(fused[i], composed[i], atol: tol, rtol: tol, "group_norm+silu \(dtype) \(name) gradient")
+            }
+        }
+    }
+
+    /// On the CPU the fused op computes silu and its derivative exactly as the elementwise op does,
+    /// so it equals the unfused composition bit for bit (trained models do not drift with fusion).
+    func testGroupNormSiLUEqualsUnfusedExactly() {
+        for dtype in [DType.float32, .float64] {
+            let shape = [2, 64, 9, 7]
+            let x = randomDouble(shape, seed: 44, scale: 2, shift: 0.5).to(dtype)
+            let w = randomDouble([64], seed: 45).to(dtype), b = randomDouble([64], seed: 46, scale: 2).to(dtype)
+            let fusedOut = groupNorm(x, groups: 32, weight: w, bias: b, silu: true).toArray()
+            let unfusedOut = groupNorm(x, groups: 32, weight: w, bias: b).silu().toArray()
+            XCTAssertEqual(fusedOut, unfusedOut, "group_norm+silu \(dtype) forward")
+            let fused = gradients([x, w, b]) { t in groupNorm(t[0], groups: 32, weight: t[1], bias: t[2], silu: true) }
+            let unfused = gradients([x, w, b]) { t in groupNorm(t[0], groups: 32, weight: t[1], bias: t[2]).silu() }
+            for (i, name) in ["input", "weight", "bias"].enumerated() {
+                XCTAssertEqual(fused[i], unfused[i], "group_norm+silu \(dtype) \(name) gradient")
             }
         }
     }
@@ -199,6 +272,63 @@ final class NormSoftmaxEmbeddingTests: XCTestCase {
                 }
                 assertClose(noAffine[0], noAffineRef[0], atol: tol, rtol: tol, "layer_norm \(dtype) \(shape) no-affine gradient")
             }
+        }
+    }
+
+    // MARK: frozen parameters
+
+    /// Frozen weight and bias (LoRA): the input gradient is still right, the parameters get no
+    /// gradient, and the backends are asked for none. A trainable bias beside a frozen weight still
+    /// gets its own.
+    func testGroupNormFrozenParameters() {
+        for silu in [false, true] {
+            let x = randomDouble([2, 6, 5], seed: 30, scale: 1.5, shift: 0.3)
+            let w = randomDouble([6], seed: 31), b = randomDouble([6], seed: 32, scale: 2)
+            assertGradientsMatch([x]) { t in groupNorm(t[0], groups: 3, weight: w, bias: b, silu: silu) }
+            XCTAssertNil(w.grad, "frozen group_norm weight (silu \(silu))")
+            XCTAssertNil(b.grad, "frozen group_norm bias (silu \(silu))")
+            assertGradientsMatch([x, b]) { t in groupNorm(t[0], groups: 3, weight: w, bias: t[1], silu: silu) }
+            XCTAssertNil(w.grad, "frozen group_norm weight beside a trainable bias (silu \(silu))")
+
+            // Backend level: nothing for the parameters, and the same input gradient either way.
+            for dtype in [DType.float64, .float32] {
+                let xs = randomDouble([3, 64, 13, 11], seed: 33).to(dtype)
+                let ws = randomDouble([64], seed: 34).to(dtype), bs = randomDouble([64], seed: 35).to(dtype)
+                let g = randomDouble([3, 64, 13, 11], seed: 36).to(dtype)
+                let cpu = CPUBackend.shared
+                let (_, stats) = cpu.groupNorm(xs, groups: 16, weight: ws, bias: bs, eps: 1e-5, silu: silu)
+                let frozen = cpu.groupNormBackward(g, x: xs, groups: 16, weight: ws, bias: bs, stats: stats,
+                                                   silu: silu, parameterGradients: false)
+                let full = cpu.groupNormBackward(g, x: xs, groups: 16, weight: ws, bias: bs, stats: stats,
+                                                 silu: silu, parameterGradients: true)
+                XCTAssertNil(frozen.weight); XCTAssertNil(frozen.bias)
+                XCTAssertNotNil(full.weight); XCTAssertNotNil(full.bias)
+                XCTAssertEqual(frozen.input.toArray(), full.input.toArray(), "group_norm \(dtype) silu \(silu) input gradient")
+            }
+        }
+    }
+
+    func testLayerNormFrozenParameters() {
+        for (shape, normalized) in [([2, 3, 5], [5]), ([2, 3, 4], [3, 4])] {
+            let x = randomDouble(shape, seed: 37, scale: 1.5, shift: 0.4)
+            let w = randomDouble(normalized, seed: 38), b = randomDouble(normalized, seed: 39)
+            assertGradientsMatch([x]) { t in layerNorm(t[0], normalizedShape: normalized, weight: w, bias: b) }
+            XCTAssertNil(w.grad, "frozen layer_norm weight")
+            XCTAssertNil(b.grad, "frozen layer_norm bias")
+            assertGradientsMatch([x, b]) { t in layerNorm(t[0], normalizedShape: normalized, weight: w, bias: t[1]) }
+            XCTAssertNil(w.grad, "frozen layer_norm weight beside a trainable bias")
+        }
+        for dtype in [DType.float64, .float32] {
+            // Several partial-sum blocks of rows.
+            let xs = randomDouble([3, 70, 40], seed: 40).to(dtype), g = randomDouble([3, 70, 40], seed: 41).to(dtype)
+            let ws = randomDouble([40], seed: 42).to(dtype), bs = randomDouble([40], seed: 43).to(dtype)
+            let cpu = CPUBackend.shared
+            let (_, stats) = cpu.layerNorm(xs, normalizedCount: 40, weight: ws, bias: bs, eps: 1e-5)
+            let frozen = cpu.layerNormBackward(g, x: xs, normalizedCount: 40, weight: ws, stats: stats, parameterGradients: false)
+            let full = cpu.layerNormBackward(g, x: xs, normalizedCount: 40, weight: ws, stats: stats, parameterGradients: true)
+            XCTAssertNil(frozen.weight); XCTAssertNil(frozen.bias)
+            XCTAssertNotNil(full.weight); XCTAssertNotNil(full.bias)
+            XCTAssertEqual(frozen.input.toArray(), full.input.toArray(), "layer_norm \(dtype) input gradient")
         }
     }
 

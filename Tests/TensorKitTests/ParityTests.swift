@@ -98,13 +98,18 @@ final class ParityTests: XCTestCase {
         }
     }
 
-    func testGroupNorm() throws {
-        let fx = try Fixture("group_norm")
-        XCTAssertGreaterThanOrEqual(fx.cases.count, 6)
+    func testGroupNorm() throws { try checkGroupNorm("group_norm", minimumCases: 6, silu: false) }
+
+    /// The fused op against PyTorch's F.silu(F.group_norm(...)), gradients of input, weight and bias.
+    func testGroupNormSiLU() throws { try checkGroupNorm("group_norm_silu", minimumCases: 4, silu: true) }
+
+    private func checkGroupNorm(_ family: String, minimumCases: Int, silu: Bool) throws {
+        let fx = try Fixture(family)
+        XCTAssertGreaterThanOrEqual(fx.cases.count, minimumCases)
         for c in fx.cases {
             let groups = try fx.ints(c, "groups")[0], eps = try fx.double(c, "eps")
             try check(fx, c, inputs: ["input", "weight", "bias"], atol: 2e-5, gradAtol: 5e-5) { t in
-                groupNorm(t["input"]!, groups: groups, weight: t["weight"], bias: t["bias"], eps: eps)
+                groupNorm(t["input"]!, groups: groups, weight: t["weight"], bias: t["bias"], eps: eps, silu: silu)
             }
         }
     }

@@ -66,6 +66,12 @@ public enum GPUCheck {
             Case("matmul (batched)", [f([3, 17, 40]), f([3, 40, 23])]) { $0[0].matmul($0[1]) },
             Case("matmul (transposed)", [f([3, 40, 17]), f([3, 23, 40])]) { $0[0].transposed().matmul($0[1].transposed()) },
             Case("linear", [f([8, 64]), f([32, 64]), f([32])]) { linear($0[0], weight: $0[1], bias: $0[2]) },
+            // A batched input: the weight gradient is one GEMM over all rows; frozen: only the input's.
+            Case("linear batched", [f([2, 9, 64]), f([32, 64]), f([32])]) { linear($0[0], weight: $0[1], bias: $0[2]) },
+            Case("linear frozen", [f([2, 9, 64]), f([32, 64]), f([32])]) {
+                linear($0[0], weight: $0[1].detach(), bias: $0[2].detach())
+            },
+            Case("strided broadcast mul", [f([4, 6, 5, 3]), f([6, 1, 3])]) { $0[0].permute([0, 3, 1, 2]) * $0[1].permute([2, 0, 1]) },
             Case("conv2d 3x3", [f([2, 8, 12, 12]), f([16, 8, 3, 3]), f([16])]) {
                 conv2d($0[0], weight: $0[1], bias: $0[2], padding: (1, 1))
             },
@@ -75,10 +81,34 @@ public enum GPUCheck {
             Case("conv2d groups+dilation", [f([2, 8, 10, 10]), f([6, 4, 3, 3])]) {
                 conv2d($0[0], weight: $0[1], padding: (2, 2), dilation: (2, 2), groups: 2)
             },
+            // Different stride, padding and kernel size per axis: col2im's row and column taps apart.
+            Case("conv2d stride 2x1 kernel 3x5", [f([2, 4, 9, 11]), f([5, 4, 3, 5])]) {
+                conv2d($0[0], weight: $0[1], stride: (2, 1), padding: (1, 2))
+            },
             Case("conv2d 1x1", [f([2, 16, 9, 9]), f([12, 16, 1, 1]), f([12])]) { conv2d($0[0], weight: $0[1], bias: $0[2]) },
             Case("group norm", [f([2, 32, 6, 6]), f([32]), f([32])]) { groupNorm($0[0], groups: 8, weight: $0[1], bias: $0[2]) },
             Case("layer norm", [f([4, 10, 64]), f([64]), f([64])]) {
                 layerNorm($0[0], normalizedShape: [64], weight: $0[1], bias: $0[2])
+            },
+            // Fused GroupNorm + SiLU: the backward recomputes the pre-activation from x, w, b.
+            Case("group norm silu", [f([2, 32, 6, 6]), f([32]), f([32])]) {
+                groupNorm($0[0], groups: 8, weight: $0[1], bias: $0[2], silu: true)
+            },
+            Case("group norm silu no affine", [f([3, 12, 5])]) { groupNorm($0[0], groups: 4, weight: nil, bias: nil, silu: true) },
+            // Frozen parameters (LoRA): only the input gradient, on both sides.
+            Case("group norm frozen", [f([2, 32, 6, 6]), f([32]), f([32])]) {
+                groupNorm($0[0], groups: 8, weight: $0[1].detach(), bias: $0[2].detach())
+            },
+            Case("group norm silu frozen", [f([2, 32, 6, 6]), f([32]), f([32])]) {
+                groupNorm($0[0], groups: 8, weight: $0[1].detach(), bias: $0[2].detach(), silu: true)
+            },
+            Case("layer norm frozen", [f([4, 10, 64]), f([64]), f([64])]) {
+                layerNorm($0[0], normalizedShape: [64], weight: $0[1].detach(), bias: $0[2].detach())
+            },
+            // More rows than one chunk of the two-pass parameter reduction (128 rows), and a width
+            // that leaves the last 32-column tile partial.
+            Case("layer norm many rows", [f([3, 300, 72]), f([72]), f([72])]) {
+                layerNorm($0[0], normalizedShape: [72], weight: $0[1], bias: $0[2])
             },
             Case("softmax", [f([6, 77])]) { $0[0].softmax() },
             Case("log softmax", [f([6, 77])]) { $0[0].logSoftmax() },

@@ -118,10 +118,47 @@ private func gradRun<T: CPUFloat>(_ g: UnsafePointer<T>, _ x: UnsafePointer<T>, 
     while i < n { dx[i] = g[i] * a + (x[i] - mean) * b + c; i += 1 }
 }
 
+/// silu(z) for the fused GroupNorm+SiLU, computed exactly as the elementwise `silu` computes it
+/// (VectorMath's branch-free float32 function, which vectorises; libm in float64), so the fused op
+/// equals `groupNorm(...).silu()` bit for bit on the CPU.
+@inline(__always)
+private func siluValue<T: CPUFloat>(_ z: T) -> T {
+    if T.self == Float.self { return unsafeBitCast(SiluFunction.value(unsafeBitCast(z, to: Float.self)), to: T.self) }
+    return z / (1 + T.exp(-z))
+}
+
+/// g·silu'(z), silu'(z) = σ(z)·(1 + z·(1 - σ(z))), in the elementwise backward's exact order of operations.
+@inline(__always)
+private func siluGradient<T: CPUFloat>(_ z: T, _ g: T) -> T {
+    if T.self == Float.self {
+        let zf = unsafeBitCast(z, to: Float.self), gf = unsafeBitCast(g, to: Float.self)
+        return unsafeBitCast(SiluFunction.derivative(zf) * gf, to: T.self)
+    }
+    let s = 1 / (1 + T.exp(-z))
+    return g * s * (1 + z * (1 - s))
+}
+
+/// y[i] = silu((x[i] - mean)·scale + shift) over one contiguous run.
+@inline(__always)
+private func affineSiLURun<T: CPUFloat>(_ x: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>, _ n: Int,
+                                        mean: T, scale: T, shift: T) {
+    for i in 0..<n { y[i] = siluValue((x[i] - mean) * scale + shift) }
+}
+
+/// dz[i] = g[i]·silu'(z) with z = (x[i] - mean)·scale + shift: the gradient at the normalisation's
+/// output, with z recomputed from the input as the forward computed it (`dz` may be the buffer that
+/// later receives dx).
+@inline(__always)
+private func siluGradRun<T: CPUFloat>(_ g: UnsafePointer<T>, _ x: UnsafePointer<T>, _ dz: UnsafeMutablePointer<T>, _ n: Int,
+                                      mean: T, scale: T, shift: T) {
+    for i in 0..<n { dz[i] = siluGradient((x[i] - mean) * scale + shift, g[i]) }
+}
+
 extension CPUBackend {
     // MARK: group norm
 
-    public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Double) -> (Tensor, NormStatistics) {
+    public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Double,
+                          silu: Bool) -> (Tensor, NormStatistics) {
         precondition(x.isContiguous && x.rank >= 2 && groups > 0 && x.shape[1] % groups == 0,
                      "groupNorm kernel: needs contiguous [N, C, *] with C divisible by \(groups), got \(x.shape)")
         let n = x.shape[0], channels = x.shape[1]
@@ -133,7 +170,7 @@ extension CPUBackend {
                                    weight.map { checkedParameter($0, channels, x.dtype, T.self) },
                                    bias.map { checkedParameter($0, channels, x.dtype, T.self) },
                                    mean.pointer(as: T.self), rstd.pointer(as: T.self),
-                                   n: n, channels: channels, groups: groups, spatial: spatial, eps: eps)
+                                   n: n, channels: channels, groups: groups, spatial: spatial, eps: eps, silu: silu)
         }
         switch x.dtype {
         case .float32: run(Float.self)
@@ -143,7 +180,8 @@ extension CPUBackend {
         return (out, NormStatistics(mean: mean, rstd: rstd))
     }
 
-    public func groupNormBackward(_ gradOutput: Tensor, x: Tensor, groups: Int, weight: Tensor?, stats: NormStatistics)
+    public func groupNormBackward(_ gradOutput: Tensor, x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?,
+                                  stats: NormStatistics, silu: Bool, parameterGradients: Bool)
         -> (input: Tensor, weight: Tensor?, bias: Tensor?) {
         precondition(x.isContiguous && gradOutput.isContiguous && gradOutput.shape == x.shape && gradOutput.dtype == x.dtype,
                      "groupNormBackward kernel: gradient \(gradOutput.shape)/\(gradOutput.dtype) for input \(x.shape)/\(x.dtype)")
@@ -152,14 +190,16 @@ extension CPUBackend {
         precondition(stats.mean.shape == [n, groups] && stats.rstd.shape == [n, groups],
                      "groupNormBackward kernel: statistics \(stats.mean.shape) for [\(n), \(groups)]")
         let dx = empty(x.shape, x.dtype)
-        let dw = empty([channels], x.dtype), db = empty([channels], x.dtype)
+        let dw = parameterGradients ? empty([channels], x.dtype) : nil
+        let db = parameterGradients ? empty([channels], x.dtype) : nil
         func run<T: CPUFloat>(_: T.Type) {
             let mean = stats.mean.contiguous(), rstd = stats.rstd.contiguous()
             groupNormBackwardKernel(gradOutput.pointer(as: T.self), x.pointer(as: T.self),
                                     weight.map { checkedParameter($0, channels, x.dtype, T.self) },
+                                    bias.map { checkedParameter($0, channels, x.dtype, T.self) },
                                     mean.pointer(as: T.self), rstd.pointer(as: T.self),
-                                    dx.pointer(as: T.self), dw.pointer(as: T.self), db.pointer(as: T.self),
-                                    n: n, channels: channels, groups: groups, spatial: spatial)
+                                    dx.pointer(as: T.self), dw?.pointer(as: T.self), db?.pointer(as: T.self),
+                                    n: n, channels: channels, groups: groups, spatial: spatial, silu: silu)
         }
         switch x.dtype {
         case .float32: run(Float.self)
@@ -192,7 +232,8 @@ extension CPUBackend {
         return (out, NormStatistics(mean: mean, rstd: rstd))
     }
 
-    public func layerNormBackward(_ gradOutput: Tensor, x: Tensor, normalizedCount: Int, weight: Tensor?, stats: NormStatistics)
+    public func layerNormBackward(_ gradOutput: Tensor, x: Tensor, normalizedCount: Int, weight: Tensor?, stats: NormStatistics,
+                                  parameterGradients: Bool)
         -> (input: Tensor, weight: Tensor?, bias: Tensor?) {
         precondition(x.isContiguous && gradOutput.isContiguous && gradOutput.shape == x.shape && gradOutput.dtype == x.dtype,
                      "layerNormBackward kernel: gradient \(gradOutput.shape)/\(gradOutput.dtype) for input \(x.shape)/\(x.dtype)")
@@ -203,14 +244,15 @@ extension CPUBackend {
         // Parameter gradients must come back shaped like the parameters (normalizedShape), which
         // only the weight carries; without one, the trailing axes of x that hold normalizedCount.
         let paramShape = weight?.shape ?? trailingShape(x.shape, elementCount: normalizedCount)
-        let dw = empty(paramShape, x.dtype), db = empty(paramShape, x.dtype)
+        let dw = parameterGradients ? empty(paramShape, x.dtype) : nil
+        let db = parameterGradients ? empty(paramShape, x.dtype) : nil
         func run<T: CPUFloat>(_: T.Type) {
             let mean = stats.mean.contiguous(), rstd = stats.rstd.contiguous()
+            let params = dw.flatMap { w in db.map { (w: w.pointer(as: T.self), b: $0.pointer(as: T.self)) } }
             layerNormBackwardKernel(gradOutput.pointer(as: T.self), x.pointer(as: T.self),
                                     weight.map { checkedParameter($0, normalizedCount, x.dtype, T.self) },
                                     mean.pointer(as: T.self), rstd.pointer(as: T.self),
-                                    dx.pointer(as: T.self), dw.pointer(as: T.self), db.pointer(as: T.self),
-                                    rows: rows, count: normalizedCount)
+                                    dx.pointer(as: T.self), params, rows: rows, count: normalizedCount)
         }
         switch x.dtype {
         case .float32: run(Float.self)
@@ -244,11 +286,12 @@ private func checkedParameter<T: CPUFloat>(_ p: Tensor, _ count: Int, _ dtype: D
 
 // MARK: - Group norm kernels
 
-/// Each (n, g) block is the contiguous run of its channels' spatial planes.
+/// Each (n, g) block is the contiguous run of its channels' spatial planes; with `silu` the
+/// activation is applied to each value before it is stored.
 private func groupNormForwardKernel<T: CPUFloat>(
     _ x: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>, _ w: UnsafePointer<T>?, _ b: UnsafePointer<T>?,
     _ meanOut: UnsafeMutablePointer<T>, _ rstdOut: UnsafeMutablePointer<T>,
-    n: Int, channels: Int, groups: Int, spatial: Int, eps: Double
+    n: Int, channels: Int, groups: Int, spatial: Int, eps: Double, silu: Bool
 ) {
     let perGroup = channels / groups, blockSize = perGroup * spatial
     parallelFor(n * groups, minimumPerChunk: max(1, 32_768 / max(blockSize, 1))) { range in
@@ -262,7 +305,11 @@ private func groupNormForwardKernel<T: CPUFloat>(
                 let c = g * perGroup + ci
                 let scale = w.map { T(r) * $0[c] } ?? T(r)
                 let shift = b?[c] ?? 0
-                affineRun(xb + ci * spatial, yb + ci * spatial, spatial, mean: m, scale: scale, shift: shift)
+                if silu {
+                    affineSiLURun(xb + ci * spatial, yb + ci * spatial, spatial, mean: m, scale: scale, shift: shift)
+                } else {
+                    affineRun(xb + ci * spatial, yb + ci * spatial, spatial, mean: m, scale: scale, shift: shift)
+                }
             }
         }
     }
@@ -271,27 +318,44 @@ private func groupNormForwardKernel<T: CPUFloat>(
 /// With x̂ = (x - μ)·r and dŷ = g·w over a group of M elements:
 /// dx = r·(dŷ - mean(dŷ) - x̂·mean(dŷ·x̂)), dw_c = Σ g·x̂, db_c = Σ g.
 /// Per-channel sums Σg and Σg·(x - μ) give all three; dw/db partials per (n, c) are reduced over n
-/// afterwards in a fixed order, so results do not depend on the thread count.
+/// afterwards in a fixed order, so results do not depend on the thread count. Without `dw`/`db`
+/// (frozen parameters) only dx is computed.
+///
+/// With `silu` the output was silu(z), z = x̂·w + b: g is first replaced by g·silu'(z), z recomputed
+/// from x, μ, r, w and b, and stored in dx's run, which then serves as g for the formulas above
+/// (and is overwritten with dx in place).
 private func groupNormBackwardKernel<T: CPUFloat>(
-    _ g: UnsafePointer<T>, _ x: UnsafePointer<T>, _ w: UnsafePointer<T>?,
+    _ g: UnsafePointer<T>, _ x: UnsafePointer<T>, _ w: UnsafePointer<T>?, _ bias: UnsafePointer<T>?,
     _ meanIn: UnsafePointer<T>, _ rstdIn: UnsafePointer<T>,
-    _ dx: UnsafeMutablePointer<T>, _ dw: UnsafeMutablePointer<T>, _ db: UnsafeMutablePointer<T>,
-    n: Int, channels: Int, groups: Int, spatial: Int
+    _ dx: UnsafeMutablePointer<T>, _ dw: UnsafeMutablePointer<T>?, _ db: UnsafeMutablePointer<T>?,
+    n: Int, channels: Int, groups: Int, spatial: Int, silu: Bool
 ) {
     let perGroup = channels / groups, blockSize = perGroup * spatial
-    let sumG = UnsafeMutablePointer<Double>.allocate(capacity: max(n * channels, 1))
-    let sumGX = UnsafeMutablePointer<Double>.allocate(capacity: max(n * channels, 1))
+    let parameters = dw != nil || db != nil
+    let partials = parameters ? max(n * channels, 1) : 0
+    let sumG = UnsafeMutablePointer<Double>.allocate(capacity: partials)
+    let sumGX = UnsafeMutablePointer<Double>.allocate(capacity: partials)
     defer { sumG.deallocate(); sumGX.deallocate() }
     parallelFor(n * groups, minimumPerChunk: max(1, 16_384 / max(blockSize, 1))) { range in
         for block in range {
             let gi = block % groups
-            let gb = g + block * blockSize, xb = x + block * blockSize, dxb = dx + block * blockSize
+            let xb = x + block * blockSize, dxb = dx + block * blockSize
             let m = meanIn[block], r = Double(rstdIn[block])
+            var gb = g + block * blockSize
+            if silu {
+                for ci in 0..<perGroup {
+                    let c = gi * perGroup + ci
+                    let scale = w.map { T(r) * $0[c] } ?? T(r)
+                    siluGradRun(gb + ci * spatial, xb + ci * spatial, dxb + ci * spatial, spatial,
+                                mean: m, scale: scale, shift: bias?[c] ?? 0)
+                }
+                gb = UnsafePointer(dxb)
+            }
             let firstChannel = block * perGroup  // == n·C + gi·perGroup
             var sumDy = 0.0, sumDyXc = 0.0
             for ci in 0..<perGroup {
                 let (s1, s2) = blockedGradMoments(gb + ci * spatial, xb + ci * spatial, spatial, m)
-                sumG[firstChannel + ci] = s1; sumGX[firstChannel + ci] = s2
+                if parameters { sumG[firstChannel + ci] = s1; sumGX[firstChannel + ci] = s2 }
                 let wc = w.map { Double($0[gi * perGroup + ci]) } ?? 1
                 sumDy += wc * s1; sumDyXc += wc * s2
             }
@@ -305,6 +369,7 @@ private func groupNormBackwardKernel<T: CPUFloat>(
             }
         }
     }
+    guard parameters else { return }
     for c in 0..<channels {
         var sw = 0.0, sb = 0.0
         for ni in 0..<n {
@@ -312,7 +377,7 @@ private func groupNormBackwardKernel<T: CPUFloat>(
             sw += sumGX[ni * channels + c] * Double(rstdIn[block])
             sb += sumG[ni * channels + c]
         }
-        dw[c] = T(sw); db[c] = T(sb)
+        dw?[c] = T(sw); db?[c] = T(sb)
     }
 }
 
@@ -359,68 +424,83 @@ private let layerNormRowsPerPartial = 64
 
 /// Per row, with dŷ = g·w: dx = r·dŷ - r·mean(dŷ) - r³·mean(dŷ·(x-μ))·(x - μ);
 /// dw = Σ_rows g·x̂, db = Σ_rows g, accumulated per block of rows and then across blocks in Double.
+/// Without `params` (frozen parameters) only dx is computed.
 private func layerNormBackwardKernel<T: CPUFloat>(
     _ g: UnsafePointer<T>, _ x: UnsafePointer<T>, _ w: UnsafePointer<T>?,
     _ meanIn: UnsafePointer<T>, _ rstdIn: UnsafePointer<T>,
-    _ dx: UnsafeMutablePointer<T>, _ dw: UnsafeMutablePointer<T>, _ db: UnsafeMutablePointer<T>,
+    _ dx: UnsafeMutablePointer<T>, _ params: (w: UnsafeMutablePointer<T>, b: UnsafeMutablePointer<T>)?,
     rows: Int, count: Int
 ) {
     let blocks = (rows + layerNormRowsPerPartial - 1) / layerNormRowsPerPartial
-    let partialW = UnsafeMutablePointer<T>.allocate(capacity: max(blocks * count, 1))
-    let partialB = UnsafeMutablePointer<T>.allocate(capacity: max(blocks * count, 1))
+    let partials = params == nil ? 0 : max(blocks * count, 1)
+    let partialW = UnsafeMutablePointer<T>.allocate(capacity: partials)
+    let partialB = UnsafeMutablePointer<T>.allocate(capacity: partials)
     defer { partialW.deallocate(); partialB.deallocate() }
     let rowsPerBlock = layerNormRowsPerPartial
+
+    /// dx of one row, adding its dw/db terms to `pw`/`pb` when `accumulate` (a constant at each
+    /// call site, so the frozen-parameter loop carries no partial sums).
+    @inline(__always) func row(_ row: Int, _ pw: UnsafeMutablePointer<T>, _ pb: UnsafeMutablePointer<T>, accumulate: Bool) {
+        let gr = g + row * count, xr = x + row * count, dxr = dx + row * count
+        let m = meanIn[row], r = rstdIn[row]
+        let vm = SIMD16<T>(repeating: m), vr = SIMD16<T>(repeating: r)
+        // Σ dŷ and Σ dŷ·(x-μ), blocked like the statistics; dw/db partials in the same sweep.
+        var s1 = 0.0, s2 = 0.0
+        var start = 0
+        while start < count {
+            let end = min(count, start + normBlock)
+            var a1 = SIMD16<T>(repeating: 0), a2 = SIMD16<T>(repeating: 0)
+            var i = start
+            while i + 16 <= end {
+                let gv = load16(gr + i), xc = load16(xr + i) - vm
+                let dy = w.map { gv * load16($0 + i) } ?? gv
+                a1 += dy; a2 += dy * xc
+                if accumulate {
+                    store16(load16(pw + i) + gv * xc * vr, pw + i)
+                    store16(load16(pb + i) + gv, pb + i)
+                }
+                i += 16
+            }
+            var t1 = a1.sum(), t2 = a2.sum()
+            while i < end {
+                let xc = xr[i] - m
+                let dy = w.map { gr[i] * $0[i] } ?? gr[i]
+                t1 += dy; t2 += dy * xc
+                if accumulate { pw[i] += gr[i] * xc * r; pb[i] += gr[i] }
+                i += 1
+            }
+            s1 += Double(t1); s2 += Double(t2)
+            start = end
+        }
+        let rd = Double(r), n = Double(count)
+        let b = T(-rd * rd * rd * s2 / n), c = T(-rd * s1 / n)
+        if let w {
+            let vb = SIMD16<T>(repeating: b), vc = SIMD16<T>(repeating: c)
+            var j = 0
+            while j + 16 <= count {
+                store16(load16(gr + j) * load16(w + j) * vr + (load16(xr + j) - vm) * vb + vc, dxr + j)
+                j += 16
+            }
+            while j < count { dxr[j] = gr[j] * w[j] * r + (xr[j] - m) * b + c; j += 1 }
+        } else {
+            gradRun(gr, xr, dxr, count, mean: m, a: r, b: b, c: c)
+        }
+    }
+
     parallelFor(blocks, minimumPerChunk: max(1, 16_384 / max(count * rowsPerBlock, 1))) { range in
         for blk in range {
+            let rowRange = (blk * rowsPerBlock)..<min(rows, (blk + 1) * rowsPerBlock)
+            guard params != nil else {
+                for r in rowRange { row(r, partialW, partialB, accumulate: false) }
+                continue
+            }
             let pw = partialW + blk * count, pb = partialB + blk * count
             pw.initialize(repeating: 0, count: count)
             pb.initialize(repeating: 0, count: count)
-            for row in (blk * rowsPerBlock)..<min(rows, (blk + 1) * rowsPerBlock) {
-                let gr = g + row * count, xr = x + row * count, dxr = dx + row * count
-                let m = meanIn[row], r = rstdIn[row]
-                let vm = SIMD16<T>(repeating: m), vr = SIMD16<T>(repeating: r)
-                // Σ dŷ and Σ dŷ·(x-μ), blocked like the statistics; dw/db partials in the same sweep.
-                var s1 = 0.0, s2 = 0.0
-                var start = 0
-                while start < count {
-                    let end = min(count, start + normBlock)
-                    var a1 = SIMD16<T>(repeating: 0), a2 = SIMD16<T>(repeating: 0)
-                    var i = start
-                    while i + 16 <= end {
-                        let gv = load16(gr + i), xc = load16(xr + i) - vm
-                        let dy = w.map { gv * load16($0 + i) } ?? gv
-                        a1 += dy; a2 += dy * xc
-                        store16(load16(pw + i) + gv * xc * vr, pw + i)
-                        store16(load16(pb + i) + gv, pb + i)
-                        i += 16
-                    }
-                    var t1 = a1.sum(), t2 = a2.sum()
-                    while i < end {
-                        let xc = xr[i] - m
-                        let dy = w.map { gr[i] * $0[i] } ?? gr[i]
-                        t1 += dy; t2 += dy * xc
-                        pw[i] += gr[i] * xc * r; pb[i] += gr[i]
-                        i += 1
-                    }
-                    s1 += Double(t1); s2 += Double(t2)
-                    start = end
-                }
-                let rd = Double(r), n = Double(count)
-                let b = T(-rd * rd * rd * s2 / n), c = T(-rd * s1 / n)
-                if let w {
-                    let vb = SIMD16<T>(repeating: b), vc = SIMD16<T>(repeating: c)
-                    var j = 0
-                    while j + 16 <= count {
-                        store16(load16(gr + j) * load16(w + j) * vr + (load16(xr + j) - vm) * vb + vc, dxr + j)
-                        j += 16
-                    }
-                    while j < count { dxr[j] = gr[j] * w[j] * r + (xr[j] - m) * b + c; j += 1 }
-                } else {
-                    gradRun(gr, xr, dxr, count, mean: m, a: r, b: b, c: c)
-                }
-            }
+            for r in rowRange { row(r, pw, pb, accumulate: true) }
         }
     }
+    guard let (dw, db) = params else { return }
     // Reduce the partials column-wise in Double, splitting columns across threads.
     parallelFor(count, minimumPerChunk: max(1, 65_536 / max(blocks, 1))) { cols in
         for col in cols {

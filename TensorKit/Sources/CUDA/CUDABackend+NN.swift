@@ -98,9 +98,11 @@ extension CUDABackend {
                      c: target + UInt64(g * ckk * l * size), ldc: l, strideC: rows * l, batch: count)
             }
             if let dcol {
+                let small = count * rows * l < Int(Int32.max) && count * c * h * wd < Int(Int32.max)
                 ctx.launch("conv", gy.dtype, "tk_col2im", grid: CUDADeviceContext.grid(count * c * h * wd), block: 256, [
                     .pointer(address(dx) + UInt64(n0 * c * h * wd * size)), ptr(dcol),
                     .words(convWords(n: count, c: c, h: h, w: wd, kh: kh, kw: kw, oh: oh, ow: ow, p)),
+                    .int32(small ? 1 : 0),
                 ])
             }
         }
@@ -133,7 +135,11 @@ extension CUDABackend {
 
     // MARK: normalisation
 
-    public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Double) -> (Tensor, NormStatistics) {
+    /// Whether every element index of `x` fits the kernels' 32-bit index arithmetic.
+    private func smallIndices(_ x: Tensor) -> KernelArg { .int32(x.numel < Int(Int32.max) ? 1 : 0) }
+
+    public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Double,
+                          silu: Bool) -> (Tensor, NormStatistics) {
         precondition(x.rank >= 2 && groups > 0 && x.shape[1] % groups == 0,
                      "groupNorm kernel: needs [N, C, *] with C divisible by \(groups), got \(x.shape)")
         CUDABackend.requireFloat(x.dtype, "group_norm")
@@ -147,12 +153,14 @@ extension CUDABackend {
             ctx.launch("norm", x.dtype, "tk_group_norm_forward", grid: min(blocks, 1 << 18), block: 256, [
                 ptr(out), ptr(mean), ptr(rstd), ptr(xs), ptr(weight.map(contiguous)), ptr(bias.map(contiguous)),
                 .int64(Int64(blocks)), .int64(Int64(channels)), .int64(Int64(groups)), .int64(Int64(spatial)), .float64(eps),
+                .int32(silu ? 1 : 0), smallIndices(xs),
             ])
         }
         return (out, NormStatistics(mean: mean, rstd: rstd))
     }
 
-    public func groupNormBackward(_ gradOutput: Tensor, x: Tensor, groups: Int, weight: Tensor?, stats: NormStatistics)
+    public func groupNormBackward(_ gradOutput: Tensor, x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?,
+                                  stats: NormStatistics, silu: Bool, parameterGradients: Bool)
         -> (input: Tensor, weight: Tensor?, bias: Tensor?) {
         precondition(gradOutput.shape == x.shape && gradOutput.dtype == x.dtype,
                      "groupNormBackward kernel: gradient \(gradOutput.shape)/\(gradOutput.dtype) for input \(x.shape)/\(x.dtype)")
@@ -161,20 +169,24 @@ extension CUDABackend {
         let acc = CUDABackend.accumulation(x.dtype)
         let mean = converted(stats.mean, acc), rstd = converted(stats.rstd, acc)
         let dx = uninitialized(x.shape, x.dtype)
-        let dw = uninitialized([channels], x.dtype), db = uninitialized([channels], x.dtype)
         let blocks = n * groups
         let w = weight.map(contiguous)
+        // The bias only enters through the recomputed pre-activation of the fused SiLU.
+        let b = silu ? bias.map(contiguous) : nil
+        let flags: [KernelArg] = [.int32(silu ? 1 : 0), smallIndices(xs)]
         if blocks > 0 && x.numel > 0 {
             ctx.launch("norm", x.dtype, "tk_group_norm_backward", grid: min(blocks, 1 << 18), block: 256, [
-                ptr(dx), ptr(gs), ptr(xs), ptr(w), ptr(mean), ptr(rstd),
+                ptr(dx), ptr(gs), ptr(xs), ptr(w), ptr(b), ptr(mean), ptr(rstd),
                 .int64(Int64(blocks)), .int64(Int64(channels)), .int64(Int64(groups)), .int64(Int64(spatial)),
-            ])
+            ] + flags)
         }
+        guard parameterGradients else { return (dx, nil, nil) }
+        let dw = uninitialized([channels], x.dtype), db = uninitialized([channels], x.dtype)
         if channels > 0 {
             ctx.launch("norm", x.dtype, "tk_group_norm_params", grid: min(channels, 1 << 18), block: 256, [
-                ptr(dw), ptr(db), ptr(gs), ptr(xs), ptr(mean), ptr(rstd),
+                ptr(dw), ptr(db), ptr(gs), ptr(xs), ptr(w), ptr(b), ptr(mean), ptr(rstd),
                 .int64(Int64(n)), .int64(Int64(channels)), .int64(Int64(groups)), .int64(Int64(spatial)),
-            ])
+            ] + flags)
         }
         return (dx, weight == nil ? nil : dw, db)
     }
@@ -197,7 +209,8 @@ extension CUDABackend {
         return (out, NormStatistics(mean: mean, rstd: rstd))
     }
 
-    public func layerNormBackward(_ gradOutput: Tensor, x: Tensor, normalizedCount: Int, weight: Tensor?, stats: NormStatistics)
+    public func layerNormBackward(_ gradOutput: Tensor, x: Tensor, normalizedCount: Int, weight: Tensor?, stats: NormStatistics,
+                                  parameterGradients: Bool)
         -> (input: Tensor, weight: Tensor?, bias: Tensor?) {
         precondition(gradOutput.shape == x.shape && gradOutput.dtype == x.dtype,
                      "layerNormBackward kernel: gradient \(gradOutput.shape)/\(gradOutput.dtype) for input \(x.shape)/\(x.dtype)")
@@ -206,17 +219,33 @@ extension CUDABackend {
         let acc = CUDABackend.accumulation(x.dtype)
         let mean = converted(stats.mean, acc), rstd = converted(stats.rstd, acc)
         let dx = uninitialized(x.shape, x.dtype)
-        let paramShape = weight?.shape ?? trailingShape(x.shape, elementCount: normalizedCount)
-        let dw = uninitialized(paramShape, x.dtype), db = uninitialized(paramShape, x.dtype)
         let w = weight.map(contiguous)
         if rows > 0 {
             ctx.launch("norm", x.dtype, "tk_layer_norm_backward", grid: min(rows, 1 << 18), block: 256, [
                 ptr(dx), ptr(gs), ptr(xs), ptr(w), ptr(mean), ptr(rstd), .int64(Int64(rows)), .int64(Int64(normalizedCount)),
             ])
         }
-        ctx.launch("norm", x.dtype, "tk_layer_norm_params", grid: CUDADeviceContext.grid(normalizedCount), block: 256, [
-            ptr(dw), ptr(db), ptr(gs), ptr(xs), ptr(mean), ptr(rstd), .int64(Int64(rows)), .int64(Int64(normalizedCount)),
-        ])
+        guard parameterGradients else { return (dx, nil, nil) }
+        let paramShape = weight?.shape ?? trailingShape(x.shape, elementCount: normalizedCount)
+        // Zeroed: without rows the sums are empty.
+        let dw = empty(paramShape, x.dtype), db = empty(paramShape, x.dtype)
+        if rows > 0 {
+            // Rows in chunks of at least 128 (the partial kernel's 8 row lanes × 16), at most 1024
+            // chunks and a 16 MiB scratch; the chunking depends on the shape only, so sums are
+            // reproducible on any device.
+            let maxChunks = max(1, min(1024, (1 << 20) / normalizedCount))
+            let chunkRows = max(128, (rows + maxChunks - 1) / maxChunks)
+            let chunks = (rows + chunkRows - 1) / chunkRows
+            let tiles = (normalizedCount + 31) / 32
+            let partial = uninitialized([2, chunks, normalizedCount], .float64)
+            ctx.launch("norm", x.dtype, "tk_layer_norm_params_partial", grid: min(tiles * chunks, 1 << 20), block: 256, [
+                ptr(partial), ptr(gs), ptr(xs), ptr(mean), ptr(rstd),
+                .int64(Int64(rows)), .int64(Int64(normalizedCount)), .int64(Int64(chunkRows)), .int64(Int64(chunks)),
+            ])
+            ctx.launch("norm", x.dtype, "tk_layer_norm_params_reduce", grid: CUDADeviceContext.grid(normalizedCount), block: 256, [
+                ptr(dw), ptr(db), ptr(partial), .int64(Int64(normalizedCount)), .int64(Int64(chunks)),
+            ])
+        }
         return (dx, weight == nil ? nil : dw, db)
     }
 

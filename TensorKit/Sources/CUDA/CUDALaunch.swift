@@ -146,4 +146,13 @@ extension CUDA {
 
     /// Clears the TENSORKIT_CUDA_PROFILE table.
     public static func resetProfile() { CUDAProfile.rows = [:] }
+
+    /// Writes the TENSORKIT_CUDA_PROFILE table under `title` to standard error and clears it, so a
+    /// run can report its phases separately (nothing when profiling is off or nothing ran).
+    public static func flushProfile(_ title: String) {
+        let report = profileReport()
+        guard !report.isEmpty else { return }
+        FileHandle.standardError.write(Data("== TENSORKIT_CUDA_PROFILE: \(title)\n\(report)\n".utf8))
+        resetProfile()
+    }
 }

@@ -95,13 +95,22 @@ public protocol Backend: AnyObject {
     func conv2dBackwardInput(_ gradOutput: Tensor, weight: Tensor, inputShape: [Int], _ p: Conv2dParameters) -> Tensor
     func conv2dBackwardWeight(_ gradOutput: Tensor, input: Tensor, weightShape: [Int], _ p: Conv2dParameters) -> Tensor
 
-    /// x [N, C, *]; statistics per (n, group) as [N, G].
-    func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Double) -> (Tensor, NormStatistics)
-    func groupNormBackward(_ gradOutput: Tensor, x: Tensor, groups: Int, weight: Tensor?, stats: NormStatistics)
+    /// x [N, C, *]; statistics per (n, group) as [N, G]. With `silu` the output is
+    /// silu(groupNorm(x)) (diffusers' ResnetBlock2D `nonlinearity(norm(x))` in one pass); the
+    /// statistics are those of the normalisation either way.
+    func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Double, silu: Bool) -> (Tensor, NormStatistics)
+    /// Gradients of `groupNorm`. With `silu` the pre-activation z = x̂·w + b is recomputed from x,
+    /// the weight, the bias and the statistics (nothing else is saved by the forward). Without
+    /// `parameterGradients` only the input gradient is computed and weight/bias come back nil;
+    /// with it, the bias gradient comes back even when there is no bias (the weight's only with a weight).
+    func groupNormBackward(_ gradOutput: Tensor, x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?,
+                           stats: NormStatistics, silu: Bool, parameterGradients: Bool)
         -> (input: Tensor, weight: Tensor?, bias: Tensor?)
     /// Normalises over the trailing `normalizedCount` elements; statistics per leading row as [rows].
     func layerNorm(_ x: Tensor, normalizedCount: Int, weight: Tensor?, bias: Tensor?, eps: Double) -> (Tensor, NormStatistics)
-    func layerNormBackward(_ gradOutput: Tensor, x: Tensor, normalizedCount: Int, weight: Tensor?, stats: NormStatistics)
+    /// Gradients of `layerNorm`; `parameterGradients` as in `groupNormBackward`.
+    func layerNormBackward(_ gradOutput: Tensor, x: Tensor, normalizedCount: Int, weight: Tensor?, stats: NormStatistics,
+                           parameterGradients: Bool)
         -> (input: Tensor, weight: Tensor?, bias: Tensor?)
 
     /// Softmax (or log-softmax) over the last axis.

@@ -152,8 +152,10 @@ open class GroupNorm: Module {
         super.init()
     }
 
-    open func callAsFunction(_ x: Tensor) -> Tensor {
-        groupNorm(x, groups: groups, weight: weight, bias: bias, eps: eps)
+    /// With `silu`, silu(norm(x)) in one fused pass (what diffusers writes as
+    /// `nonlinearity(norm(x))`); the backward keeps no pre-activation.
+    open func callAsFunction(_ x: Tensor, silu: Bool = false) -> Tensor {
+        groupNorm(x, groups: groups, weight: weight, bias: bias, eps: eps, silu: silu)
     }
 }
 

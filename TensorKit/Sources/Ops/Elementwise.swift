@@ -16,9 +16,20 @@ extension Tensor {
     func unaryOp(_ op: UnaryOp, _ name: String) -> Tensor {
         let b = backend(for: device)
         let out = b.unary(op, self)
-        let input = self.detach(), output = out.detach()
+        guard GradMode.isEnabled && requiresGrad else { return out }
+        // Keep alive only what the derivative reads (the graph holds these until backward).
+        switch op {
+        case .neg: return Tensor.record(out, name, inputs: [self]) { g in [-g] }
+        case .addScalar: return Tensor.record(out, name, inputs: [self]) { g in [g] }
+        case .mulScalar(let s): return Tensor.record(out, name, inputs: [self]) { g in [g * s] }
+        default: break
+        }
+        let reads = op.derivativeReads
+        let input = reads.input ? self.detach() : nil, output = reads.output ? out.detach() : nil
         return Tensor.record(out, name, inputs: [self]) { g in
-            [backend(for: g.device).unaryBackward(op, input: input, output: output, gradOutput: g)]
+            // The kernel takes both; an operand the derivative does not read is passed as a stand-in.
+            let x = input ?? output!, y = output ?? input!
+            return [backend(for: g.device).unaryBackward(op, input: x, output: y, gradOutput: g)]
         }
     }
 
@@ -56,27 +67,48 @@ extension Tensor {
         }
         let a = self.detach().expand(shape), b = other.detach().expand(shape)
         let out = backend(for: device).binary(op, a, b)
+        guard GradMode.isEnabled && (requiresGrad || other.requiresGrad) else { return out }
         let aShape = self.shape, bShape = other.shape
-        let lhs = self.detach(), rhs = other.detach(), result = out.detach()
-        return Tensor.record(out, name, inputs: [self, other]) { g in
-            switch op {
-            case .add: return [g.sumToShape(aShape), g.sumToShape(bShape)]
-            case .sub: return [g.sumToShape(aShape), (-g).sumToShape(bShape)]
-            case .mul: return [(g * rhs).sumToShape(aShape), (g * lhs).sumToShape(bShape)]
-            case .div: return [(g / rhs).sumToShape(aShape), (-(g * result) / rhs).sumToShape(bShape)]
-            case .pow:
+        let needA = requiresGrad, needB = other.requiresGrad
+        // Each case keeps alive only the operands its needed gradients read: `x + bias` keeps
+        // nothing, and a frozen side (requiresGrad false at record time) gets no gradient.
+        let lhs = self.detach(), rhs = other.detach()
+        switch op {
+        case .add:
+            return Tensor.record(out, name, inputs: [self, other]) { g in
+                [needA ? g.sumToShape(aShape) : nil, needB ? g.sumToShape(bShape) : nil]
+            }
+        case .sub:
+            return Tensor.record(out, name, inputs: [self, other]) { g in
+                [needA ? g.sumToShape(aShape) : nil, needB ? (-g).sumToShape(bShape) : nil]
+            }
+        case .mul:
+            let savedA = needB ? lhs : nil, savedB = needA ? rhs : nil
+            return Tensor.record(out, name, inputs: [self, other]) { g in
+                [savedB.map { (g * $0).sumToShape(aShape) }, savedA.map { (g * $0).sumToShape(bShape) }]
+            }
+        case .div:
+            let result = needB ? out.detach() : nil
+            return Tensor.record(out, name, inputs: [self, other]) { g in
+                [needA ? (g / rhs).sumToShape(aShape) : nil, result.map { (-(g * $0) / rhs).sumToShape(bShape) }]
+            }
+        case .pow:
+            let result = out.detach()
+            return Tensor.record(out, name, inputs: [self, other]) { g in
                 // d/da a^b = b a^(b-1); d/db a^b = a^b log a
-                return [(g * rhs * lhs.binaryOp(.pow, rhs - 1, "pow")).sumToShape(aShape),
-                        (g * result * lhs.log()).sumToShape(bShape)]
-            case .maximum, .minimum:
+                [needA ? (g * rhs * lhs.binaryOp(.pow, rhs - 1, "pow")).sumToShape(aShape) : nil,
+                 needB ? (g * result * lhs.log()).sumToShape(bShape) : nil]
+            }
+        case .maximum, .minimum:
+            return Tensor.record(out, name, inputs: [self, other]) { g in
                 // Ties split the gradient evenly, like PyTorch.
                 let pickA = lhs.binaryOp(op == .maximum ? .greater : .less, rhs, "cmp")
                 let tie = lhs.binaryOp(.equal, rhs, "eq") * 0.5
                 let wa = pickA + tie
-                return [(g * wa).sumToShape(aShape), (g * (1 - wa)).sumToShape(bShape)]
-            default:
-                return [nil, nil]
+                return [needA ? (g * wa).sumToShape(aShape) : nil, needB ? (g * (1 - wa)).sumToShape(bShape) : nil]
             }
+        default:
+            return Tensor.record(out, name, inputs: [self, other]) { _ in [nil, nil] }
         }
     }
 
@@ -112,10 +144,11 @@ extension Tensor {
         }
         let c = condition.detach().expand(shape)
         let out = backend(for: a.device).select(c, a.detach().expand(shape), b.detach().expand(shape))
-        let aShape = a.shape, bShape = b.shape
+        let aShape = a.shape, bShape = b.shape, needA = a.requiresGrad, needB = b.requiresGrad
         return Tensor.record(out, "where", inputs: [a, b]) { g in
             let zero = Tensor(zeros: [], dtype: g.dtype, device: g.device)
-            return [Tensor.where(c, g, zero).sumToShape(aShape), Tensor.where(c, zero, g).sumToShape(bShape)]
+            return [needA ? Tensor.where(c, g, zero).sumToShape(aShape) : nil,
+                    needB ? Tensor.where(c, zero, g).sumToShape(bShape) : nil]
         }
     }
 
@@ -180,5 +213,20 @@ extension Tensor {
     public static func rand(_ shape: [Int], seed: UInt64, dtype: DType = .float32, device: Device = .cpu) -> Tensor {
         var g = PhiloxGenerator(seed: seed)
         return rand(shape, generator: &g, dtype: dtype, device: device)
+    }
+}
+
+extension UnaryOp {
+    /// Which of the forward's input and output the backends' derivative of this op reads (the CPU's
+    /// vectorised float32 sigmoid/tanh gradients read the input, the CUDA kernels the output, so
+    /// those keep both).
+    var derivativeReads: (input: Bool, output: Bool) {
+        switch self {
+        case .exp, .sqrt, .reciprocal: return (false, true)
+        case .rsqrt, .tanh, .sigmoid: return (true, true)
+        case .neg, .addScalar, .mulScalar: return (false, false)
+        case .log, .square, .abs, .silu, .relu, .sin, .cos, .geluExact, .geluTanh, .quickGelu, .powScalar, .clamp:
+            return (true, false)
+        }
     }
 }

@@ -23,9 +23,20 @@ extension Tensor {
             let b3 = Tensor.batched3D(rhs.expand(batch + [k, n]), b)
             result = backend(for: device).matmul(a3, b3).reshape(batch + [m, n])
         }
+        // Each operand is kept alive only for the other's gradient, and only when that gradient is
+        // needed: a frozen weight (LoRA's base layers) neither keeps its input nor costs a GEMM.
         let aShape = shape, bShape = other.shape
+        let savedRhs = requiresGrad ? rhs : nil, savedLhs = other.requiresGrad ? lhs : nil
         return Tensor.record(result, "matmul", inputs: [self, other]) { g in
-            [g.matmul(rhs.transposed()).sumToShape(aShape), lhs.transposed().matmul(g).sumToShape(bShape)]
+            let gradA = savedRhs.map { g.matmul($0.transposed()).sumToShape(aShape) }
+            let gradB = savedLhs.map { a -> Tensor in
+                if bShape.count == 2 && aShape.count > 2 {
+                    // Σ over the batch of [M, K]ᵀ·[M, N] is one GEMM over all B·M rows.
+                    return a.reshape([-1, k]).transposed().matmul(g.reshape([-1, n]))
+                }
+                return a.transposed().matmul(g).sumToShape(bShape)
+            }
+            return [gradA, gradB]
         }
     }
 

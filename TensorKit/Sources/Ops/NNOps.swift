@@ -17,33 +17,46 @@ public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil,
     var inputs = [input, weight]
     if let bias { inputs.append(bias) }
     let inputShape = input.shape, weightShape = weight.shape
-    let needInput = input.requiresGrad, needWeight = weight.requiresGrad
+    // Only the gradients some input needs are computed, and only their operands are kept alive by
+    // the graph: a frozen weight (LoRA) keeps no activation, a frozen bias costs no reduction.
+    let savedWeight = input.requiresGrad ? w : nil, savedInput = weight.requiresGrad ? x : nil
+    let hasBias = bias != nil, needBias = bias?.requiresGrad ?? false
     return Tensor.record(out, "conv2d", inputs: inputs) { g in
         let gc = g.contiguous()
         let b = backend(for: g.device)
         var grads: [Tensor?] = [
-            needInput ? b.conv2dBackwardInput(gc, weight: w, inputShape: inputShape, p) : nil,
-            needWeight ? b.conv2dBackwardWeight(gc, input: x, weightShape: weightShape, p) : nil,
+            savedWeight.map { b.conv2dBackwardInput(gc, weight: $0, inputShape: inputShape, p) },
+            savedInput.map { b.conv2dBackwardWeight(gc, input: $0, weightShape: weightShape, p) },
         ]
-        if bias != nil { grads.append(gc.sum(axes: [0, 2, 3])) }
+        if hasBias { grads.append(needBias ? gc.sum(axes: [0, 2, 3]) : nil) }
         return grads
     }
 }
 
 /// Group normalisation of [N, C, *] with optional per-channel affine (PyTorch's `F.group_norm`).
-public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Double = 1e-5) -> Tensor {
+/// With `silu`, returns `F.silu(F.group_norm(...))` in one pass (diffusers' ResnetBlock2D applies
+/// SiLU right after its GroupNorms); the backward recomputes the pre-activation, so nothing but the
+/// input and the statistics is kept for it.
+public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Double = 1e-5,
+                      silu: Bool = false) -> Tensor {
     precondition(x.rank >= 2 && x.shape[1] % groups == 0, "group_norm: \(x.shape[safe: 1] ?? 0) channels not divisible into \(groups) groups")
     let channels = x.shape[1]
     if let weight { precondition(weight.shape == [channels], "group_norm: weight shape \(weight.shape), expected [\(channels)]") }
     if let bias { precondition(bias.shape == [channels], "group_norm: bias shape \(bias.shape), expected [\(channels)]") }
     let xs = x.detach().contiguous(), ws = weight?.detach().contiguous(), bs = bias?.detach().contiguous()
-    let (out, stats) = backend(for: x.device).groupNorm(xs, groups: groups, weight: ws, bias: bs, eps: eps)
+    let (out, stats) = backend(for: x.device).groupNorm(xs, groups: groups, weight: ws, bias: bs, eps: eps, silu: silu)
     let inputs = [x] + [weight, bias].compactMap { $0 }
-    return Tensor.record(out, "group_norm", inputs: inputs) { g in
-        let r = backend(for: g.device).groupNormBackward(g.contiguous(), x: xs, groups: groups, weight: ws, stats: stats)
+    // Decided now, not at backward time: frozen parameters (LoRA) cost no parameter reductions,
+    // and the bias is kept alive only when the backward recomputes the pre-activation from it.
+    let parameterGradients = weight?.requiresGrad == true || bias?.requiresGrad == true
+    let hasWeight = weight != nil, hasBias = bias != nil
+    let savedBias = silu ? bs : nil
+    return Tensor.record(out, silu ? "group_norm_silu" : "group_norm", inputs: inputs) { g in
+        let r = backend(for: g.device).groupNormBackward(g.contiguous(), x: xs, groups: groups, weight: ws, bias: savedBias,
+                                                         stats: stats, silu: silu, parameterGradients: parameterGradients)
         var grads: [Tensor?] = [r.input]
-        if weight != nil { grads.append(r.weight) }
-        if bias != nil { grads.append(r.bias) }
+        if hasWeight { grads.append(r.weight) }
+        if hasBias { grads.append(r.bias) }
         return grads
     }
 }
@@ -58,11 +71,15 @@ public func layerNorm(_ x: Tensor, normalizedShape: [Int], weight: Tensor?, bias
     let xs = x.detach().contiguous(), ws = weight?.detach().contiguous(), bs = bias?.detach().contiguous()
     let (out, stats) = backend(for: x.device).layerNorm(xs, normalizedCount: count, weight: ws, bias: bs, eps: eps)
     let inputs = [x] + [weight, bias].compactMap { $0 }
+    // As in groupNorm: parameter gradients only when a parameter trains; the bias is not kept.
+    let parameterGradients = weight?.requiresGrad == true || bias?.requiresGrad == true
+    let hasWeight = weight != nil, hasBias = bias != nil
     return Tensor.record(out, "layer_norm", inputs: inputs) { g in
-        let r = backend(for: g.device).layerNormBackward(g.contiguous(), x: xs, normalizedCount: count, weight: ws, stats: stats)
+        let r = backend(for: g.device).layerNormBackward(g.contiguous(), x: xs, normalizedCount: count, weight: ws, stats: stats,
+                                                         parameterGradients: parameterGradients)
         var grads: [Tensor?] = [r.input]
-        if weight != nil { grads.append(r.weight) }
-        if bias != nil { grads.append(r.bias) }
+        if hasWeight { grads.append(r.weight) }
+        if hasBias { grads.append(r.bias) }
         return grads
     }
 }

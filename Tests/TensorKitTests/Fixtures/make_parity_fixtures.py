@@ -134,20 +134,42 @@ def group_norm_family():
         # Long groups (4 channels × 64), as in the UNet, for vectorised paths.
         ("g8_long_groups", (1, 32, 8, 8), 8, True, 1e-6, 1.0, 0.0),
     ]
+    return run_group_norm_cases(fam, configs, silu=False)
+
+
+def run_group_norm_cases(fam, configs, silu):
+    """One case per config: F.group_norm (then F.silu when `silu`) with gradients. A config whose
+    name mentions "wide_bias" draws the bias 6× wider, so pre-activations reach both SiLU tails."""
     for name, shape, groups, affine, eps, scale, shift in configs:
         c = shape[1]
         inputs = {"input": fam.randn(*shape, scale=scale, shift=shift)}
         if affine:
             inputs["weight"] = fam.randn(c, scale=0.5, shift=1.0)
-            inputs["bias"] = fam.randn(c, scale=0.5)
+            inputs["bias"] = fam.randn(c, scale=3.0 if "wide_bias" in name else 0.5)
         fam.ints(name, "groups", [groups])
         fam.floats(name, "eps", [eps])
 
         def fn(input, weight=None, bias=None, _g=groups, _e=eps):
-            return F.group_norm(input, _g, weight, bias, eps=_e)
+            y = F.group_norm(input, _g, weight, bias, eps=_e)
+            return F.silu(y) if silu else y
 
         fam.run(name, inputs, fn, dict(shape=shape, groups=groups, affine=affine, eps=eps))
     return fam
+
+
+def group_norm_silu_family():
+    """F.silu(F.group_norm(...)), as diffusers' ResnetBlock2D and the UNet/VAE output heads apply it
+    (TensorKit fuses the two into one op)."""
+    fam = Family("group_norm_silu", 1009)
+    configs = [
+        # name, shape, groups, affine, eps, scale, shift
+        ("g4_affine", (2, 8, 4, 4), 4, True, 1e-5, 1.0, 0.0),
+        ("g8_eps1e-6_long_groups", (1, 32, 6, 6), 8, True, 1e-6, 1.5, 0.3),
+        ("g3_noaffine_rank3", (2, 6, 5), 3, False, 1e-5, 1.0, 0.0),
+        # Shifted input with a large bias spread: pre-activations reach both SiLU tails.
+        ("g2_shifted_wide_bias", (2, 4, 5, 5), 2, True, 1e-6, 0.5, 20.0),
+    ]
+    return run_group_norm_cases(fam, configs, silu=True)
 
 
 def layer_norm_family():
@@ -308,8 +330,8 @@ def main():
     torch.set_num_threads(1)  # fixed reduction order, reproducible files
     os.makedirs(OUT_DIR, exist_ok=True)
     total = 0
-    for make in (conv2d_family, group_norm_family, layer_norm_family, attention_family,
-                 softmax_family, activations_family, matmul_family, adamw_family):
+    for make in (conv2d_family, group_norm_family, group_norm_silu_family, layer_norm_family,
+                 attention_family, softmax_family, activations_family, matmul_family, adamw_family):
         path = make().save()
         size = os.path.getsize(path)
         total += size

@@ -42,24 +42,41 @@ extern "C" __global__ void tk_im2col(T* col, const T* input, TKConv g, int small
 }
 
 /* col [n, c·kh·kw, oh·ow] -> image [n, c, h, w]: each pixel gathers the window positions that
-   read it (no atomics, deterministic). */
-extern "C" __global__ void tk_col2im(T* image, const T* col, TKConv g) {
+   read it (no atomics, deterministic). The pixel's coordinates come from 32-bit division when
+   `small` (every index < 2^31); the taps use int arithmetic and skip the stride division for
+   stride 1. Rows above the pixel end the kernel-row loop early (ty only decreases with ki). */
+extern "C" __global__ void tk_col2im(T* image, const T* col, TKConv g, int small) {
     const i64 L = g.oh * g.ow, rowsPerImage = g.c * g.kh * g.kw;
+    const int kh = (int)g.kh, kw = (int)g.kw, oh = (int)g.oh, ow = (int)g.ow;
+    const int sh = (int)g.sh, sw = (int)g.sw, ph = (int)g.ph, pw = (int)g.pw, dh = (int)g.dh, dw = (int)g.dw;
     TK_GRID_LOOP(i, g.n * g.c * g.h * g.w) {
-        i64 x = i % g.w, y = (i / g.w) % g.h, c = (i / (g.w * g.h)) % g.c, n = i / (g.w * g.h * g.c);
+        int x, y;
+        i64 c, n;
+        if (small) {
+            const u32 ui = (u32)i, uw = (u32)g.w, uh = (u32)g.h, uc = (u32)g.c;
+            u32 t = ui / uw;
+            x = (int)(ui - t * uw);
+            u32 t2 = t / uh;
+            y = (int)(t - t2 * uh);
+            c = (i64)(t2 % uc); n = (i64)(t2 / uc);
+        } else {
+            x = (int)(i % g.w); y = (int)((i / g.w) % g.h); c = (i / (g.w * g.h)) % g.c; n = i / (g.w * g.h * g.c);
+        }
+        const T* window = col + (n * rowsPerImage + c * g.kh * g.kw) * L;
         ACC s = (ACC)0;
-        for (i64 ki = 0; ki < g.kh; ++ki) {
-            i64 ty = y + g.ph - ki * g.dh;
-            if (ty < 0 || ty % g.sh != 0) continue;
-            i64 oy = ty / g.sh;
-            if (oy >= g.oh) continue;
-            for (i64 kj = 0; kj < g.kw; ++kj) {
-                i64 tx = x + g.pw - kj * g.dw;
-                if (tx < 0 || tx % g.sw != 0) continue;
-                i64 ox = tx / g.sw;
-                if (ox >= g.ow) continue;
-                i64 r = (c * g.kh + ki) * g.kw + kj;
-                s += tk_ld(col + (n * rowsPerImage + r) * L + oy * g.ow + ox);
+        for (int ki = 0; ki < kh; ++ki) {
+            const int ty = y + ph - ki * dh;
+            if (ty < 0) break;
+            int oy = ty;
+            if (sh != 1) { if (ty % sh != 0) continue; oy = ty / sh; }
+            if (oy >= oh) continue;
+            for (int kj = 0; kj < kw; ++kj) {
+                const int tx = x + pw - kj * dw;
+                if (tx < 0) break;
+                int ox = tx;
+                if (sw != 1) { if (tx % sw != 0) continue; ox = tx / sw; }
+                if (ox >= ow) continue;
+                s += tk_ld(window + (i64)(ki * kw + kj) * L + (i64)oy * ow + ox);
             }
         }
         tk_st(image + i, s);

@@ -123,6 +123,17 @@ struct TKGeom {
 __device__ __forceinline__ i64 tk_offset(const TKGeom& g, int k, i64 linear) {
     if ((g.contiguous >> k) & 1) return linear;
     i64 off = 0;
+    if (g.count <= 0x7FFFFFFFLL) {
+        /* Every coordinate fits 32 bits: unsigned 32-bit division is several times cheaper than
+           the 64-bit one, which the GPU emulates. The outermost coordinate needs no division. */
+        u32 rest = (u32)linear;
+        for (int a = (int)g.rank - 1; a > 0; --a) {
+            u32 s = (u32)g.shape[a], q = rest / s;
+            off += (i64)(rest - q * s) * g.strides[k][a];
+            rest = q;
+        }
+        return off + (i64)rest * g.strides[k][0];
+    }
     for (int a = (int)g.rank - 1; a >= 0; --a) {
         i64 s = g.shape[a];
         i64 c = linear % s;

@@ -51,9 +51,25 @@ __device__ void tk_moments(const T* x, i64 n, double eps, double* scratch, doubl
     *rstdOut = 1.0 / sqrt(var + eps);
 }
 
-/* x [N, C, S] contiguous, one block per (n, group) of C/G·S contiguous elements; mean/rstd [N·G]. */
+/* a / b, in 32-bit unsigned arithmetic when `small` (both below 2^31): a 64-bit division per
+   element costs several times a 32-bit one. */
+__device__ __forceinline__ i64 tk_div_small(i64 a, i64 b, int small) {
+    return small ? (i64)((u32)a / (u32)b) : a / b;
+}
+
+/* SiLU fused into group norm: silu(z) = z·σ(z), and g·silu'(z) = g·σ(z)·(1 + z·(1 - σ(z)))
+   (as tk_unary_apply / tk_unary_grad in the elementwise family). */
+__device__ __forceinline__ ACC tk_silu(ACC z) { return z / ((ACC)1 + tk_exp(-z)); }
+__device__ __forceinline__ ACC tk_silu_grad(ACC g, ACC z) {
+    ACC s = (ACC)1 / ((ACC)1 + tk_exp(-z));
+    return g * s * ((ACC)1 + z * ((ACC)1 - s));
+}
+
+/* x [N, C, S] contiguous, one block per (n, group) of C/G·S contiguous elements; mean/rstd [N·G].
+   With `silu` the output is silu((x-μ)·r·w + b). `small`: every index is below 2^31. */
 extern "C" __global__ void tk_group_norm_forward(T* y, ACC* meanOut, ACC* rstdOut, const T* x, const T* w, const T* b,
-                                                 i64 blocks, i64 channels, i64 groups, i64 spatial, double eps) {
+                                                 i64 blocks, i64 channels, i64 groups, i64 spatial, double eps,
+                                                 int silu, int small) {
     __shared__ double scratch[32];
     i64 per = channels / groups, size = per * spatial;
     for (i64 blk = blockIdx.x; blk < blocks; blk += gridDim.x) {
@@ -65,59 +81,79 @@ extern "C" __global__ void tk_group_norm_forward(T* y, ACC* meanOut, ACC* rstdOu
         if (threadIdx.x == 0) { meanOut[blk] = m; rstdOut[blk] = r; }
         i64 c0 = (blk % groups) * per;
         for (i64 i = threadIdx.x; i < size; i += blockDim.x) {
-            i64 c = c0 + i / spatial;
+            i64 c = c0 + tk_div_small(i, spatial, small);
             ACC scale = w ? r * tk_ld(w + c) : r;
             ACC shift = b ? tk_ld(b + c) : (ACC)0;
-            tk_st(yb + i, (tk_ld(xb + i) - m) * scale + shift);
+            ACC z = (tk_ld(xb + i) - m) * scale + shift;
+            tk_st(yb + i, silu ? tk_silu(z) : z);
         }
         __syncthreads();
     }
 }
 
-/* dx for group norm: with dŷ = g·w, dx = r·dŷ - r·mean(dŷ) - r³·mean(dŷ·(x-μ))·(x-μ). */
-extern "C" __global__ void tk_group_norm_backward(T* dx, const T* go, const T* x, const T* w, const ACC* meanIn, const ACC* rstdIn,
-                                                  i64 blocks, i64 channels, i64 groups, i64 spatial) {
+/* The gradient reaching the normalisation's output: g itself, or with `silu` g·silu'(z) for the
+   pre-activation z = (x-μ)·r·w + b recomputed exactly as the forward computed it. */
+__device__ __forceinline__ ACC tk_group_norm_upstream(ACC g, ACC xc, ACC r, const T* w, const T* b, i64 c, int silu) {
+    if (!silu) return g;
+    ACC scale = w ? r * tk_ld(w + c) : r;
+    return tk_silu_grad(g, xc * scale + (b ? tk_ld(b + c) : (ACC)0));
+}
+
+/* dx for group norm: with dŷ = g·w, dx = r·dŷ - r·mean(dŷ) - r³·mean(dŷ·(x-μ))·(x-μ); with `silu`,
+   g is first multiplied by silu'(z) (recomputed in both sweeps, nothing stored). */
+extern "C" __global__ void tk_group_norm_backward(T* dx, const T* go, const T* x, const T* w, const T* b,
+                                                  const ACC* meanIn, const ACC* rstdIn,
+                                                  i64 blocks, i64 channels, i64 groups, i64 spatial, int silu, int small) {
     __shared__ double scratch[32];
     i64 per = channels / groups, size = per * spatial;
     for (i64 blk = blockIdx.x; blk < blocks; blk += gridDim.x) {
         const T* gb = go + blk * size;
         const T* xb = x + blk * size;
         T* db = dx + blk * size;
-        ACC m = meanIn[blk];
-        double r = (double)rstdIn[blk];
+        ACC m = meanIn[blk], ra = rstdIn[blk];
+        double r = (double)ra;
         i64 c0 = (blk % groups) * per;
         double s1 = 0.0, s2 = 0.0;
         for (i64 i = threadIdx.x; i < size; i += blockDim.x) {
-            ACC wc = w ? tk_ld(w + c0 + i / spatial) : (ACC)1;
-            ACC gv = tk_ld(gb + i) * wc;
+            i64 c = c0 + tk_div_small(i, spatial, small);
+            ACC wc = w ? tk_ld(w + c) : (ACC)1;
+            ACC xc = tk_ld(xb + i) - m;
+            ACC gv = tk_group_norm_upstream(tk_ld(gb + i), xc, ra, w, b, c, silu) * wc;
             s1 += (double)gv;
-            s2 += (double)(gv * (tk_ld(xb + i) - m));
+            s2 += (double)(gv * xc);
         }
         s1 = tk_block_sum(s1, scratch);
         s2 = tk_block_sum(s2, scratch);
         double count = (double)size;
         ACC bco = (ACC)(-r * r * r * s2 / count), cco = (ACC)(-r * s1 / count);
         for (i64 i = threadIdx.x; i < size; i += blockDim.x) {
-            ACC wc = w ? tk_ld(w + c0 + i / spatial) : (ACC)1;
-            tk_st(db + i, tk_ld(gb + i) * (ACC)(r * (double)wc) + (tk_ld(xb + i) - m) * bco + cco);
+            i64 c = c0 + tk_div_small(i, spatial, small);
+            ACC wc = w ? tk_ld(w + c) : (ACC)1;
+            ACC xc = tk_ld(xb + i) - m;
+            ACC gv = tk_group_norm_upstream(tk_ld(gb + i), xc, ra, w, b, c, silu);
+            tk_st(db + i, gv * (ACC)(r * (double)wc) + xc * bco + cco);
         }
         __syncthreads();
     }
 }
 
-/* dw[c] = Σ_n Σ_s g·(x-μ)·r and db[c] = Σ_n Σ_s g: one block per channel. */
-extern "C" __global__ void tk_group_norm_params(T* dw, T* dbias, const T* go, const T* x, const ACC* meanIn, const ACC* rstdIn,
-                                                i64 n, i64 channels, i64 groups, i64 spatial) {
+/* dw[c] = Σ_n Σ_s g·(x-μ)·r and db[c] = Σ_n Σ_s g (g times silu'(z) with `silu`): one block per
+   channel, its n·S elements in a fixed order. `small`: every index is below 2^31. */
+extern "C" __global__ void tk_group_norm_params(T* dw, T* dbias, const T* go, const T* x, const T* w, const T* b,
+                                                const ACC* meanIn, const ACC* rstdIn,
+                                                i64 n, i64 channels, i64 groups, i64 spatial, int silu, int small) {
     __shared__ double scratch[32];
     i64 per = channels / groups;
     for (i64 c = blockIdx.x; c < channels; c += gridDim.x) {
+        i64 g = c / per;
         double sw = 0.0, sb = 0.0;
         for (i64 e = threadIdx.x; e < n * spatial; e += blockDim.x) {
-            i64 ni = e / spatial, s = e % spatial;
-            i64 blk = (ni * channels + c) / per;
+            i64 ni = tk_div_small(e, spatial, small), s = e - ni * spatial;
+            i64 blk = ni * groups + g;
             i64 at = (ni * channels + c) * spatial + s;
-            ACC gv = tk_ld(go + at);
-            sw += (double)(gv * (tk_ld(x + at) - meanIn[blk])) * (double)rstdIn[blk];
+            ACC r = rstdIn[blk], xc = tk_ld(x + at) - meanIn[blk];
+            ACC gv = tk_group_norm_upstream(tk_ld(go + at), xc, r, w, b, c, silu);
+            sw += (double)(gv * xc) * (double)r;
             sb += (double)gv;
         }
         sw = tk_block_sum(sw, scratch);
@@ -175,15 +211,49 @@ extern "C" __global__ void tk_layer_norm_backward(T* dx, const T* go, const T* x
     }
 }
 
-/* dw[j] = Σ_rows g·(x-μ)·r, db[j] = Σ_rows g: one thread per column, rows in order. */
-extern "C" __global__ void tk_layer_norm_params(T* dw, T* dbias, const T* go, const T* x, const ACC* meanIn, const ACC* rstdIn,
-                                                i64 rows, i64 count) {
+/* Layer norm's dw[j] = Σ_rows g·(x-μ)·r and db[j] = Σ_rows g, in two deterministic passes (no
+   atomics). Pass 1: block (tile, chunk) of 256 threads covers columns tile·32 … +31 of rows
+   chunk·chunkRows … +chunkRows-1; thread t takes column t % 32 (a warp reads 32 consecutive values
+   of a row) and every 8th row from t / 32, in double; the 8 row lanes are added in order and
+   written to partial [2, chunks, count] (dw partials, then db partials). */
+extern "C" __global__ void tk_layer_norm_params_partial(double* partial, const T* go, const T* x,
+                                                        const ACC* meanIn, const ACC* rstdIn,
+                                                        i64 rows, i64 count, i64 chunkRows, i64 chunks) {
+    __shared__ double sw[8][32], sb[8][32];
+    const int lane = threadIdx.x & 31, rowLane = threadIdx.x >> 5;
+    const i64 tiles = (count + 31) / 32;
+    for (i64 blk = blockIdx.x; blk < tiles * chunks; blk += gridDim.x) {
+        const i64 tile = blk % tiles, chunk = blk / tiles;
+        const i64 j = tile * 32 + lane;
+        const i64 r0 = chunk * chunkRows, r1 = r0 + chunkRows < rows ? r0 + chunkRows : rows;
+        double aw = 0.0, ab = 0.0;
+        if (j < count) {
+            for (i64 row = r0 + rowLane; row < r1; row += 8) {
+                ACC gv = tk_ld(go + row * count + j);
+                aw += (double)(gv * (tk_ld(x + row * count + j) - meanIn[row])) * (double)rstdIn[row];
+                ab += (double)gv;
+            }
+        }
+        sw[rowLane][lane] = aw;
+        sb[rowLane][lane] = ab;
+        __syncthreads();
+        if (rowLane == 0 && j < count) {
+            double tw = 0.0, tb = 0.0;
+            for (int k = 0; k < 8; ++k) { tw += sw[k][lane]; tb += sb[k][lane]; }
+            partial[chunk * count + j] = tw;
+            partial[(chunks + chunk) * count + j] = tb;
+        }
+        __syncthreads();
+    }
+}
+
+/* Pass 2: dw[j], db[j] = the chunks' partials of column j added in chunk order. */
+extern "C" __global__ void tk_layer_norm_params_reduce(T* dw, T* dbias, const double* partial, i64 count, i64 chunks) {
     TK_GRID_LOOP(j, count) {
         double sw = 0.0, sb = 0.0;
-        for (i64 row = 0; row < rows; ++row) {
-            ACC gv = tk_ld(go + row * count + j);
-            sw += (double)(gv * (tk_ld(x + row * count + j) - meanIn[row])) * (double)rstdIn[row];
-            sb += (double)gv;
+        for (i64 k = 0; k < chunks; ++k) {
+            sw += partial[k * count + j];
+            sb += partial[(chunks + k) * count + j];
         }
         tk_st(dw + j, (ACC)sw);
         tk_st(dbias + j, (ACC)sb);

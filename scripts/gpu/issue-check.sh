@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Everything issue 7 asks of one device call (≤ 8 minutes; carry [".gpu-bin", ".whl"], timeout_s 540):
+#   1. the GPU op check (`ddpo gpu-check`: every TensorKit op on CUDA vs the CPU backend) -> $OUT/gpu-check.txt
+#   2. the benchmark table (scripts/gpu-bench.sh: UNet forward with the output check, 50-step sampling,
+#      one DDPO epoch at TRL's blog settings, ours vs diffusers / TRL) -> $OUT/bench.md, bench.json,
+#      bench-logs.txt; with PROFILE=1 also the per-kernel profile phase (sampling and training apart).
+# Prepare here first: scripts/fetch-bench-wheels.sh && scripts/build-gpu-bin.sh.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+T0=$(date +%s)
+export OUT="${OUT:-/tmp/issue-check-out}"; mkdir -p "$OUT"
+source scripts/gpu/env.sh
+if [ ! -x "$DDPO" ] && [ -f "$GPU_BIN_DIR/bundle.tar.xz" ]; then
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1], "r:xz").extractall(sys.argv[2])' \
+        "$GPU_BIN_DIR/bundle.tar.xz" "$GPU_BIN_DIR" || true
+fi
+timeout "${GPU_CHECK_TIMEOUT:-150}" "$DDPO" gpu-check > "$OUT/gpu-check.txt" 2>&1
+echo "== gpu-check: rc $? in $(( $(date +%s) - T0 )) s; failures:"
+grep -E "FAIL|error" "$OUT/gpu-check.txt" | head -20
+tail -3 "$OUT/gpu-check.txt"
+# What is left of 8 minutes goes to the benchmark (its own setup takes ~20 s).
+left=$(( 470 - ($(date +%s) - T0) ))
+phases="unet,sample,ddpo"; [ "${PROFILE:-0}" = 1 ] && phases="$phases,profile"
+BENCH_TIMEOUT=$(( left - 10 )) BENCH_BUDGET=$(( left - 60 )) scripts/gpu-bench.sh --phases "$phases" "$@"
+echo "== issue-check: $(( $(date +%s) - T0 )) s in all"
