@@ -85,6 +85,20 @@ public enum GPUCheck {
             Case("conv2d stride 2x1 kernel 3x5", [f([2, 4, 9, 11]), f([5, 4, 3, 5])]) {
                 conv2d($0[0], weight: $0[1], stride: (2, 1), padding: (1, 2))
             },
+            // An image whose im2col columns exceed the workspace is convolved in bands of output rows
+            // (the VAE at 512²); a tiny workspace forces bands of one or two rows, the last one partial.
+            Case("conv2d in row bands", [f([2, 3, 9, 7]), f([5, 3, 3, 3]), f([5])]) { t in
+                let saved = CUDA.convolutionWorkspaceBytes
+                CUDA.convolutionWorkspaceBytes = 600
+                defer { CUDA.convolutionWorkspaceBytes = saved }
+                return conv2d(t[0], weight: t[1], bias: t[2], stride: (1, 2), padding: (1, 1))
+            },
+            Case("conv2d in row bands, groups", [f([1, 4, 6, 6]), f([6, 2, 3, 3])]) { t in
+                let saved = CUDA.convolutionWorkspaceBytes
+                CUDA.convolutionWorkspaceBytes = 300
+                defer { CUDA.convolutionWorkspaceBytes = saved }
+                return conv2d(t[0], weight: t[1], padding: (1, 1), groups: 2)
+            },
             Case("conv2d 1x1", [f([2, 16, 9, 9]), f([12, 16, 1, 1]), f([12])]) { conv2d($0[0], weight: $0[1], bias: $0[2]) },
             Case("group norm", [f([2, 32, 6, 6]), f([32]), f([32])]) { groupNorm($0[0], groups: 8, weight: $0[1], bias: $0[2]) },
             Case("layer norm", [f([4, 10, 64]), f([64]), f([64])]) {

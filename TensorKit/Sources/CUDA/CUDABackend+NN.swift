@@ -11,9 +11,14 @@ extension CUDABackend {
         [n, c, h, w, kh, kw, oh, ow, p.stride.0, p.stride.1, p.padding.0, p.padding.1, p.dilation.0, p.dilation.1].map { Int64($0) }
     }
 
-    /// Images per im2col chunk so the column buffer stays under ~256 MiB.
+    /// Images per im2col chunk so the column buffer stays under `CUDA.convolutionWorkspaceBytes`.
     private func imagesPerChunk(_ n: Int, colBytesPerImage: Int) -> Int {
-        max(1, min(n, (256 << 20) / max(colBytesPerImage, 1)))
+        max(1, min(n, CUDA.convolutionWorkspaceBytes / max(colBytesPerImage, 1)))
+    }
+
+    /// Whether every im2col/col2im index of `count` images fits 32-bit arithmetic.
+    private func smallConvIndices(count: Int, rows: Int, l: Int, c: Int, h: Int, w: Int) -> Bool {
+        count * rows * l < Int(Int32.max) && count * c * h * w < Int(Int32.max)
     }
 
     private func isPointwise(_ kh: Int, _ kw: Int, _ p: Conv2dParameters) -> Bool {
@@ -36,10 +41,10 @@ extension CUDABackend {
                 body(n0, count, image)
                 continue
             }
-            let small = count * rows * l < Int(Int32.max) && count * c * h * wd < Int(Int32.max)
+            let small = smallConvIndices(count: count, rows: rows, l: l, c: c, h: h, w: wd)
             ctx.launch("conv", x.dtype, "tk_im2col", grid: CUDADeviceContext.grid(count * c * l), block: 256, [
                 ptr(col), .pointer(image), .words(convWords(n: count, c: c, h: h, w: wd, kh: kh, kw: kw, oh: oh, ow: ow, p)),
-                .int32(small ? 1 : 0),
+                .int32(small ? 1 : 0), .int64(0), .int64(Int64(l)),
             ])
             body(n0, count, address(col))
         }
@@ -55,13 +60,17 @@ extension CUDABackend {
         let out = uninitialized([n, o, oh, ow], x.dtype)
         if out.numel == 0 { return out }
         let size = x.dtype.byteSize
-        forEachIm2colChunk(x, kh: kh, kw: kw, oh: oh, ow: ow, p) { n0, count, colAddress in
-            for g in 0..<groups {
-                // out[n, g] [og, L] = W_g [og, ckk] · col[n, g] [ckk, L]
-                gemm(x.dtype, transA: false, transB: false, m: og, n: l, k: ckk,
-                     a: address(w) + UInt64(g * og * ckk * size), lda: ckk, strideA: 0,
-                     b: colAddress + UInt64(g * ckk * l * size), ldb: l, strideB: rows * l,
-                     c: address(out) + UInt64(((n0 * o) + g * og) * l * size), ldc: l, strideC: o * l, batch: count)
+        if !isPointwise(kh, kw, p) && rows * l * size > CUDA.convolutionWorkspaceBytes {
+            convolveInRowBands(x, w, out: out, kh: kh, kw: kw, oh: oh, ow: ow, p)
+        } else {
+            forEachIm2colChunk(x, kh: kh, kw: kw, oh: oh, ow: ow, p) { n0, count, colAddress in
+                for g in 0..<groups {
+                    // out[n, g] [og, L] = W_g [og, ckk] · col[n, g] [ckk, L]
+                    gemm(x.dtype, transA: false, transB: false, m: og, n: l, k: ckk,
+                         a: address(w) + UInt64(g * og * ckk * size), lda: ckk, strideA: 0,
+                         b: colAddress + UInt64(g * ckk * l * size), ldb: l, strideB: rows * l,
+                         c: address(out) + UInt64(((n0 * o) + g * og) * l * size), ldc: l, strideC: o * l, batch: count)
+                }
             }
         }
         if let bias {
@@ -71,6 +80,36 @@ extension CUDABackend {
             ])
         }
         return out
+    }
+
+    /// The forward for an image whose im2col columns exceed the workspace: per image, bands of whole
+    /// output rows, each band's columns [C·kh·kw, rows·ow] built and multiplied into its slice of the
+    /// output (row stride oh·ow), so the buffer stays within `CUDA.convolutionWorkspaceBytes`.
+    private func convolveInRowBands(_ x: Tensor, _ w: Tensor, out: Tensor, kh: Int, kw: Int, oh: Int, ow: Int,
+                                    _ p: Conv2dParameters) {
+        let n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
+        let o = w.shape[0], groups = p.groups, size = x.dtype.byteSize
+        let l = oh * ow, cg = c / groups, og = o / groups, ckk = cg * kh * kw, rows = c * kh * kw
+        let bandRows = max(1, min(oh, CUDA.convolutionWorkspaceBytes / max(rows * ow * size, 1)))
+        let col = uninitialized([rows, bandRows * ow], x.dtype)
+        let small = smallConvIndices(count: 1, rows: rows, l: l, c: c, h: h, w: wd)
+        let geometry = convWords(n: 1, c: c, h: h, w: wd, kh: kh, kw: kw, oh: oh, ow: ow, p)
+        for image in 0..<n {
+            let input = address(x) + UInt64(image * c * h * wd * size)
+            for r0 in stride(from: 0, to: oh, by: bandRows) {
+                let l0 = r0 * ow, band = min(bandRows, oh - r0) * ow
+                ctx.launch("conv", x.dtype, "tk_im2col", grid: CUDADeviceContext.grid(c * band), block: 256, [
+                    ptr(col), .pointer(input), .words(geometry), .int32(small ? 1 : 0), .int64(Int64(l0)), .int64(Int64(band)),
+                ])
+                for g in 0..<groups {
+                    // out[image, g][:, l0 ..< l0 + band] = W_g [og, ckk] · col_g [ckk, band]
+                    gemm(x.dtype, transA: false, transB: false, m: og, n: band, k: ckk,
+                         a: address(w) + UInt64(g * og * ckk * size), lda: ckk, strideA: 0,
+                         b: address(col) + UInt64(g * ckk * band * size), ldb: band, strideB: 0,
+                         c: address(out) + UInt64(((image * o + g * og) * l + l0) * size), ldc: l, strideC: 0, batch: 1)
+                }
+            }
+        }
     }
 
     public func conv2dBackwardInput(_ gradOutput: Tensor, weight: Tensor, inputShape: [Int], _ p: Conv2dParameters) -> Tensor {
@@ -98,7 +137,7 @@ extension CUDABackend {
                      c: target + UInt64(g * ckk * l * size), ldc: l, strideC: rows * l, batch: count)
             }
             if let dcol {
-                let small = count * rows * l < Int(Int32.max) && count * c * h * wd < Int(Int32.max)
+                let small = smallConvIndices(count: count, rows: rows, l: l, c: c, h: h, w: wd)
                 ctx.launch("conv", gy.dtype, "tk_col2im", grid: CUDADeviceContext.grid(count * c * h * wd), block: 256, [
                     .pointer(address(dx) + UInt64(n0 * c * h * wd * size)), ptr(dcol),
                     .words(convWords(n: count, c: c, h: h, w: wd, kh: kh, kw: kw, oh: oh, ow: ow, p)),

@@ -63,6 +63,11 @@ public enum CUDA {
     /// default, so float32 results match the CPU to ~1e-6.
     nonisolated(unsafe) public static var allowTF32 = false
 
+    /// Bytes a convolution's im2col column buffer may take (default 256 MiB). Images are processed
+    /// in chunks that fit; an image whose columns alone exceed it (the VAE's 512² convolutions:
+    /// 1.2 GB) is processed in bands of output rows.
+    nonisolated(unsafe) public static var convolutionWorkspaceBytes = 256 << 20
+
     /// Synchronise after every kernel launch and report failures with the kernel's name. On in
     /// debug builds and when TENSORKIT_CUDA_LAUNCH_CHECKS=1.
     nonisolated(unsafe) public static var checkLaunches: Bool = {

@@ -9,21 +9,23 @@ struct TKConv {
     i64 sh, sw, ph, pw, dh, dw;
 };
 
-/* input [n, c, h, w] -> col [n, c·kh·kw, oh·ow] (zeros where the window leaves the image).
+/* input [n, c, h, w] -> col [n, c·kh·kw, L] for the output pixels l0 … l0+L-1 (all oh·ow of them,
+   or a band of whole output rows), zeros where the window leaves the image.
    One thread per (image, channel, output pixel) writes that pixel's kh·kw column entries, so the
    index arithmetic (32-bit when `small`, i.e. every index < 2^31) is paid once per kh·kw values;
    consecutive threads read and write consecutive pixels. */
-extern "C" __global__ void tk_im2col(T* col, const T* input, TKConv g, int small) {
-    const i64 L = g.oh * g.ow, rowsPerImage = g.c * g.kh * g.kw;
+extern "C" __global__ void tk_im2col(T* col, const T* input, TKConv g, int small, i64 l0, i64 L) {
+    const i64 rowsPerImage = g.c * g.kh * g.kw;
     TK_GRID_LOOP(i, g.n * g.c * L) {
         i64 l, c, n, oy, ox;
         if (small) {
             const unsigned ui = (unsigned)i, uL = (unsigned)L, uc = (unsigned)g.c;
             l = ui % uL; c = (ui / uL) % uc; n = ui / (uL * uc);
-            oy = (unsigned)l / (unsigned)g.ow; ox = (unsigned)l - (unsigned)oy * (unsigned)g.ow;
+            const unsigned p = (unsigned)(l0 + l);
+            oy = p / (unsigned)g.ow; ox = p - (unsigned)oy * (unsigned)g.ow;
         } else {
             l = i % L; c = (i / L) % g.c; n = i / (L * g.c);
-            oy = l / g.ow; ox = l % g.ow;
+            oy = (l0 + l) / g.ow; ox = (l0 + l) % g.ow;
         }
         const T* image = input + (n * g.c + c) * g.h * g.w;
         T* out = col + (n * rowsPerImage + c * g.kh * g.kw) * L + l;
