@@ -20,7 +20,6 @@ RSS MiB; per-epoch times (split into sampling and training) go to stderr.
 """
 
 import argparse
-import io
 import os
 import random
 import resource
@@ -29,9 +28,7 @@ import tempfile
 import time
 import warnings
 
-ANIMALS = ["cat", "dog", "horse", "monkey", "rabbit", "zebra", "spider", "bird", "sheep", "deer", "cow", "goat",
-           "lion", "frog", "chicken", "duck", "goose", "bee", "pig", "turkey", "fly", "llama", "camel", "bat",
-           "gorilla", "hedgehog", "kangaroo"]
+from bench_common import ANIMALS, jpeg_compressibility
 
 SETTINGS = {
     "tiny": dict(sample_num_steps=20, sample_batch_size=4, train_batch_size=2),
@@ -51,9 +48,7 @@ def main():
         raise SystemExit(f"the model folder's name must be tiny or small, got {name}")
 
     warnings.filterwarnings("ignore")
-    import numpy as np
     import torch
-    from PIL import Image
     from trl import DDPOConfig, DDPOTrainer, DefaultDDPOStableDiffusionPipeline
 
     torch.set_num_threads(args.threads)
@@ -61,15 +56,6 @@ def main():
 
     def prompt_fn():
         return random.choice(ANIMALS), {}
-
-    def jpeg_compressibility(images, prompts, metadata):
-        arr = (images * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy().transpose(0, 2, 3, 1)
-        sizes = []
-        for image in arr:
-            buffer = io.BytesIO()
-            Image.fromarray(image).save(buffer, format="JPEG", quality=95)
-            sizes.append(buffer.tell() / 1000)
-        return -torch.tensor(np.array(sizes), dtype=torch.float32), {}
 
     workdir = tempfile.mkdtemp(prefix="ddpo-trl-bench-")
     config = DDPOConfig(

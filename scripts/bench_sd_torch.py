@@ -45,6 +45,8 @@ import resource
 import sys
 import time
 
+from bench_common import clip_byte_symbols
+
 SAMPLE_STEPS = {"tiny": 20, "small": 10}
 PROMPT = "a photo of a cat"
 
@@ -86,15 +88,7 @@ def clip_vocab_files(folder):
     path = os.path.join(spec.submodule_search_locations[0], "bpe_simple_vocab_16e6.txt.gz")
     with gzip.open(path, "rt", encoding="utf-8") as f:
         merges = f.read().split("\n")[1:49152 - 256 - 2 + 1]
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    symbols = [chr(c) for c in cs]
+    symbols = clip_byte_symbols()
     vocab = symbols + [s + "</w>" for s in symbols]
     vocab += ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]

@@ -33,7 +33,6 @@ Our binary is $DDPO (default .gpu-bin/ddpo, else .build/release/ddpo).
 """
 
 import argparse
-import io
 import json
 import os
 import random
@@ -46,13 +45,12 @@ import sys
 import time
 import traceback
 
+from bench_common import ANIMALS, clip_byte_symbols, jpeg_compressibility
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 MERGES = os.path.join(ROOT, "Tests", "DiffusionModelsTests", "Fixtures", "tokenizer", "merges.txt")
 
-ANIMALS = ["cat", "dog", "horse", "monkey", "rabbit", "zebra", "spider", "bird", "sheep", "deer", "cow", "goat",
-           "lion", "frog", "chicken", "duck", "goose", "bee", "pig", "turkey", "fly", "llama", "camel", "bat",
-           "gorilla", "hedgehog", "kangaroo"]
 SAMPLE_PROMPTS = ["a photo of a cat", "a photo of a dog"]
 
 # SD 1.5's configurations (runwayml/stable-diffusion-v1-5), and a tiny one for CPU tests.
@@ -142,23 +140,11 @@ def write_result(path, obj):
     os.replace(tmp, path)
 
 
-def bytes_to_unicode():
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
 def write_tokenizer(folder):
     """The real CLIP vocabulary (49408 tokens) from the repository's merges.txt when it is there;
     otherwise the 512 byte-level tokens and the two specials with no merges."""
     os.makedirs(folder, exist_ok=True)
-    symbols = bytes_to_unicode()
+    symbols = clip_byte_symbols()
     merges = []
     if os.path.exists(MERGES):
         with open(MERGES, encoding="utf-8") as f:
@@ -327,23 +313,10 @@ def child_sample_ref(c):
                               "images": list(images.shape), "finite": bool(torch.isfinite(images).all())})
 
 
-def jpeg_compressibility(images, prompts, metadata):
-    import numpy as np
-    import torch
-    from PIL import Image
-    arr = (images * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy().transpose(0, 2, 3, 1)
-    sizes = []
-    for image in arr:
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="JPEG", quality=95)
-        sizes.append(buffer.tell() / 1000)
-    return -torch.tensor(np.array(sizes), dtype=torch.float32), {}
-
-
 def child_ddpo_ref(c):
     import warnings
     warnings.filterwarnings("ignore")
-    torch = c.torch()
+    c.torch()  # imports torch and sets it up for this process
     from trl import DDPOConfig, DDPOTrainer, DefaultDDPOStableDiffusionPipeline
     random.seed(0)
 

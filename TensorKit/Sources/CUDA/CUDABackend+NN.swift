@@ -425,12 +425,18 @@ extension CUDABackend {
              c: address(scores), ldc: nk, strideC: nq * nk, batch: heads.count, alpha: scale, outputType: .float32)
     }
 
-    private func attentionByGEMM(_ q: Tensor, _ k: Tensor, _ v: Tensor, out: Tensor, lse: Tensor, scale: Double) {
-        let (heads, nq) = (q.shape[0] * q.shape[1], q.shape[2])
-        let nk = k.shape[2], dv = v.shape[3], size = q.dtype.byteSize
+    /// The GEMM path's geometry and per-chunk scratch: heads (batch × heads), query and key lengths,
+    /// heads per chunk, float32 scores and the probabilities in the input dtype.
+    private func attentionScratch(_ q: Tensor, _ k: Tensor)
+        -> (heads: Int, nq: Int, nk: Int, chunk: Int, scores: Tensor, probs: Tensor) {
+        let (heads, nq, nk) = (q.shape[0] * q.shape[1], q.shape[2], k.shape[2])
         let chunk = attentionChunk(heads: heads, nq: nq, nk: nk, dtype: q.dtype)
-        let scores = uninitialized([chunk, nq, nk], .float32)
-        let probs = uninitialized([chunk, nq, nk], q.dtype)
+        return (heads, nq, nk, chunk, uninitialized([chunk, nq, nk], .float32), uninitialized([chunk, nq, nk], q.dtype))
+    }
+
+    private func attentionByGEMM(_ q: Tensor, _ k: Tensor, _ v: Tensor, out: Tensor, lse: Tensor, scale: Double) {
+        let (heads, nq, nk, chunk, scores, probs) = attentionScratch(q, k)
+        let dv = v.shape[3], size = q.dtype.byteSize
         for h0 in stride(from: 0, to: heads, by: chunk) {
             let count = min(chunk, heads - h0)
             scaledScores(q, k, heads: h0..<(h0 + count), scale: scale, into: scores)
@@ -453,11 +459,8 @@ extension CUDABackend {
     /// dV = Pᵀ·dO, dP = dO·Vᵀ, dS = scale·P⊙(dP − rowdot(dO, O)), dQ = dS·K, dK = dSᵀ·Q.
     private func attentionBackwardByGEMM(_ q: Tensor, _ k: Tensor, _ v: Tensor, gradOutput go: Tensor, lse: Tensor,
                                          delta: Tensor, scale: Double, dq: Tensor, dk: Tensor, dv dvOut: Tensor) {
-        let (heads, nq, d) = (q.shape[0] * q.shape[1], q.shape[2], q.shape[3])
-        let nk = k.shape[2], dv = v.shape[3], size = q.dtype.byteSize
-        let chunk = attentionChunk(heads: heads, nq: nq, nk: nk, dtype: q.dtype)
-        let scores = uninitialized([chunk, nq, nk], .float32)
-        let probs = uninitialized([chunk, nq, nk], q.dtype)
+        let (heads, nq, nk, chunk, scores, probs) = attentionScratch(q, k)
+        let d = q.shape[3], dv = v.shape[3], size = q.dtype.byteSize
         for h0 in stride(from: 0, to: heads, by: chunk) {
             let count = min(chunk, heads - h0)
             let qa = address(q) + UInt64(h0 * nq * d * size), ka = address(k) + UInt64(h0 * nk * d * size)
