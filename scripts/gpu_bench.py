@@ -725,7 +725,9 @@ def render(R, cfg, a):
     head = [f"GPU: {W.get('device_name', '?')} — torch {W.get('torch', '?')}, diffusers {W.get('diffusers', '?')}, "
             f"transformers {W.get('transformers', '?')}, trl {W.get('trl', '?')}, peft {W.get('peft', '?')}, "
             f"accelerate {W.get('accelerate', '?')} — {R['settings']['mixed_precision']} "
-            f"{'(tiny config)' if a.tiny else '(SD 1.5 config, random weights)'}",
+            f"{'(tiny config)' if a.tiny else '(SD 1.5 config, random weights)'}"
+            + ("; ours with TENSORKIT_CUDA_FLASH_ATTENTION=0 (cuBLAS attention)"
+               if os.environ.get("TENSORKIT_CUDA_FLASH_ATTENTION") == "0" else ""),
             "",
             "| measurement | ours | reference | ratio (ours/ref) | peak memory ours / ref | note |",
             "|---|---|---|---|---|---|"]

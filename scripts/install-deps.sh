@@ -6,6 +6,7 @@ pkg-config --exists openblas 2>/dev/null || need+=(libopenblas-dev)
 pkg-config --exists libpng16 2>/dev/null || need+=(libpng-dev)
 pkg-config --exists libjpeg 2>/dev/null || need+=(libjpeg62-turbo-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v g++ >/dev/null 2>&1 || need+=(g++)  # the CUDA flash-attention kernels run under a host emulation in the tests
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -12,7 +12,9 @@ import TensorKit
 // Initialisation as PEFT: `down` ~ N(0, (1/r)²) for `.gaussian` (`init_lora_weights="gaussian"`,
 // TRL's DDPO default) or uniform ±1/√fan_in for `.kaiming` (PEFT's default, kaiming-uniform with
 // a = √5); `up` = 0, so a fresh delta changes nothing. Parameters are float32 unless asked
-// otherwise, on the base layer's device; an input of another dtype is converted in and out.
+// otherwise, on the base layer's device. A float16/bfloat16 input on a GPU runs the delta in that
+// dtype with the weights cast per call (PEFT under autocast); on the CPU an input of another dtype is
+// converted in and out.
 // The parameter keys under the layer are `deltas.<i>.down.weight` and `deltas.<i>.up.weight`;
 // files use diffusers' names instead (see LoRAFile.swift).
 
@@ -60,11 +62,19 @@ private func initialWeights(downShape: [Int], upShape: [Int], fanIn: Int, rank: 
     return (down.requiringGrad(), Tensor.zeros(upShape, dtype: dtype, device: device).requiringGrad())
 }
 
-/// Runs `body` in the parameters' dtype and converts the result back to the input's.
+/// Runs `body(x, down, up)` in one dtype. Parameters in the input's dtype: as they are. A float16/
+/// bfloat16 input on a GPU with float32 parameters (mixed precision): the rank-r weights are cast to
+/// the input's dtype on each call, as PEFT's layers run under autocast, so the full-size activations
+/// stay 16-bit and the weights' gradients arrive in float32 through the cast. Otherwise (the CPU
+/// stores 16-bit types but computes in float32 or float64): the input is converted to the parameters'
+/// dtype and the result back.
 @inline(__always)
-private func inParameterDType(_ x: Tensor, _ dtype: DType, _ body: (Tensor) -> Tensor) -> Tensor {
-    if x.dtype == dtype { return body(x) }
-    return body(x.to(dtype)).to(x.dtype)
+private func computing(_ x: Tensor, _ down: Tensor, _ up: Tensor, _ body: (Tensor, Tensor, Tensor) -> Tensor) -> Tensor {
+    if x.dtype == down.dtype { return body(x, down, up) }
+    if case .cuda = x.device, x.dtype == .float16 || x.dtype == .bfloat16 {
+        return body(x, down.to(x.dtype), up.to(x.dtype))
+    }
+    return body(x.to(down.dtype), down, up).to(x.dtype)
 }
 
 // MARK: - Linear
@@ -101,10 +111,10 @@ public final class LoRALinear: Module, LoRADelta {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        inParameterDType(x, down.weight.dtype) { x in
-            var h = linear(x, weight: down.weight, bias: nil)
+        computing(x, down.weight, up.weight) { x, down, up in
+            var h = linear(x, weight: down, bias: nil)
             if scale != 1 { h = h * scale }         // on the rank-r activation: the cheapest place
-            return linear(h, weight: up.weight, bias: nil)
+            return linear(h, weight: up, bias: nil)
         }
     }
 
@@ -154,10 +164,10 @@ public final class LoRAConv2d: Module, LoRADelta {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        inParameterDType(x, down.weight.dtype) { x in
-            var h = conv2d(x, weight: down.weight, stride: down.stride, padding: down.padding)
+        computing(x, down.weight, up.weight) { x, downWeight, upWeight in
+            var h = conv2d(x, weight: downWeight, stride: down.stride, padding: down.padding)
             if scale != 1 { h = h * scale }
-            return conv2d(h, weight: up.weight)
+            return conv2d(h, weight: upWeight)
         }
     }
 

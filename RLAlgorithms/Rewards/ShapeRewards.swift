@@ -35,7 +35,7 @@ public struct ShapeSizeReward: RewardFunction {
     }
 
     public func callAsFunction(images: Tensor, prompts: [String], metadata: [PromptMetadata]) throws -> RewardOutput {
-        let count = try RewardFunctions.checkInputs(name, images: images, prompts: prompts, metadata: metadata)
+        _ = try RewardFunctions.checkInputs(name, images: images, prompts: prompts, metadata: metadata)
         guard images.shape[2] >= 8, images.shape[3] >= 8 else {
             throw RewardError.invalidInput(reward: name, message: "images must be at least 8×8 pixels, got \(images.shape[3])×\(images.shape[2])")
         }

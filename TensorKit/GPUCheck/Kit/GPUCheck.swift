@@ -19,9 +19,22 @@ struct Case {
     let inputs: [Input]
     let dtypes: [DType]
     let body: ([Tensor]) -> Tensor
-    init(_ name: String, _ inputs: [Input], dtypes: [DType] = [.float32, .float16, .bfloat16], _ body: @escaping ([Tensor]) -> Tensor) {
-        self.name = name; self.inputs = inputs; self.dtypes = dtypes; self.body = body
+    /// Applies a backend setting for the CUDA side's forward and backward; returns what restores it.
+    let setting: (() -> () -> Void)?
+    init(_ name: String, _ inputs: [Input], dtypes: [DType] = [.float32, .float16, .bfloat16],
+         setting: (() -> () -> Void)? = nil, _ body: @escaping ([Tensor]) -> Tensor) {
+        self.name = name; self.inputs = inputs; self.dtypes = dtypes; self.setting = setting; self.body = body
     }
+}
+
+/// A case setting: the im2col workspace bounded to `bytes` (forces convolutions into row bands).
+func workspace(_ bytes: Int) -> () -> () -> Void {
+    { let saved = CUDA.convolutionWorkspaceBytes; CUDA.convolutionWorkspaceBytes = bytes; return { CUDA.convolutionWorkspaceBytes = saved } }
+}
+
+/// A case setting: the flash attention kernels off (float16/bfloat16 take the cuBLAS or fused path).
+let withoutFlashAttention: () -> () -> Void = {
+    let saved = CUDA.flashAttention; CUDA.flashAttention = false; return { CUDA.flashAttention = saved }
 }
 
 public enum GPUCheck {
@@ -87,17 +100,11 @@ public enum GPUCheck {
             },
             // An image whose im2col columns exceed the workspace is convolved in bands of output rows
             // (the VAE at 512²); a tiny workspace forces bands of one or two rows, the last one partial.
-            Case("conv2d in row bands", [f([2, 3, 9, 7]), f([5, 3, 3, 3]), f([5])]) { t in
-                let saved = CUDA.convolutionWorkspaceBytes
-                CUDA.convolutionWorkspaceBytes = 600
-                defer { CUDA.convolutionWorkspaceBytes = saved }
-                return conv2d(t[0], weight: t[1], bias: t[2], stride: (1, 2), padding: (1, 1))
+            Case("conv2d in row bands", [f([2, 3, 9, 7]), f([5, 3, 3, 3]), f([5])], setting: workspace(600)) { t in
+                conv2d(t[0], weight: t[1], bias: t[2], stride: (1, 2), padding: (1, 1))
             },
-            Case("conv2d in row bands, groups", [f([1, 4, 6, 6]), f([6, 2, 3, 3])]) { t in
-                let saved = CUDA.convolutionWorkspaceBytes
-                CUDA.convolutionWorkspaceBytes = 300
-                defer { CUDA.convolutionWorkspaceBytes = saved }
-                return conv2d(t[0], weight: t[1], padding: (1, 1), groups: 2)
+            Case("conv2d in row bands, groups", [f([1, 4, 6, 6]), f([6, 2, 3, 3])], setting: workspace(300)) { t in
+                conv2d(t[0], weight: t[1], padding: (1, 1), groups: 2)
             },
             Case("conv2d 1x1", [f([2, 16, 9, 9]), f([12, 16, 1, 1]), f([12])]) { conv2d($0[0], weight: $0[1], bias: $0[2]) },
             Case("group norm", [f([2, 32, 6, 6]), f([32]), f([32])]) { groupNorm($0[0], groups: 8, weight: $0[1], bias: $0[2]) },
@@ -126,7 +133,8 @@ public enum GPUCheck {
             },
             Case("softmax", [f([6, 77])]) { $0[0].softmax() },
             Case("log softmax", [f([6, 77])]) { $0[0].logSoftmax() },
-            Case("attention d40", [f([2, 4, 77, 40]), f([2, 4, 77, 40]), f([2, 4, 77, 40])]) {
+            // The fused scalar kernels in every dtype (float16/bfloat16 would otherwise take the flash kernels).
+            Case("attention d40", [f([2, 4, 77, 40]), f([2, 4, 77, 40]), f([2, 4, 77, 40])], setting: withoutFlashAttention) {
                 scaledDotProductAttention($0[0], $0[1], $0[2])
             },
             Case("attention causal", [f([1, 3, 50, 64]), f([1, 3, 50, 64]), f([1, 3, 50, 64])]) {
@@ -135,8 +143,30 @@ public enum GPUCheck {
             Case("attention cross d160", [f([1, 2, 64, 160]), f([1, 2, 77, 160]), f([1, 2, 77, 160])]) {
                 scaledDotProductAttention($0[0], $0[1], $0[2])
             },
-            // Large enough for the cuBLAS path (≥ 16384 scores per head), self and cross.
-            Case("attention gemm self", [f([1, 2, 200, 40]), f([1, 2, 200, 40]), f([1, 2, 200, 40])]) {
+            // Large enough for the cuBLAS path (≥ 16384 scores per head), self and cross; float16 and
+            // bfloat16 with the flash kernels off, so the cuBLAS path is checked in every dtype.
+            Case("attention gemm self", [f([1, 2, 200, 40]), f([1, 2, 200, 40]), f([1, 2, 200, 40])], setting: withoutFlashAttention) {
+                scaledDotProductAttention($0[0], $0[1], $0[2])
+            },
+            Case("attention gemm d80", [f([1, 2, 150, 80]), f([1, 2, 140, 80]), f([1, 2, 140, 80])], setting: withoutFlashAttention) {
+                scaledDotProductAttention($0[0], $0[1], $0[2])
+            },
+            // The flash kernels (float16/bfloat16; float32 takes the cuBLAS path): SD 1.5's head width 40
+            // with rows and keys not multiples of 64, cross-attention over 77 tokens at width 64, an odd
+            // width (16-bit tile loads), width 80 (flash forward, cuBLAS backward) and 128.
+            Case("attention flash d40", [f([2, 2, 300, 40]), f([2, 2, 300, 40]), f([2, 2, 300, 40])]) {
+                scaledDotProductAttention($0[0], $0[1], $0[2])
+            },
+            Case("attention flash cross d64", [f([2, 2, 150, 64]), f([2, 2, 77, 64]), f([2, 2, 77, 64])]) {
+                scaledDotProductAttention($0[0], $0[1], $0[2])
+            },
+            Case("attention flash d33", [f([1, 3, 70, 33]), f([1, 3, 90, 33]), f([1, 3, 90, 33])]) {
+                scaledDotProductAttention($0[0], $0[1], $0[2])
+            },
+            Case("attention flash d80", [f([1, 2, 150, 80]), f([1, 2, 140, 80]), f([1, 2, 140, 80])]) {
+                scaledDotProductAttention($0[0], $0[1], $0[2])
+            },
+            Case("attention flash d128", [f([1, 2, 65, 128]), f([1, 2, 129, 128]), f([1, 2, 129, 128])]) {
                 scaledDotProductAttention($0[0], $0[1], $0[2])
             },
             Case("attention gemm cross", [f([2, 2, 160, 64]), f([2, 2, 120, 64]), f([2, 2, 120, 48])]) {
@@ -229,8 +259,10 @@ public enum GPUCheck {
         let cpuOut = c.body(cpuInputs)
         let w = Tensor.randn(cpuOut.shape, seed: seed + 100)
         (cpuOut * w).sum().backward()
+        let restore = c.setting?()
         let gpuOut = c.body(gpuInputs)
         (gpuOut * w.to(dtype).copied(to: device)).sum().backward()
+        restore?()
 
         var worst = relativeError(gpuOut.to(.float32).toArray(), cpuOut.toArray())
         var note = ""
@@ -253,7 +285,20 @@ extension GPUCheck {
     /// failure, 2 without a device). An argument not starting with "-" filters the op cases by name.
     public static func main(_ arguments: [String]) -> Int32 {
         if arguments.contains("--compile-only") { return compileOnly() }
+        if let i = arguments.firstIndex(of: "--print-source") { return printSource(i + 1 < arguments.count ? arguments[i + 1] : "") }
         return run(arguments)
+    }
+
+    /// `--print-source FAMILY.DTYPE` (e.g. flash_attention.float16, memory): the CUDA C that NVRTC
+    /// compiles, for reading or for compiling elsewhere.
+    static func printSource(_ name: String) -> Int32 {
+        guard let source = CUDAKernelSources.all.first(where: { $0.name == name }) else {
+            let names = CUDAKernelSources.all.map(\.name).joined(separator: ", ")
+            FileHandle.standardError.write(Data("--print-source: no kernel source named '\(name)'; expected one of: \(names)\n".utf8))
+            return 2
+        }
+        print(source.source, terminator: "")
+        return 0
     }
 
     static func compileOnly() -> Int32 {

@@ -342,6 +342,12 @@ extension CUDABackend {
         let out = uninitialized([b, h, nq, dv], q.dtype)
         let lse = uninitialized([b, h, nq], CUDABackend.accumulation(q.dtype))
         if b * h * nq == 0 { return (out, lse) }
+        if let width = flashWidth(q.dtype, nk: nk, d: d, dv: dv, causal: causal, widths: CUDAKernelSources.flashForwardWidths) {
+            ctx.launch("flash_attention", q.dtype, "tk_flash_forward_d\(width)", grid: b * h * ((nq + 63) / 64), block: 128, [
+                ptr(out), ptr(lse), ptr(qs), ptr(ks), ptr(vs), .int64(Int64(nq)), .int64(Int64(nk)), .int32(Int32(d)), .float64(scale),
+            ])
+            return (out, lse)
+        }
         if usesAttentionGEMM(q.dtype, nq: nq, nk: nk, d: max(d, dv), causal: causal) {
             attentionByGEMM(qs, ks, vs, out: out, lse: lse, scale: scale)
             return (out, lse)
@@ -377,6 +383,14 @@ extension CUDABackend {
         ctx.launch("attention", q.dtype, "tk_attention_backward_rowdot", grid: CUDADeviceContext.grid(rows * 32), block: 256, [
             ptr(delta), ptr(o), ptr(go), .int64(Int64(rows)), .int32(Int32(dv)),
         ])
+        if let width = flashWidth(q.dtype, nk: nk, d: d, dv: dv, causal: causal, widths: CUDAKernelSources.flashBackwardWidths) {
+            let tail: [KernelArg] = [ptr(lse), ptr(delta), .int64(Int64(nq)), .int64(Int64(nk)), .int32(Int32(d)), .float64(scale)]
+            ctx.launch("flash_attention", q.dtype, "tk_flash_backward_dq_d\(width)", grid: b * h * ((nq + 63) / 64), block: 128,
+                       [ptr(dq), ptr(qs), ptr(ks), ptr(vs), ptr(go)] + tail)
+            ctx.launch("flash_attention", q.dtype, "tk_flash_backward_dkdv_d\(width)", grid: b * h * ((nk + 63) / 64), block: 128,
+                       [ptr(dk), ptr(dvT), ptr(qs), ptr(ks), ptr(vs), ptr(go)] + tail)
+            return (dq, dk, dvT)
+        }
         if usesAttentionGEMM(q.dtype, nq: nq, nk: nk, d: max(d, dv), causal: causal) {
             attentionBackwardByGEMM(qs, ks, vs, gradOutput: go, lse: lse, delta: delta, scale: scale, dq: dq, dk: dk, dv: dvT)
             return (dq, dk, dvT)
@@ -395,6 +409,14 @@ extension CUDABackend {
             .int32(Int32(d)), .int32(Int32(dv)), .float64(scale), .int32(causal ? 1 : 0), .int32(Int32(tk.tile)),
         ])
         return (dq, dk, dvT)
+    }
+
+    /// The padded head width of the flash kernel for this attention, or nil when it takes another path
+    /// (see `CUDA.flashAttention`; FlashAttentionKernels.swift).
+    func flashWidth(_ dtype: DType, nk: Int, d: Int, dv: Int, causal: Bool, widths: [Int]) -> Int? {
+        guard CUDA.flashAttention, dtype == .float16 || dtype == .bfloat16, !causal, d == dv, nk > 0,
+              ctx.info.architecture >= 80 else { return nil }
+        return widths.first { d <= $0 }
     }
 
     // MARK: attention through cuBLAS

@@ -68,6 +68,13 @@ public enum CUDA {
     /// 1.2 GB) is processed in bands of output rows.
     nonisolated(unsafe) public static var convolutionWorkspaceBytes = 256 << 20
 
+    /// Run float16/bfloat16 attention on the tensor cores without an N×N score matrix (the flash
+    /// kernels: non-causal, equal query/value head widths up to 128 forward, 64 backward; sm_80+).
+    /// Other attention keeps the cuBLAS and fused paths. On by default; TENSORKIT_CUDA_FLASH_ATTENTION=0
+    /// turns it off.
+    nonisolated(unsafe) public static var flashAttention: Bool =
+        ProcessInfo.processInfo.environment["TENSORKIT_CUDA_FLASH_ATTENTION"] != "0"
+
     /// Synchronise after every kernel launch and report failures with the kernel's name. On in
     /// debug builds and when TENSORKIT_CUDA_LAUNCH_CHECKS=1.
     nonisolated(unsafe) public static var checkLaunches: Bool = {

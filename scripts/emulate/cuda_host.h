@@ -1,0 +1,127 @@
+// A host emulation of the CUDA features TensorKit's flash-attention kernels use, so that their exact
+// source (as NVRTC receives it; `tensorkit-gpu-check --print-source` prints it) runs on a CPU: a block is 128 OS threads
+// with a barrier for __syncthreads, a warp exchanges values through a buffer and a 32-thread barrier
+// (__shfl_xor_sync, mma.sync), and __shared__ arrays are statics (blocks run one after another).
+// Tests/TensorKitTests/FlashAttentionEmulationTests.swift substitutes the PTX `asm` statements with
+// the tk_host_* calls and builds flash_attention_check.cpp with g++.
+// It checks index arithmetic, fragment layouts, masking and the algorithm, not speed or the
+// hardware's rounding of tensor-core sums.
+#pragma once
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <math.h>
+#include <thread>
+#include <vector>
+
+#define __device__
+#define __global__
+#define __forceinline__ inline
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+
+struct tk_dim3 { unsigned x = 0, y = 0, z = 0; };
+inline thread_local tk_dim3 threadIdx, blockIdx;
+inline tk_dim3 blockDim, gridDim;
+
+inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
+inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
+inline float __int_as_float(int u) { float f; std::memcpy(&f, &u, 4); return f; }
+inline double __longlong_as_double(long long u) { double f; std::memcpy(&f, &u, 8); return f; }
+
+struct tk_host_block {
+    int threads = 0;
+    std::barrier<>* block = nullptr;
+    std::barrier<>* warp[32] = {};
+    float shuffle[32][32];
+    uint32_t a[32][32][4], b[32][32][2];
+};
+inline tk_host_block tk_host;
+
+inline void __syncthreads() { tk_host.block->arrive_and_wait(); }
+
+inline float __shfl_xor_sync(unsigned, float x, int mask) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    tk_host.shuffle[w][lane] = x;
+    tk_host.warp[w]->arrive_and_wait();
+    const float y = tk_host.shuffle[w][lane ^ mask];
+    tk_host.warp[w]->arrive_and_wait();
+    return y;
+}
+inline double __shfl_xor_sync(unsigned m, double x, int mask) { return (double)__shfl_xor_sync(m, (float)x, mask); }
+
+inline float tk_host_half_to_float(uint16_t h) {
+    const uint32_t sign = (h >> 15) & 1, exp = (h >> 10) & 31, man = h & 1023;
+    float v;
+    if (exp == 0) v = std::ldexp((float)man, -24);
+    else if (exp == 31) v = man ? NAN : INFINITY;
+    else v = std::ldexp((float)(man | 1024), (int)exp - 25);
+    return sign ? -v : v;
+}
+/* Round to nearest even, through double (exact for every float). */
+inline uint16_t tk_host_float_to_half(float f) {
+    if (std::isnan(f)) return 0x7E00;
+    const uint16_t sign = std::signbit(f) ? 0x8000 : 0;
+    double a = std::fabs((double)f);
+    if (a >= 65520.0) return sign | 0x7C00;
+    if (a < std::ldexp(1.0, -14)) {  // subnormal: units of 2^-24
+        return sign | (uint16_t)std::nearbyint(a * std::ldexp(1.0, 24));
+    }
+    int e; std::frexp(a, &e);  // a = m·2^e, m in [0.5, 1)
+    const double unit = std::ldexp(1.0, e - 11);
+    const double q = std::nearbyint(a / unit);  // 1024..2048
+    const int exp = e - 1 + 15;
+    uint32_t bits = ((uint32_t)exp << 10) + (uint32_t)q - 1024;  // q == 2048 carries into the exponent
+    return sign | (uint16_t)bits;
+}
+
+float tk_host_element(uint16_t bits);  // storage type → float, defined per dtype by the driver
+
+/* mma.m16n8k16.row.col: c (16×8) += A (16×16) · B (16×8), warp-collective. */
+inline void tk_host_mma(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int i = 0; i < 4; ++i) tk_host.a[w][lane][i] = a[i];
+    tk_host.b[w][lane][0] = b0; tk_host.b[w][lane][1] = b1;
+    tk_host.warp[w]->arrive_and_wait();
+    float A[16][16], B[16][8];
+    for (int l = 0; l < 32; ++l) {
+        const int g = l >> 2, t = l & 3;
+        const uint32_t* r = tk_host.a[w][l];
+        const int rows[4] = {g, g + 8, g, g + 8}, cols[4] = {2 * t, 2 * t, 2 * t + 8, 2 * t + 8};
+        for (int i = 0; i < 4; ++i) {
+            A[rows[i]][cols[i]] = tk_host_element((uint16_t)(r[i] & 0xFFFF));
+            A[rows[i]][cols[i] + 1] = tk_host_element((uint16_t)(r[i] >> 16));
+        }
+        for (int i = 0; i < 2; ++i) {
+            const uint32_t v = tk_host.b[w][l][i];
+            B[2 * t + 8 * i][g] = tk_host_element((uint16_t)(v & 0xFFFF));
+            B[2 * t + 8 * i + 1][g] = tk_host_element((uint16_t)(v >> 16));
+        }
+    }
+    tk_host.warp[w]->arrive_and_wait();
+    const int g = lane >> 2, t = lane & 3;
+    for (int i = 0; i < 4; ++i) {
+        const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+        float s = c[i];
+        for (int k = 0; k < 16; ++k) s += A[row][k] * B[k][col];
+        c[i] = s;
+    }
+}
+
+/* Runs `kernel` over `grid` blocks of `threads` threads, one block at a time. */
+inline void tk_host_launch(int grid, int threads, const std::function<void()>& kernel) {
+    std::barrier<> block(threads);
+    std::vector<std::barrier<>*> warps;
+    for (int w = 0; w < threads / 32; ++w) { warps.push_back(new std::barrier<>(32)); tk_host.warp[w] = warps.back(); }
+    tk_host.block = &block;
+    blockDim.x = threads; gridDim.x = grid;
+    for (int b = 0; b < grid; ++b) {
+        std::vector<std::thread> pool;
+        for (int i = 0; i < threads; ++i)
+            pool.emplace_back([&, i, b] { threadIdx.x = i; blockIdx.x = b; kernel(); });
+        for (auto& p : pool) p.join();
+    }
+    for (auto* w : warps) delete w;
+}
