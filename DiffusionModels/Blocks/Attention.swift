@@ -71,6 +71,17 @@ public final class Attention: Module {
     /// hiddenStates [B, N, C] or [B, C, H, W]; encoderHiddenStates [B, M, crossAttentionDim] or nil for
     /// self-attention. Returns the input's layout.
     public func callAsFunction(_ hiddenStates: Tensor, encoderHiddenStates: Tensor? = nil) -> Tensor {
+        attend(hiddenStates, encoderHiddenStates: encoderHiddenStates, residual: nil)
+    }
+
+    /// self(hiddenStates, encoderHiddenStates) + residual (a transformer block's `attn(norm(h)) + h`),
+    /// the add fused into `to_out.0`'s bias pass when nothing comes between them (token input, no
+    /// active dropout, no own residual or rescale); the same values either way.
+    public func callAsFunction(_ hiddenStates: Tensor, encoderHiddenStates: Tensor? = nil, residual: Tensor) -> Tensor {
+        attend(hiddenStates, encoderHiddenStates: encoderHiddenStates, residual: residual)
+    }
+
+    private func attend(_ hiddenStates: Tensor, encoderHiddenStates: Tensor?, residual outerResidual: Tensor?) -> Tensor {
         let residual = hiddenStates
         var x = hiddenStates
         let spatial = x.rank == 4 ? Array(x.shape) : nil
@@ -85,12 +96,18 @@ public final class Attention: Module {
         let v = splitHeads(to_v(context), batch: batch)
         var out = scaledDotProductAttention(q, k, v)           // [B, H, N, Dh], scale 1/√Dh
             .transposed(1, 2).reshape([batch, -1, heads * dimHead])
+        let dropout = to_out[1] as! Dropout
+        if let outerResidual, spatial == nil, !residualConnection, rescaleOutputFactor == 1,
+           dropout.p == 0 || !dropout.isTraining, outerResidual.shape == [batch, out.shape[1], (to_out[0] as! Linear).outFeatures] {
+            return (to_out[0] as! Linear)(out, residual: outerResidual)
+        }
         out = (to_out[0] as! Linear)(out)
-        out = (to_out[1] as! Dropout)(out)
+        out = dropout(out)
 
         if let s = spatial { out = out.transposed(1, 2).reshape(s) }
         if residualConnection { out = out + residual }
-        return rescaleOutputFactor == 1 ? out : out / rescaleOutputFactor
+        out = rescaleOutputFactor == 1 ? out : out / rescaleOutputFactor
+        return outerResidual.map { out + $0 } ?? out
     }
 
     /// [B, N, H·Dh] → [B, H, N, Dh].

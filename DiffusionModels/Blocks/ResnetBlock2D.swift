@@ -68,10 +68,11 @@ public final class ResnetBlock2D: Module {
             let t = proj(temb.silu())
             h = h + t.reshape([t.shape[0], t.shape[1], 1, 1])
         }
-        h = conv2(dropout(norm2(h, silu: true)))
         let shortcut = conv_shortcut.map { $0(x) } ?? x
-        let sum = shortcut + h
-        return outputScaleFactor == 1 ? sum : sum / outputScaleFactor
+        // (shortcut + conv2(h)): with no rescale the add is fused into conv2's bias pass (same values).
+        if outputScaleFactor == 1 { return conv2(dropout(norm2(h, silu: true)), residual: shortcut) }
+        h = conv2(dropout(norm2(h, silu: true)))
+        return (shortcut + h) / outputScaleFactor
     }
 }
 

@@ -50,6 +50,12 @@ public final class FeedForward: Module {
         let h = (net[1] as! Dropout)((net[0] as! GEGLU)(x))
         return (net[2] as! Linear)(h)
     }
+
+    /// self(x) + residual, the residual add fused into the output projection's bias pass.
+    public func callAsFunction(_ x: Tensor, residual: Tensor) -> Tensor {
+        let h = (net[1] as! Dropout)((net[0] as! GEGLU)(x))
+        return (net[2] as! Linear)(h, residual: residual)
+    }
 }
 
 /// diffusers' `BasicTransformerBlock` with norm_type "layer_norm".
@@ -82,11 +88,12 @@ public final class BasicTransformerBlock: Module {
     /// x [B, N, dim]; encoderHiddenStates [B, M, crossAttentionDim] (nil makes attn2 self-attention,
     /// as in diffusers).
     public func callAsFunction(_ x: Tensor, encoderHiddenStates: Tensor?) -> Tensor {
-        var h = attn1(norm1(x)) + x
+        // Each residual add is fused into the preceding output projection (same values).
+        var h = attn1(norm1(x), residual: x)
         if let attn2, let norm2 {
-            h = attn2(norm2(h), encoderHiddenStates: encoderHiddenStates) + h
+            h = attn2(norm2(h), encoderHiddenStates: encoderHiddenStates, residual: h)
         }
-        return ff(norm3(h)) + h
+        return ff(norm3(h), residual: h)
     }
 }
 
@@ -144,7 +151,9 @@ public final class Transformer2DModel: Module {
         }
         for block in transformer_blocks { hs = block(hs, encoderHiddenStates: encoderHiddenStates) }
         // Back to [B, outChannels, H, W].
-        if let conv = proj_out as? Conv2d {
+        if let conv = proj_out as? Conv2d, outChannels == inChannels {
+            return conv(hs.reshape([b, h, w, innerDim]).permute([0, 3, 1, 2]), residual: x)   // + x, fused
+        } else if let conv = proj_out as? Conv2d {
             hs = conv(hs.reshape([b, h, w, innerDim]).permute([0, 3, 1, 2]))
         } else {
             hs = (proj_out as! Linear)(hs).reshape([b, h, w, outChannels]).permute([0, 3, 1, 2])

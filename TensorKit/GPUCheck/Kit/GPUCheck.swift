@@ -84,6 +84,10 @@ public enum GPUCheck {
             Case("linear frozen", [f([2, 9, 64]), f([32, 64]), f([32])]) {
                 linear($0[0], weight: $0[1].detach(), bias: $0[2].detach())
             },
+            // The fused bias + residual epilogue (transformer blocks' output projections).
+            Case("linear bias+residual", [f([2, 9, 64]), f([32, 64]), f([32]), f([2, 9, 32])]) {
+                linear($0[0], weight: $0[1], bias: $0[2], residual: $0[3])
+            },
             Case("strided broadcast mul", [f([4, 6, 5, 3]), f([6, 1, 3])]) { $0[0].permute([0, 3, 1, 2]) * $0[1].permute([2, 0, 1]) },
             Case("conv2d 3x3", [f([2, 8, 12, 12]), f([16, 8, 3, 3]), f([16])]) {
                 conv2d($0[0], weight: $0[1], bias: $0[2], padding: (1, 1))
@@ -105,6 +109,13 @@ public enum GPUCheck {
             },
             Case("conv2d in row bands, groups", [f([1, 4, 6, 6]), f([6, 2, 3, 3])], setting: workspace(300)) { t in
                 conv2d(t[0], weight: t[1], padding: (1, 1), groups: 2)
+            },
+            // ResNet blocks' conv2 + shortcut: the residual add in the bias kernel.
+            Case("conv2d bias+residual", [f([2, 8, 12, 12]), f([16, 8, 3, 3]), f([16]), f([2, 16, 12, 12])]) {
+                conv2d($0[0], weight: $0[1], bias: $0[2], padding: (1, 1), residual: $0[3])
+            },
+            Case("conv2d residual, no bias", [f([2, 6, 7, 7]), f([6, 6, 1, 1]), f([2, 6, 7, 7])]) {
+                conv2d($0[0], weight: $0[1], residual: $0[2])
             },
             Case("conv2d 1x1", [f([2, 16, 9, 9]), f([12, 16, 1, 1]), f([12])]) { conv2d($0[0], weight: $0[1], bias: $0[2]) },
             Case("group norm", [f([2, 32, 6, 6]), f([32]), f([32])]) { groupNorm($0[0], groups: 8, weight: $0[1], bias: $0[2]) },

@@ -144,6 +144,25 @@ public final class CPUBackend: Backend {
         return out
     }
 
+    public func addBiasResidual(_ x: Tensor, bias: Tensor?, residual: Tensor?, inner: Int) -> Tensor {
+        precondition(x.isContiguous && bias?.isContiguous ?? true && residual?.isContiguous ?? true,
+                     "addBiasResidual needs contiguous tensors")
+        precondition(bias.map { $0.rank == 1 && $0.dtype == x.dtype } ?? true && residual.map { $0.shape == x.shape && $0.dtype == x.dtype } ?? true,
+                     "addBiasResidual: x \(x.shape) \(x.dtype), bias \(bias?.shape as Any), residual \(residual?.shape as Any)")
+        let out = uninitialized(x.shape, x.dtype)
+        func run<T: CPUFloat>(_: T.Type) {
+            addBiasResidualLoop(out.pointer(as: T.self), UnsafePointer(x.pointer(as: T.self)),
+                                bias.map { UnsafePointer($0.pointer(as: T.self)) }, residual.map { UnsafePointer($0.pointer(as: T.self)) },
+                                count: x.numel, channels: bias?.numel ?? 1, inner: inner)
+        }
+        switch x.dtype {
+        case .float32: run(Float.self)
+        case .float64: run(Double.self)
+        default: preconditionFailure("addBiasResidual is not defined for \(x.dtype) on the CPU; convert to float32 first")
+        }
+        return out
+    }
+
     public func select(_ condition: Tensor, _ a: Tensor, _ b: Tensor) -> Tensor {
         precondition(condition.shape == a.shape && a.shape == b.shape && a.dtype == b.dtype)
         let cond = condition.dtype == a.dtype ? condition : condition.to(a.dtype)
@@ -357,6 +376,36 @@ func unaryGradKernel<T: CPUFloat>(_ op: UnaryOp, _ x: UnsafeMutablePointer<T>, _
         // Like PyTorch: gradient passes where lo <= x <= hi.
         let l = lo.map { T($0) } ?? -T.infinity, h = hi.map { T($0) } ?? T.infinity
         map { x, _, g in x >= l && x <= h ? g : 0 }
+    }
+}
+
+/// out[i] = (x[i] + bias[(i / inner) % channels]) + residual[i], each term optional; out may be x.
+func addBiasResidualLoop<T: CPUFloat>(_ out: UnsafeMutablePointer<T>, _ x: UnsafePointer<T>, _ bias: UnsafePointer<T>?,
+                                      _ residual: UnsafePointer<T>?, count: Int, channels: Int, inner: Int) {
+    parallelFor(count) { range in
+        if let bias, inner == 1 {
+            // A last-axis bias: whole rows of `channels`.
+            var i = range.lowerBound
+            while i < range.upperBound {
+                let c0 = i % channels, n = min(range.upperBound - i, channels - c0)
+                let o = out + i, xs = x + i, b = bias + c0
+                if let residual { let r = residual + i; for j in 0..<n { o[j] = (xs[j] + b[j]) + r[j] } }
+                else { for j in 0..<n { o[j] = xs[j] + b[j] } }
+                i += n
+            }
+        } else if let bias {
+            var i = range.lowerBound
+            while i < range.upperBound {
+                let value = bias[(i / inner) % channels], end = min(range.upperBound, (i / inner + 1) * inner)
+                if let residual { for j in i..<end { out[j] = (x[j] + value) + residual[j] } }
+                else { for j in i..<end { out[j] = x[j] + value } }
+                i = end
+            }
+        } else if let residual {
+            for j in range { out[j] = x[j] + residual[j] }
+        } else if UnsafePointer(out) != x {
+            for j in range { out[j] = x[j] }
+        }
     }
 }
 

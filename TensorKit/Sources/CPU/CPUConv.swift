@@ -44,16 +44,23 @@ struct ConvShape {
 }
 
 extension CPUBackend {
-    public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, _ p: Conv2dParameters) -> Tensor {
-        precondition(input.isContiguous && weight.isContiguous && bias?.isContiguous ?? true,
+    public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, residual: Tensor?, _ p: Conv2dParameters) -> Tensor {
+        precondition(input.isContiguous && weight.isContiguous && bias?.isContiguous ?? true && residual?.isContiguous ?? true,
                      "conv2d kernels need contiguous tensors")
         precondition(input.dtype == weight.dtype && (bias?.dtype ?? input.dtype) == input.dtype,
                      "conv2d: dtypes \(input.dtype), \(weight.dtype), \(bias?.dtype as Any) differ")
         let s = ConvShape(input: input.shape, weight: weight.shape, p)
         let out = empty([s.n, s.o, s.oh, s.ow], input.dtype)
+        if let residual {
+            precondition(residual.shape == out.shape && residual.dtype == input.dtype,
+                         "conv2d: residual \(residual.shape) \(residual.dtype) for output \(out.shape) \(input.dtype)")
+        }
         func run<T: CPUFloat>(_: T.Type) {
             convForward(s, input.pointer(as: T.self), weight.pointer(as: T.self), bias?.pointer(as: T.self),
                         out.pointer(as: T.self))
+            // The bias is part of the convolution's GEMMs here; the residual is added after them.
+            if let residual { addBiasResidualLoop(out.pointer(as: T.self), UnsafePointer(out.pointer(as: T.self)), nil,
+                                                  UnsafePointer(residual.pointer(as: T.self)), count: out.numel, channels: 1, inner: 1) }
         }
         switch input.dtype {
         case .float32: run(Float.self)

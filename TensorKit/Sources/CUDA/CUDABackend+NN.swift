@@ -50,7 +50,7 @@ extension CUDABackend {
         }
     }
 
-    public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, _ p: Conv2dParameters) -> Tensor {
+    public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, residual: Tensor?, _ p: Conv2dParameters) -> Tensor {
         CUDABackend.requireFloat(input.dtype, "conv2d")
         let x = contiguous(input), w = contiguous(weight)
         let n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
@@ -73,13 +73,30 @@ extension CUDABackend {
                 }
             }
         }
-        if let bias {
-            let b = contiguous(bias)
-            ctx.launch("conv", x.dtype, "tk_add_channel_bias", grid: CUDADeviceContext.grid(out.numel), block: 256, [
-                ptr(out), ptr(b), .int64(Int64(out.numel)), .int64(Int64(o)), .int64(Int64(l)),
-            ])
+        if bias != nil || residual != nil {
+            if let residual { precondition(residual.shape == out.shape && residual.dtype == out.dtype,
+                                           "conv2d: residual \(residual.shape) \(residual.dtype) for output \(out.shape) \(out.dtype)") }
+            biasResidual(into: out, out, bias: bias.map(contiguous), residual: residual.map(contiguous), channels: o, inner: l)
         }
         return out
+    }
+
+    public func addBiasResidual(_ x: Tensor, bias: Tensor?, residual: Tensor?, inner: Int) -> Tensor {
+        CUDABackend.requireFloat(x.dtype, "addBiasResidual")
+        precondition(bias.map { $0.rank == 1 && $0.dtype == x.dtype } ?? true && residual.map { $0.shape == x.shape && $0.dtype == x.dtype } ?? true,
+                     "addBiasResidual: x \(x.shape) \(x.dtype), bias \(bias?.shape as Any), residual \(residual?.shape as Any)")
+        let out = uninitialized(x.shape, x.dtype)
+        biasResidual(into: out, contiguous(x), bias: bias.map(contiguous), residual: residual.map(contiguous),
+                     channels: bias?.numel ?? 1, inner: inner)
+        return out
+    }
+
+    /// out = (x + bias) + residual, one kernel (`tk_bias_residual`); contiguous operands, out may be x.
+    private func biasResidual(into out: Tensor, _ x: Tensor, bias: Tensor?, residual: Tensor?, channels: Int, inner: Int) {
+        ctx.launch("conv", x.dtype, "tk_bias_residual", grid: CUDADeviceContext.grid(out.numel), block: 256, [
+            ptr(out), ptr(x), ptr(bias), ptr(residual),
+            .int64(Int64(out.numel)), .int64(Int64(max(channels, 1))), .int64(Int64(max(inner, 1))),
+        ])
     }
 
     /// The forward for an image whose im2col columns exceed the workspace: per image, bands of whole

@@ -90,8 +90,16 @@ public protocol Backend: AnyObject {
     // Linear algebra: a [B, M, K] · b [B, K, N] -> [B, M, N]; batch stride 0 broadcasts.
     func matmul(_ a: Tensor, _ b: Tensor) -> Tensor
 
+    /// (x + bias) + residual in one pass, for contiguous x, bias [C] and residual (x's shape); either
+    /// may be nil. Element i takes bias[(i / inner) % C]: `inner` 1 is a linear layer's last-axis bias.
+    /// The sums are rounded as two separate adds would round them (float16/bfloat16 on CUDA: once).
+    func addBiasResidual(_ x: Tensor, bias: Tensor?, residual: Tensor?, inner: Int) -> Tensor
+
     // Neural-network kernels (contiguous inputs).
-    func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, _ p: Conv2dParameters) -> Tensor
+    /// conv2d(input, weight) + bias, then + `residual` (the output's shape) when given: the residual
+    /// add of a ResNet block or a transformer's projection fused into the convolution's epilogue.
+    /// The sums are rounded as two separate adds would round them.
+    func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, residual: Tensor?, _ p: Conv2dParameters) -> Tensor
     func conv2dBackwardInput(_ gradOutput: Tensor, weight: Tensor, inputShape: [Int], _ p: Conv2dParameters) -> Tensor
     func conv2dBackwardWeight(_ gradOutput: Tensor, input: Tensor, weightShape: [Int], _ p: Conv2dParameters) -> Tensor
 

@@ -62,6 +62,13 @@ open class Linear: Module {
         for delta in deltas { y = y + delta(x) }
         return y
     }
+
+    /// self(x) + residual, the bias and residual adds in one pass when no delta is attached
+    /// (`linear(_:weight:bias:residual:)`), the same values either way.
+    open func callAsFunction(_ x: Tensor, residual: Tensor) -> Tensor {
+        if deltas.isEmpty { return linear(x, weight: weight, bias: bias, residual: residual) }
+        return self(x) + residual
+    }
 }
 
 // MARK: - Conv2d
@@ -129,6 +136,16 @@ open class Conv2d: Module {
         var y = conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups)
         for delta in deltas { y = y + delta(x) }
         return y
+    }
+
+    /// self(x) + residual (the output's shape), the add fused into the convolution's bias pass when
+    /// no delta is attached; the same values either way.
+    open func callAsFunction(_ x: Tensor, residual: Tensor) -> Tensor {
+        if deltas.isEmpty {
+            return conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation,
+                          groups: groups, residual: residual)
+        }
+        return self(x) + residual
     }
 }
 

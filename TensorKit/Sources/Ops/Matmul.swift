@@ -63,8 +63,11 @@ extension Tensor {
     }
 }
 
-/// y = x · Wᵀ + b with W [out, in] (PyTorch's `F.linear`).
-public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
+/// y = x · Wᵀ + b with W [out, in] (PyTorch's `F.linear`). With `residual` (y's shape), returns
+/// y + residual with the bias and residual adds in one pass (`addingBiasAndResidual`), as a
+/// transformer block's `out + hidden` after its last projection.
+public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, residual: Tensor? = nil) -> Tensor {
     let y = x.matmul(weight.transposed())
+    if residual != nil { return addingBiasAndResidual(y, bias: bias, residual: residual) }
     return bias.map { y + $0 } ?? y
 }

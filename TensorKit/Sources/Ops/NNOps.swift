@@ -3,7 +3,7 @@
 /// 2-D convolution, NCHW input and OIHW weight (PyTorch's `F.conv2d`).
 public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil,
                    stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
-                   dilation: (Int, Int) = (1, 1), groups: Int = 1) -> Tensor {
+                   dilation: (Int, Int) = (1, 1), groups: Int = 1, residual: Tensor? = nil) -> Tensor {
     precondition(input.rank == 4 && weight.rank == 4, "conv2d expects 4-D input and weight, got \(input.shape), \(weight.shape)")
     precondition(input.shape[1] == weight.shape[1] * groups && weight.shape[0] % groups == 0,
                  "conv2d: input channels \(input.shape[1]) do not match weight \(weight.shape) with groups \(groups)")
@@ -11,16 +11,26 @@ public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil,
     let p = Conv2dParameters(stride: stride, padding: padding, dilation: dilation, groups: groups)
     let (oh, ow) = p.outputSize(height: input.shape[2], width: input.shape[3], kernel: (weight.shape[2], weight.shape[3]))
     precondition(oh > 0 && ow > 0, "conv2d: output would be empty for input \(input.shape) and weight \(weight.shape)")
+    if let residual {
+        precondition(residual.shape == [input.shape[0], weight.shape[0], oh, ow] && residual.dtype == input.dtype
+                     && residual.device == input.device,
+                     "conv2d: residual \(residual.shape) \(residual.dtype) for output \([input.shape[0], weight.shape[0], oh, ow]) \(input.dtype)")
+    }
     let x = input.detach().contiguous(), w = weight.detach().contiguous()
     let b = backend(for: input.device)
-    let out = b.conv2d(x, weight: w, bias: bias?.detach().contiguous(), p)
+    let out = b.conv2d(x, weight: w, bias: bias?.detach().contiguous(), residual: residual?.detach().contiguous(), p)
+    // The residual comes first among the inputs: the graph then walks the block's shortcut before its
+    // convolutions, as it did for `shortcut + conv(h)`, so gradients accumulate in the same order
+    // (bit-identical training to the unfused add).
     var inputs = [input, weight]
     if let bias { inputs.append(bias) }
+    if let residual { inputs.insert(residual, at: 0) }
     let inputShape = input.shape, weightShape = weight.shape
     // Only the gradients some input needs are computed, and only their operands are kept alive by
     // the graph: a frozen weight (LoRA) keeps no activation, a frozen bias costs no reduction.
     let savedWeight = input.requiresGrad ? w : nil, savedInput = weight.requiresGrad ? x : nil
     let hasBias = bias != nil, needBias = bias?.requiresGrad ?? false
+    let hasResidual = residual != nil, needResidual = residual?.requiresGrad ?? false
     return Tensor.record(out, "conv2d", inputs: inputs) { g in
         let gc = g.contiguous()
         let b = backend(for: g.device)
@@ -29,6 +39,35 @@ public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil,
             savedInput.map { b.conv2dBackwardWeight(gc, input: $0, weightShape: weightShape, p) },
         ]
         if hasBias { grads.append(needBias ? gc.sum(axes: [0, 2, 3]) : nil) }
+        if hasResidual { grads.insert(needResidual ? g : nil, at: 0) }
+        return grads
+    }
+}
+
+/// (x + bias) + residual as one op and one pass (`Backend.addBiasResidual`): bias [x.shape.last]
+/// broadcast over the rows, residual of x's shape; either may be nil. The values are those of the
+/// two separate adds (on CUDA in float16/bfloat16: rounded once instead of twice).
+public func addingBiasAndResidual(_ x: Tensor, bias: Tensor?, residual: Tensor?) -> Tensor {
+    if bias == nil && residual == nil { return x }
+    if let bias {
+        precondition(bias.shape == [x.shape.last ?? 0] && bias.dtype == x.dtype && bias.device == x.device,
+                     "addingBiasAndResidual: bias \(bias.shape) \(bias.dtype) for \(x.shape) \(x.dtype)")
+    }
+    if let residual {
+        precondition(residual.shape == x.shape && residual.dtype == x.dtype && residual.device == x.device,
+                     "addingBiasAndResidual: residual \(residual.shape) \(residual.dtype) for \(x.shape) \(x.dtype)")
+    }
+    let out = backend(for: x.device).addBiasResidual(x.detach().contiguous(), bias: bias?.detach().contiguous(),
+                                                     residual: residual?.detach().contiguous(), inner: 1)
+    var inputs = [x]
+    if let bias { inputs.append(bias) }
+    if let residual { inputs.append(residual) }
+    let needBias = bias?.requiresGrad ?? false, width = x.shape.last ?? 0
+    let hasBias = bias != nil, hasResidual = residual != nil
+    return Tensor.record(out, "bias+residual", inputs: inputs) { g in
+        var grads: [Tensor?] = [g]
+        if hasBias { grads.append(needBias ? g.sumToShape([width]) : nil) }
+        if hasResidual { grads.append(g) }
         return grads
     }
 }

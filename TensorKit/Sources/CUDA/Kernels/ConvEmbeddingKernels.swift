@@ -85,11 +85,21 @@ extern "C" __global__ void tk_col2im(T* image, const T* col, TKConv g, int small
     }
 }
 
-/* out [n, channels, spatial] += bias[channel]. */
-extern "C" __global__ void tk_add_channel_bias(T* out, const T* bias, i64 count, i64 channels, i64 spatial) {
+/* out[i] = (x[i] + bias[(i / inner) % channels]) + residual[i] in ACC, stored once: a convolution's
+   bias (inner = spatial size) or a linear layer's (inner = 1), with the residual add of the block
+   that follows fused in. bias and residual may be null; out may be x. 32-bit index arithmetic
+   when count < 2^31. */
+extern "C" __global__ void tk_bias_residual(T* out, const T* x, const T* bias, const T* residual,
+                                            i64 count, i64 channels, i64 inner) {
+    const bool small = count < 2147483648LL;
     TK_GRID_LOOP(i, count) {
-        i64 c = (i / spatial) % channels;
-        tk_st(out + i, tk_ld(out + i) + tk_ld(bias + c));
+        ACC v = tk_ld(x + i);
+        if (bias) {
+            const i64 c = small ? (i64)(((u32)i / (u32)inner) % (u32)channels) : (i / inner) % channels;
+            v = v + tk_ld(bias + c);
+        }
+        if (residual) v = v + tk_ld(residual + i);
+        tk_st(out + i, v);
     }
 }
 """#
