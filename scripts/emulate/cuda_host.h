@@ -1,9 +1,9 @@
-// A host emulation of the CUDA features TensorKit's flash-attention kernels use, so that their exact
-// source (as NVRTC receives it; `tensorkit-gpu-check --print-source` prints it) runs on a CPU: a block is 128 OS threads
+// A host emulation of the CUDA features TensorKit's kernels use, so that their exact source (as NVRTC
+// receives it; `tensorkit-gpu-check --print-source` prints it) runs on a CPU: a block is OS threads
 // with a barrier for __syncthreads, a warp exchanges values through a buffer and a 32-thread barrier
 // (__shfl_xor_sync, mma.sync), and __shared__ arrays are statics (blocks run one after another).
-// Tests/TensorKitTests/FlashAttentionEmulationTests.swift substitutes the PTX `asm` statements with
-// the tk_host_* calls and builds flash_attention_check.cpp with g++.
+// Tests/TensorKitTests/CUDAKernelEmulationTests.swift substitutes the PTX `asm` statements with
+// the tk_host_* calls and builds a driver (flash_attention_check.cpp, conv_kernels_check.cpp) with g++.
 // It checks index arithmetic, fragment layouts, masking and the algorithm, not speed or the
 // hardware's rounding of tensor-core sums.
 #pragma once

@@ -1,6 +1,6 @@
 // Runs TensorKit's flash-attention kernels (forward, dQ, dK/dV) under cuda_host.h and compares them
 // with attention computed in double from the same rounded inputs. Built and run by
-// FlashAttentionEmulationTests once per storage type (the kernel source is included as
+// CUDAKernelEmulationTests once per storage type (the kernel source is included as
 // flash_kernels.inc, with TK_DTYPE defined at its top). Exit 1 if any error exceeds 1e-2, the GPU
 // op check's tolerance for float16/bfloat16 (max |x - ref| / max |ref| per tensor).
 #include "cuda_host.h"

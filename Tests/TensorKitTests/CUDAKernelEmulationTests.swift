@@ -1,0 +1,92 @@
+import Foundation
+import XCTest
+@testable import TensorKit
+
+/// Runs CUDA kernels on the CPU: the exact source NVRTC compiles, with its PTX `asm` statements (the
+/// prelude's two `cvt`s; the flash kernels' `mma.sync`) replaced by the host emulations in
+/// scripts/emulate/cuda_host.h (a block is OS threads with barriers, a warp exchanges through a
+/// buffer), built with g++ together with a driver in scripts/emulate/ that compares the kernels'
+/// results with loops written there. This checks index arithmetic, fragment layouts, masking and
+/// the algorithms without a GPU; gpu-check's cases on a device have the last word. Skips without g++.
+final class CUDAKernelEmulationTests: XCTestCase {
+    static let emulation = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../../scripts/emulate").standardized
+
+    /// The flash kernels (forward, dQ, dK/dV) against attention in double from the same rounded
+    /// inputs, float16 and bfloat16, tolerance 1e-2 as the GPU op check: 31 checks per dtype.
+    func testFlashAttentionKernelsMatchDoublePrecisionAttention() throws {
+        for dtype in [DType.float16, .bfloat16] {
+            let output = try runDriver("flash_attention_check.cpp", include: "flash_kernels.inc", family: "flash_attention", dtype: dtype)
+            let passed = output.split(separator: "\n").filter { $0.hasSuffix(" pass") }
+            XCTAssertEqual(passed.count, 31, "\(dtype): expected 31 passing checks:\n\(output)")
+        }
+    }
+
+    /// im2col (whole images and bands of output rows, 32- and 64-bit indexing), col2im (strides,
+    /// dilation, a 3×5 kernel) and the bias+residual epilogue, float32, exactly: 18 checks.
+    func testConvolutionKernelsMatchLoops() throws {
+        let output = try runDriver("conv_kernels_check.cpp", include: "conv_kernels.inc", family: "conv", dtype: .float32)
+        let passed = output.split(separator: "\n").filter { $0.hasSuffix(" pass") }
+        XCTAssertEqual(passed.count, 18, "expected 18 passing checks:\n\(output)")
+    }
+
+    /// The family's source with each `asm` statement swapped for its host emulation.
+    static func hostSource(family: String, dtype: DType) throws -> String {
+        var text = CUDAKernelSources.source(family: family, dtype: dtype).source
+        let substitutions: [(pattern: String, replacement: String, required: Bool)] = [
+            (#"asm\("cvt\.f32\.f16 %0, %1;" : "=f"\(f\) : "h"\(h\)\);"#, "f = tk_host_half_to_float(h);", true),
+            (#"asm\("cvt\.rn\.f16\.f32 %0, %1;" : "=h"\(h\) : "f"\(f\)\);"#, "h = tk_host_float_to_half(f);", true),
+            (#"#if TK_DTYPE == 2\n\s*asm volatile\("mma\.sync.*?\);\n"#, "tk_host_mma(c, a, b0, b1);\n", family == "flash_attention"),
+        ]
+        for s in substitutions {
+            let regex = try NSRegularExpression(pattern: s.pattern, options: [.dotMatchesLineSeparators])
+            let match = regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text))
+            guard let match, let range = Range(match.range, in: text) else {
+                if s.required {
+                    throw NSError(domain: "CUDAKernelEmulation", code: 1,
+                                  userInfo: [NSLocalizedDescriptionKey: "\(family): no match for \(s.pattern)"])
+                }
+                continue
+            }
+            text.replaceSubrange(range, with: s.replacement)
+        }
+        return text
+    }
+
+    /// Builds `driver` with the family's host source as `include`, runs it and returns its output;
+    /// fails the test unless both succeed.
+    private func runDriver(_ driver: String, include: String, family: String, dtype: DType) throws -> String {
+        guard let gxx = ["/usr/bin/g++", "/usr/local/bin/g++"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            print("skipped: g++ not found (scripts/install-deps.sh installs it)")
+            throw XCTSkip("g++ not found")
+        }
+        let source = try Self.hostSource(family: family, dtype: dtype)
+        XCTAssertFalse(source.contains("asm(") || source.contains("asm volatile"), "\(family): an asm statement the emulation does not replace")
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("tk-emulation-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+        try source.write(to: work.appendingPathComponent(include), atomically: true, encoding: .utf8)
+        let binary = work.appendingPathComponent("check").path
+        let build = try run(gxx, ["-std=c++20", "-O1", "-pthread", "-w", "-I", Self.emulation.path, "-I", work.path,
+                                  Self.emulation.appendingPathComponent(driver).path, "-o", binary])
+        XCTAssertEqual(build.status, 0, "g++ failed on \(driver):\n\(build.output)")
+        guard build.status == 0 else { return build.output }
+        let result = try run(binary, [])
+        print(result.output)
+        XCTAssertEqual(result.status, 0, "\(family) \(dtype): emulated kernels differ from the reference:\n\(result.output)")
+        return result.output
+    }
+
+    private func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+}
