@@ -36,6 +36,7 @@ struct tk_host_block {
     std::barrier<>* block = nullptr;
     std::barrier<>* warp[32] = {};
     float shuffle[32][32];
+    double shuffle64[32][32];
     uint32_t a[32][32][4], b[32][32][2];
 };
 inline tk_host_block tk_host;
@@ -50,7 +51,14 @@ inline float __shfl_xor_sync(unsigned, float x, int mask) {
     tk_host.warp[w]->arrive_and_wait();
     return y;
 }
-inline double __shfl_xor_sync(unsigned m, double x, int mask) { return (double)__shfl_xor_sync(m, (float)x, mask); }
+inline double __shfl_xor_sync(unsigned, double x, int mask) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    tk_host.shuffle64[w][lane] = x;
+    tk_host.warp[w]->arrive_and_wait();
+    const double y = tk_host.shuffle64[w][lane ^ mask];
+    tk_host.warp[w]->arrive_and_wait();
+    return y;
+}
 
 inline float tk_host_half_to_float(uint16_t h) {
     const uint32_t sign = (h >> 15) & 1, exp = (h >> 10) & 31, man = h & 1023;

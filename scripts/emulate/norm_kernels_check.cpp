@@ -1,0 +1,145 @@
+// Runs TensorKit's CUDA normalisation kernels (group norm with and without the fused SiLU and
+// affine parameters, forward, input gradient and parameter gradients; layer norm forward, backward
+// and the two-pass parameter gradients over several row chunks) under cuda_host.h in float32 and
+// compares them with the formulas evaluated in double here. Built and run by
+// CUDAKernelEmulationTests (the `norm` family's source is included as norm_kernels.inc).
+// Tolerance: max |x - ref| / max |ref| ≤ 1e-4 per tensor.
+#include "cuda_host.h"
+#include "norm_kernels.inc"
+#include <cstdio>
+#include <random>
+#include <string>
+
+float tk_host_element(uint16_t bits) { return tk_host_half_to_float(bits); }
+
+static int failures = 0;
+static void report(const std::string& name, const std::vector<float>& got, const std::vector<double>& want) {
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+        worst = std::max(worst, std::fabs((double)got[i] - want[i]));
+        scale = std::max(scale, std::fabs(want[i]));
+    }
+    const double err = worst / std::max(scale, 1e-30);
+    const bool ok = err <= 1e-4 && !std::isnan(err);
+    if (!ok) ++failures;
+    std::printf("%-48s %.2e %s\n", name.c_str(), err, ok ? "pass" : "FAIL");
+}
+
+static std::vector<float> randomValues(size_t n, unsigned seed, float mean = 0.f, float spread = 1.f) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> normal(mean, spread);
+    std::vector<float> v(n);
+    for (auto& x : v) x = normal(rng);
+    return v;
+}
+
+static double sigmoid(double z) { return 1 / (1 + std::exp(-z)); }
+
+static void checkGroupNorm(long n, long channels, long groups, long spatial, bool affine, bool silu, int small) {
+    const std::string name = "group norm N" + std::to_string(n) + " C" + std::to_string(channels) + " G" + std::to_string(groups)
+        + " S" + std::to_string(spatial) + (affine ? " affine" : "") + (silu ? " silu" : "") + (small ? " 32-bit" : "");
+    const long per = channels / groups, size = per * spatial, blocks = n * groups, total = n * channels * spatial;
+    auto x = randomValues(total, 1, 0.3f, 1.7f), w = randomValues(channels, 2, 1.f, 0.5f), b = randomValues(channels, 3);
+    auto go = randomValues(total, 4);
+    const double eps = 1e-5;
+    const float* wp = affine ? w.data() : nullptr;
+    const float* bp = affine ? b.data() : nullptr;
+    std::vector<float> y(total, NAN), mean(blocks, NAN), rstd(blocks, NAN), dx(total, NAN), dw(channels, NAN), db(channels, NAN);
+    tk_host_launch(2, 64, [&] {
+        tk_group_norm_forward(y.data(), mean.data(), rstd.data(), x.data(), wp, bp, blocks, channels, groups, spatial, eps, silu, small);
+    });
+    tk_host_launch(2, 64, [&] {
+        tk_group_norm_backward(dx.data(), go.data(), x.data(), wp, bp, mean.data(), rstd.data(), blocks, channels, groups, spatial, silu, small);
+    });
+    tk_host_launch(2, 64, [&] {
+        tk_group_norm_params(dw.data(), db.data(), go.data(), x.data(), wp, bp, mean.data(), rstd.data(), n, channels, groups, spatial, silu, small);
+    });
+    std::vector<double> Y(total), DX(total), DW(channels, 0), DB(channels, 0), M(blocks), R(blocks);
+    for (long blk = 0; blk < blocks; ++blk) {
+        const long base = blk * size, c0 = (blk % groups) * per;
+        double s = 0, ss = 0;
+        for (long i = 0; i < size; ++i) s += x[base + i];
+        const double mu = s / size;
+        for (long i = 0; i < size; ++i) ss += (x[base + i] - mu) * (x[base + i] - mu);
+        const double r = 1 / std::sqrt(ss / size + eps);
+        M[blk] = mu; R[blk] = r;
+        std::vector<double> dyhat(size), xhat(size);
+        double m1 = 0, m2 = 0;
+        for (long i = 0; i < size; ++i) {
+            const long c = c0 + i / spatial;
+            const double wc = affine ? w[c] : 1, bc = affine ? b[c] : 0;
+            xhat[i] = (x[base + i] - mu) * r;
+            const double z = xhat[i] * wc + bc;
+            Y[base + i] = silu ? z * sigmoid(z) : z;
+            const double sg = sigmoid(z);
+            const double dz = silu ? go[base + i] * sg * (1 + z * (1 - sg)) : go[base + i];
+            DW[c] += dz * xhat[i];
+            DB[c] += dz;
+            dyhat[i] = dz * wc;
+            m1 += dyhat[i]; m2 += dyhat[i] * xhat[i];
+        }
+        m1 /= size; m2 /= size;
+        for (long i = 0; i < size; ++i) DX[base + i] = r * (dyhat[i] - m1 - xhat[i] * m2);
+    }
+    report(name + ": y", y, Y);
+    report(name + ": mean", mean, M);
+    report(name + ": rstd", rstd, R);
+    report(name + ": dx", dx, DX);
+    report(name + ": dw", dw, DW);
+    report(name + ": db", db, DB);
+}
+
+static void checkLayerNorm(long rows, long count, long chunkRows, bool affine) {
+    const std::string name = "layer norm " + std::to_string(rows) + "x" + std::to_string(count) + " chunks of "
+        + std::to_string(chunkRows) + (affine ? " affine" : "");
+    const long chunks = (rows + chunkRows - 1) / chunkRows, tiles = (count + 31) / 32;
+    auto x = randomValues(rows * count, 5, -0.2f, 1.3f), w = randomValues(count, 6, 1.f, 0.5f), b = randomValues(count, 7);
+    auto go = randomValues(rows * count, 8);
+    const float* wp = affine ? w.data() : nullptr;
+    const float* bp = affine ? b.data() : nullptr;
+    std::vector<float> y(rows * count, NAN), mean(rows, NAN), rstd(rows, NAN), dx(rows * count, NAN), dw(count, NAN), db(count, NAN);
+    std::vector<double> partial(2 * chunks * count, NAN);
+    tk_host_launch(3, 64, [&] { tk_layer_norm_forward(y.data(), mean.data(), rstd.data(), x.data(), wp, bp, rows, count, 1e-5); });
+    tk_host_launch(3, 64, [&] { tk_layer_norm_backward(dx.data(), go.data(), x.data(), wp, mean.data(), rstd.data(), rows, count); });
+    tk_host_launch(2, 256, [&] {
+        tk_layer_norm_params_partial(partial.data(), go.data(), x.data(), mean.data(), rstd.data(), rows, count, chunkRows, chunks);
+    });
+    (void)tiles;
+    tk_host_launch(1, 64, [&] { tk_layer_norm_params_reduce(dw.data(), db.data(), partial.data(), count, chunks); });
+    std::vector<double> Y(rows * count), DX(rows * count), DW(count, 0), DB(count, 0);
+    for (long row = 0; row < rows; ++row) {
+        const float* xr = &x[row * count];
+        double s = 0, ss = 0;
+        for (long j = 0; j < count; ++j) s += xr[j];
+        const double mu = s / count;
+        for (long j = 0; j < count; ++j) ss += (xr[j] - mu) * (xr[j] - mu);
+        const double r = 1 / std::sqrt(ss / count + 1e-5);
+        double m1 = 0, m2 = 0;
+        std::vector<double> dyhat(count), xhat(count);
+        for (long j = 0; j < count; ++j) {
+            xhat[j] = (xr[j] - mu) * r;
+            Y[row * count + j] = xhat[j] * (affine ? w[j] : 1) + (affine ? b[j] : 0);
+            dyhat[j] = go[row * count + j] * (affine ? w[j] : 1);
+            DW[j] += go[row * count + j] * xhat[j];
+            DB[j] += go[row * count + j];
+            m1 += dyhat[j]; m2 += dyhat[j] * xhat[j];
+        }
+        m1 /= count; m2 /= count;
+        for (long j = 0; j < count; ++j) DX[row * count + j] = r * (dyhat[j] - m1 - xhat[j] * m2);
+    }
+    report(name + ": y", y, Y);
+    report(name + ": dx", dx, DX);
+    report(name + ": dw", dw, DW);
+    report(name + ": db", db, DB);
+}
+
+int main() {
+    checkGroupNorm(2, 8, 4, 10, true, true, 1);     // the fused GroupNorm + SiLU of every ResNet block
+    checkGroupNorm(2, 8, 4, 10, true, true, 0);
+    checkGroupNorm(3, 6, 2, 7, true, false, 1);
+    checkGroupNorm(1, 6, 3, 33, false, true, 1);    // no affine parameters
+    checkLayerNorm(140, 72, 64, true);              // three row chunks, a partial last column tile
+    checkLayerNorm(5, 40, 128, false);
+    std::printf("norm kernels: %d failure(s)\n", failures);
+    return failures ? 1 : 0;
+}
