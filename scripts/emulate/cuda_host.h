@@ -43,22 +43,17 @@ inline tk_host_block tk_host;
 
 inline void __syncthreads() { tk_host.block->arrive_and_wait(); }
 
-inline float __shfl_xor_sync(unsigned, float x, int mask) {
+/* A lane's value from lane ^ mask of its warp, through the warp's exchange buffer. */
+template <typename V> inline V tk_host_shuffle(V (*buffer)[32], V x, int mask) {
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    tk_host.shuffle[w][lane] = x;
+    buffer[w][lane] = x;
     tk_host.warp[w]->arrive_and_wait();
-    const float y = tk_host.shuffle[w][lane ^ mask];
+    const V y = buffer[w][lane ^ mask];
     tk_host.warp[w]->arrive_and_wait();
     return y;
 }
-inline double __shfl_xor_sync(unsigned, double x, int mask) {
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    tk_host.shuffle64[w][lane] = x;
-    tk_host.warp[w]->arrive_and_wait();
-    const double y = tk_host.shuffle64[w][lane ^ mask];
-    tk_host.warp[w]->arrive_and_wait();
-    return y;
-}
+inline float __shfl_xor_sync(unsigned, float x, int mask) { return tk_host_shuffle(tk_host.shuffle, x, mask); }
+inline double __shfl_xor_sync(unsigned, double x, int mask) { return tk_host_shuffle(tk_host.shuffle64, x, mask); }
 
 inline float tk_host_half_to_float(uint16_t h) {
     const uint32_t sign = (h >> 15) & 1, exp = (h >> 10) & 31, man = h & 1023;

@@ -128,6 +128,30 @@ __device__ __forceinline__ void tk_fa_load_tile(u16* s, const u16* m, i64 r0, i6
     }
 }
 
+/* Where this thread works: warp w of its block owns rows r0 … r0+15 (of `rows`: queries, or keys
+   for dK/dV) of head bh; g and t place the lane in the fragment layouts. */
+struct tk_fa_place { int g, t; i64 bh, r0; };
+__device__ __forceinline__ tk_fa_place tk_fa_locate(i64 rows) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const i64 blocks = (rows + TK_FA_ROWS - 1) / TK_FA_ROWS;
+    return { lane >> 2, lane & 3, (i64)blockIdx.x / blocks, ((i64)blockIdx.x % blocks) * TK_FA_ROWS + warp * 16 };
+}
+
+/* Waits until the block is done with the previous tiles, then stages rows j0 … j0+63 of two
+   [rows, d] matrices (the caller synchronises again before reading them). */
+template <int DP>
+__device__ __forceinline__ void tk_fa_stage(u16* sa, const u16* a, u16* sb, const u16* b, i64 j0, i64 rows, int d) {
+    __syncthreads();
+    tk_fa_load_tile<DP>(sa, a, j0, rows, d);
+    tk_fa_load_tile<DP>(sb, b, j0, rows, d);
+}
+
+template <int DP>
+__device__ __forceinline__ void tk_fa_zero(float (*acc)[4]) {
+#pragma unroll
+    for (int dt = 0; dt < DP / 8; ++dt) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0.f;
+}
+
 /* acc[nt] (16 × 64 in 8 tiles of 8 columns) = A (16 × DP, registers) · Bᵀ, where B is a shared
    [64][pitch] tile read by rows: B-fragment pairs are contiguous in a row. */
 template <int DP>
@@ -196,25 +220,21 @@ __device__ __forceinline__ void tk_fa_forward(T* out, float* lse, const T* q, co
                                               i64 nq, i64 nk, int d, double scale) {
     __shared__ __align__(16) u16 Ks[TK_FA_ROWS * (DP + 8)];
     __shared__ __align__(16) u16 Vs[TK_FA_ROWS * (DP + 8)];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const i64 blocks = (nq + TK_FA_ROWS - 1) / TK_FA_ROWS;
-    const i64 bh = blockIdx.x / blocks, r0 = (blockIdx.x % blocks) * TK_FA_ROWS + warp * 16;
-    const u16* qh = (const u16*)q + bh * nq * d;
+    const tk_fa_place at = tk_fa_locate(nq);
+    const int g = at.g, t = at.t;
+    const i64 bh = at.bh, r0 = at.r0;
     const u16* kh = (const u16*)k + bh * nk * d;
     const u16* vh = (const u16*)v + bh * nk * d;
     const float c = (float)scale * TK_FA_LOG2E;
 
     u32 qa[DP / 16][4];
-    tk_fa_load_a<DP>(qa, qh, r0, nq, d, g, t);
+    tk_fa_load_a<DP>(qa, (const u16*)q + bh * nq * d, r0, nq, d, g, t);
     float o[DP / 8][4];
-#pragma unroll
-    for (int dt = 0; dt < DP / 8; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+    tk_fa_zero<DP>(o);
     float m0 = -TK_INF, m1 = -TK_INF, l0 = 0.f, l1 = 0.f;
 
     for (i64 j0 = 0; j0 < nk; j0 += TK_FA_ROWS) {
-        __syncthreads();
-        tk_fa_load_tile<DP>(Ks, kh, j0, nk, d);
-        tk_fa_load_tile<DP>(Vs, vh, j0, nk, d);
+        tk_fa_stage<DP>(Ks, kh, Vs, vh, j0, nk, d);
         __syncthreads();
         float s[TK_FA_ROWS / 8][4];
         tk_fa_mma_rows<DP>(s, qa, Ks, g, t);
@@ -261,9 +281,9 @@ __device__ __forceinline__ void tk_fa_backward_dq(T* dq, const T* q, const T* k,
                                                   const float* lse, const float* delta, i64 nq, i64 nk, int d, double scale) {
     __shared__ __align__(16) u16 Ks[TK_FA_ROWS * (DP + 8)];
     __shared__ __align__(16) u16 Vs[TK_FA_ROWS * (DP + 8)];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const i64 blocks = (nq + TK_FA_ROWS - 1) / TK_FA_ROWS;
-    const i64 bh = blockIdx.x / blocks, r0 = (blockIdx.x % blocks) * TK_FA_ROWS + warp * 16;
+    const tk_fa_place at = tk_fa_locate(nq);
+    const int g = at.g, t = at.t;
+    const i64 bh = at.bh, r0 = at.r0;
     const u16* kh = (const u16*)k + bh * nk * d;
     const u16* vh = (const u16*)v + bh * nk * d;
     const float c = (float)scale * TK_FA_LOG2E;
@@ -276,13 +296,10 @@ __device__ __forceinline__ void tk_fa_backward_dq(T* dq, const T* q, const T* k,
     const float D0 = r0 + g < nq ? delta[bh * nq + r0 + g] : 0.f;
     const float D1 = r0 + g + 8 < nq ? delta[bh * nq + r0 + g + 8] : 0.f;
     float acc[DP / 8][4];
-#pragma unroll
-    for (int dt = 0; dt < DP / 8; ++dt) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0.f;
+    tk_fa_zero<DP>(acc);
 
     for (i64 j0 = 0; j0 < nk; j0 += TK_FA_ROWS) {
-        __syncthreads();
-        tk_fa_load_tile<DP>(Ks, kh, j0, nk, d);
-        tk_fa_load_tile<DP>(Vs, vh, j0, nk, d);
+        tk_fa_stage<DP>(Ks, kh, Vs, vh, j0, nk, d);
         __syncthreads();
         float s[TK_FA_ROWS / 8][4], dp[TK_FA_ROWS / 8][4];
         tk_fa_mma_rows<DP>(s, qa, Ks, g, t);
@@ -310,9 +327,9 @@ __device__ __forceinline__ void tk_fa_backward_dkdv(T* dk, T* dv, const T* q, co
     __shared__ __align__(16) u16 Qs[TK_FA_ROWS * (DP + 8)];
     __shared__ __align__(16) u16 Gs[TK_FA_ROWS * (DP + 8)];
     __shared__ float Ls[TK_FA_ROWS], Ds[TK_FA_ROWS];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const i64 blocks = (nk + TK_FA_ROWS - 1) / TK_FA_ROWS;
-    const i64 bh = blockIdx.x / blocks, r0 = (blockIdx.x % blocks) * TK_FA_ROWS + warp * 16;
+    const tk_fa_place at = tk_fa_locate(nk);
+    const int g = at.g, t = at.t;
+    const i64 bh = at.bh, r0 = at.r0;
     const u16* qh = (const u16*)q + bh * nq * d;
     const u16* gh = (const u16*)go + bh * nq * d;
     const float c = (float)scale * TK_FA_LOG2E;
@@ -321,16 +338,11 @@ __device__ __forceinline__ void tk_fa_backward_dkdv(T* dk, T* dv, const T* q, co
     tk_fa_load_a<DP>(ka, (const u16*)k + bh * nk * d, r0, nk, d, g, t);
     tk_fa_load_a<DP>(va, (const u16*)v + bh * nk * d, r0, nk, d, g, t);
     float accK[DP / 8][4], accV[DP / 8][4];
-#pragma unroll
-    for (int dt = 0; dt < DP / 8; ++dt) {
-        accK[dt][0] = accK[dt][1] = accK[dt][2] = accK[dt][3] = 0.f;
-        accV[dt][0] = accV[dt][1] = accV[dt][2] = accV[dt][3] = 0.f;
-    }
+    tk_fa_zero<DP>(accK);
+    tk_fa_zero<DP>(accV);
 
     for (i64 i0 = 0; i0 < nq; i0 += TK_FA_ROWS) {
-        __syncthreads();
-        tk_fa_load_tile<DP>(Qs, qh, i0, nq, d);
-        tk_fa_load_tile<DP>(Gs, gh, i0, nq, d);
+        tk_fa_stage<DP>(Qs, qh, Gs, gh, i0, nq, d);
         for (int r = threadIdx.x; r < TK_FA_ROWS; r += blockDim.x) {
             const bool ok = i0 + r < nq;
             Ls[r] = ok ? lse[bh * nq + i0 + r] * TK_FA_LOG2E : 0.f;
