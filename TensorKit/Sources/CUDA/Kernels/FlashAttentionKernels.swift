@@ -137,6 +137,9 @@ __device__ __forceinline__ tk_fa_place tk_fa_locate(i64 rows) {
     return { lane >> 2, lane & 3, (i64)blockIdx.x / blocks, ((i64)blockIdx.x % blocks) * TK_FA_ROWS + warp * 16 };
 }
 
+/* Head bh of a contiguous [BH, rows, d] tensor, as raw 16-bit values. */
+__device__ __forceinline__ const u16* tk_fa_head(const T* m, i64 bh, i64 rows, int d) { return (const u16*)m + bh * rows * d; }
+
 /* Waits until the block is done with the previous tiles, then stages rows j0 … j0+63 of two
    [rows, d] matrices (the caller synchronises again before reading them). */
 template <int DP>
@@ -223,18 +226,15 @@ __device__ __forceinline__ void tk_fa_forward(T* out, float* lse, const T* q, co
     const tk_fa_place at = tk_fa_locate(nq);
     const int g = at.g, t = at.t;
     const i64 bh = at.bh, r0 = at.r0;
-    const u16* kh = (const u16*)k + bh * nk * d;
-    const u16* vh = (const u16*)v + bh * nk * d;
     const float c = (float)scale * TK_FA_LOG2E;
-
     u32 qa[DP / 16][4];
-    tk_fa_load_a<DP>(qa, (const u16*)q + bh * nq * d, r0, nq, d, g, t);
+    tk_fa_load_a<DP>(qa, tk_fa_head(q, bh, nq, d), r0, nq, d, g, t);
     float o[DP / 8][4];
     tk_fa_zero<DP>(o);
     float m0 = -TK_INF, m1 = -TK_INF, l0 = 0.f, l1 = 0.f;
 
     for (i64 j0 = 0; j0 < nk; j0 += TK_FA_ROWS) {
-        tk_fa_stage<DP>(Ks, kh, Vs, vh, j0, nk, d);
+        tk_fa_stage<DP>(Ks, tk_fa_head(k, bh, nk, d), Vs, tk_fa_head(v, bh, nk, d), j0, nk, d);
         __syncthreads();
         float s[TK_FA_ROWS / 8][4];
         tk_fa_mma_rows<DP>(s, qa, Ks, g, t);
@@ -284,22 +284,21 @@ __device__ __forceinline__ void tk_fa_backward_dq(T* dq, const T* q, const T* k,
     const tk_fa_place at = tk_fa_locate(nq);
     const int g = at.g, t = at.t;
     const i64 bh = at.bh, r0 = at.r0;
-    const u16* kh = (const u16*)k + bh * nk * d;
-    const u16* vh = (const u16*)v + bh * nk * d;
     const float c = (float)scale * TK_FA_LOG2E;
-
     u32 qa[DP / 16][4], ga[DP / 16][4];
-    tk_fa_load_a<DP>(qa, (const u16*)q + bh * nq * d, r0, nq, d, g, t);
-    tk_fa_load_a<DP>(ga, (const u16*)go + bh * nq * d, r0, nq, d, g, t);
-    const float L0 = r0 + g < nq ? lse[bh * nq + r0 + g] * TK_FA_LOG2E : 0.f;
-    const float L1 = r0 + g + 8 < nq ? lse[bh * nq + r0 + g + 8] * TK_FA_LOG2E : 0.f;
-    const float D0 = r0 + g < nq ? delta[bh * nq + r0 + g] : 0.f;
-    const float D1 = r0 + g + 8 < nq ? delta[bh * nq + r0 + g + 8] : 0.f;
+    tk_fa_load_a<DP>(qa, tk_fa_head(q, bh, nq, d), r0, nq, d, g, t);
+    tk_fa_load_a<DP>(ga, tk_fa_head(go, bh, nq, d), r0, nq, d, g, t);
+    /* This lane's two rows: their log-sum-exp (log2 units) and delta; zero past the end. */
+    const bool in0 = r0 + g < nq, in1 = r0 + g + 8 < nq;
+    const float* lh = lse + bh * nq + r0 + g;
+    const float* dh = delta + bh * nq + r0 + g;
+    const float L0 = in0 ? lh[0] * TK_FA_LOG2E : 0.f, L1 = in1 ? lh[8] * TK_FA_LOG2E : 0.f;
+    const float D0 = in0 ? dh[0] : 0.f, D1 = in1 ? dh[8] : 0.f;
     float acc[DP / 8][4];
     tk_fa_zero<DP>(acc);
 
     for (i64 j0 = 0; j0 < nk; j0 += TK_FA_ROWS) {
-        tk_fa_stage<DP>(Ks, kh, Vs, vh, j0, nk, d);
+        tk_fa_stage<DP>(Ks, tk_fa_head(k, bh, nk, d), Vs, tk_fa_head(v, bh, nk, d), j0, nk, d);
         __syncthreads();
         float s[TK_FA_ROWS / 8][4], dp[TK_FA_ROWS / 8][4];
         tk_fa_mma_rows<DP>(s, qa, Ks, g, t);
@@ -330,19 +329,16 @@ __device__ __forceinline__ void tk_fa_backward_dkdv(T* dk, T* dv, const T* q, co
     const tk_fa_place at = tk_fa_locate(nk);
     const int g = at.g, t = at.t;
     const i64 bh = at.bh, r0 = at.r0;
-    const u16* qh = (const u16*)q + bh * nq * d;
-    const u16* gh = (const u16*)go + bh * nq * d;
     const float c = (float)scale * TK_FA_LOG2E;
-
     u32 ka[DP / 16][4], va[DP / 16][4];
-    tk_fa_load_a<DP>(ka, (const u16*)k + bh * nk * d, r0, nk, d, g, t);
-    tk_fa_load_a<DP>(va, (const u16*)v + bh * nk * d, r0, nk, d, g, t);
+    tk_fa_load_a<DP>(ka, tk_fa_head(k, bh, nk, d), r0, nk, d, g, t);
+    tk_fa_load_a<DP>(va, tk_fa_head(v, bh, nk, d), r0, nk, d, g, t);
     float accK[DP / 8][4], accV[DP / 8][4];
     tk_fa_zero<DP>(accK);
     tk_fa_zero<DP>(accV);
 
     for (i64 i0 = 0; i0 < nq; i0 += TK_FA_ROWS) {
-        tk_fa_stage<DP>(Qs, qh, Gs, gh, i0, nq, d);
+        tk_fa_stage<DP>(Qs, tk_fa_head(q, bh, nq, d), Gs, tk_fa_head(go, bh, nq, d), i0, nq, d);
         for (int r = threadIdx.x; r < TK_FA_ROWS; r += blockDim.x) {
             const bool ok = i0 + r < nq;
             Ls[r] = ok ? lse[bh * nq + i0 + r] * TK_FA_LOG2E : 0.f;
