@@ -15,7 +15,8 @@ failure or a timeout becomes a row "failed: <reason>" and the script goes on):
   unet      UNet forward, batch 2 (CFG), 64x64 latents, 77x768 text states, one timestep, fp16,
             default SDPA attention, no grad: 3 warm-up runs, median of 20. The inputs and diffusers'
             output are saved (float32) in /tmp/bench; `ddpo bench-unet` runs the same inputs and
-            its output is compared: max|ours - ref| / max|ref| <= 1e-2.
+            its output is compared: max|ours - ref| / max|ref| <= 1e-2. On CUDA ours runs again with
+            the flash kernels' plain build (TENSORKIT_CUDA_FLASH_PIPELINE=0), an A/B row.
   sample    50-step DDIM (eta 0, guidance 7.5), 2 prompts at 512x512, fp16, VAE decode included,
             model load excluded: StableDiffusionPipeline (one 2-step warm-up call) vs `ddpo sample
             --timing --warmup_steps 2` (the same warm-up in the process, so neither side pays kernel
@@ -25,8 +26,9 @@ failure or a timeout becomes a row "failed: <reason>" and the script goes on):
             TRL DDPOTrainer.step (epoch 0; epoch 1 too when time allows) vs `ddpo train
             --num_epochs 1` (its metrics.jsonl's epoch_seconds).
   profile   (opt-in: --phases ...,profile) ours only, TENSORKIT_CUDA_PROFILE=1: a one-batch DDPO
-            epoch (10 steps) and a 10-step sampling run; the per-kernel tables, sampling and
-            training apart, are in bench-logs.txt (profile_train.log, profile_sample.log).
+            epoch (10 steps), the same with the flash kernels' plain build when time allows, and a
+            10-step sampling run; the per-kernel tables, sampling and training apart, are in
+            bench-logs.txt (profile_train.log, profile_train_sync.log, profile_sample.log).
 
 Prints a markdown table at the end (and writes $OUT/bench.md and $OUT/bench.json when OUT is set).
 Our binary is $DDPO (default .gpu-bin/ddpo, else .build/release/ddpo).
@@ -555,6 +557,14 @@ def main_orchestrator(a):
                         R["unet_check"] = {"error": f"{type(e).__name__}: {e}"[:300]}
                 else:
                     R["unet_check"] = {"error": "no output from ours"}
+                if cuda and "error" not in R["unet_ours"]:
+                    # A/B in the same call: the flash kernels' plain build (TENSORKIT_CUDA_FLASH_PIPELINE=0).
+                    R["unet_ours_sync"] = r.ours("unet_ours_sync", ["bench-unet", "--model", a.model, "--inputs",
+                                                                    os.path.join(a.bench, "unet_in.safetensors"),
+                                                                    "--out", os.path.join(a.bench, "unet_ours_sync.safetensors"),
+                                                                    "--device", a.device, "--mixed_precision", mp,
+                                                                    "--warmup", str(a.warmup), "--iterations", str(a.iterations)],
+                                                 60, env=dict(os.environ, TENSORKIT_CUDA_FLASH_PIPELINE="0"))
 
         # c. sample
         if have_model and "sample" in phases:
@@ -613,6 +623,14 @@ def main_orchestrator(a):
                 "--reward", "jpeg_compressibility", "--prompts", prompts_file, "--logdir", logdir, "--run_name", "r",
                 "--quiet", "--save_freq", "1000", "--gradient_checkpointing", "false", "--report_prompts", "0"],
                 150, env=env)
+            if r.remaining() > 40:  # the same epoch with the flash kernels' plain build, for comparison
+                R["profile_train_sync"] = r.ours("profile_train_sync", [
+                    "train", "--model", a.model, "--device", a.device, "--mixed_precision", mp, "--num_epochs", "1",
+                    "--sample_batch_size", str(d["sample_batch_size"]), "--sample_num_batches_per_epoch", "1",
+                    "--train_batch_size", str(d["train_batch_size"]), "--sample_num_steps", "10",
+                    "--reward", "jpeg_compressibility", "--prompts", prompts_file, "--logdir", logdir + "_sync",
+                    "--run_name", "r", "--quiet", "--save_freq", "1000", "--gradient_checkpointing", "false",
+                    "--report_prompts", "0"], 60, env=dict(env, TENSORKIT_CUDA_FLASH_PIPELINE="0"))
             R["profile_sample"] = r.ours("profile_sample", [
                 "sample", "--model", a.model, "--device", a.device, "--mixed_precision", mp, "--steps", "10",
                 "--prompt", SAMPLE_PROMPTS[0], "--prompt", SAMPLE_PROMPTS[1], "--out", os.path.join(a.bench, "profile_samples"),
@@ -683,6 +701,12 @@ def render(R, cfg, a):
         row(f"UNet forward, batch 2, {lat}×{lat}, 77 tokens (ms)",
             err(UO) or fmt(o_ms, " ms", 2), err(U) or fmt(r_ms, " ms", 2), ratio(o_ms, r_ms),
             mem(oj.get("peak_mib"), U.get("peak_mib")), note)
+        US = R.get("unet_ours_sync")
+        if US is not None:
+            sj = US.get("json") or {}
+            row("the same, flash kernels' plain build (TENSORKIT_CUDA_FLASH_PIPELINE=0)",
+                err(US) or fmt(sj.get("median_ms"), " ms", 2), err(U) or fmt(r_ms, " ms", 2),
+                ratio(sj.get("median_ms"), r_ms), mem(sj.get("peak_mib"), U.get("peak_mib")), "A/B in the same call")
     # sample
     S, SO = R.get("sample_ref"), R.get("sample_ours")
     if S is not None:
@@ -727,7 +751,9 @@ def render(R, cfg, a):
             f"accelerate {W.get('accelerate', '?')} — {R['settings']['mixed_precision']} "
             f"{'(tiny config)' if a.tiny else '(SD 1.5 config, random weights)'}"
             + ("; ours with TENSORKIT_CUDA_FLASH_ATTENTION=0 (cuBLAS attention)"
-               if os.environ.get("TENSORKIT_CUDA_FLASH_ATTENTION") == "0" else ""),
+               if os.environ.get("TENSORKIT_CUDA_FLASH_ATTENTION") == "0" else "")
+            + ("; ours with TENSORKIT_CUDA_FLASH_PIPELINE=0 (the flash kernels' plain build)"
+               if os.environ.get("TENSORKIT_CUDA_FLASH_PIPELINE") == "0" else ""),
             "",
             "| measurement | ours | reference | ratio (ours/ref) | peak memory ours / ref | note |",
             "|---|---|---|---|---|---|"]

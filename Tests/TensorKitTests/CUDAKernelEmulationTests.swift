@@ -3,7 +3,8 @@ import XCTest
 @testable import TensorKit
 
 /// Runs CUDA kernels on the CPU: the exact source NVRTC compiles, with its PTX `asm` statements (the
-/// prelude's two `cvt`s; the flash kernels' `mma.sync`) replaced by the host emulations in
+/// prelude's two `cvt`s; the flash kernels' `mma.sync`, `ldmatrix`, `cp.async` and paired `cvt`)
+/// replaced by the host emulations in
 /// scripts/emulate/cuda_host.h (a block is OS threads with barriers, a warp exchanges through a
 /// buffer), built with g++ together with a driver in scripts/emulate/ that compares the kernels'
 /// results with loops written there. This checks index arithmetic, fragment layouts, masking and
@@ -13,12 +14,13 @@ final class CUDAKernelEmulationTests: XCTestCase {
         .appendingPathComponent("../../scripts/emulate").standardized
 
     /// The flash kernels (forward, dQ, dK/dV) against attention in double from the same rounded
-    /// inputs, float16 and bfloat16, tolerance 1e-2 as the GPU op check: 31 checks per dtype.
+    /// inputs, float16 and bfloat16, tolerance 1e-2 as the GPU op check: 36 checks per build and
+    /// dtype, for the plain build and the pipelined one with its copies landing late and early.
     func testFlashAttentionKernelsMatchDoublePrecisionAttention() throws {
         for dtype in [DType.float16, .bfloat16] {
             let output = try runDriver("flash_attention_check.cpp", include: "flash_kernels.inc", family: "flash_attention", dtype: dtype)
             let passed = output.split(separator: "\n").filter { $0.hasSuffix(" pass") }
-            XCTAssertEqual(passed.count, 31, "\(dtype): expected 31 passing checks:\n\(output)")
+            XCTAssertEqual(passed.count, 3 * 36, "\(dtype): expected 108 passing checks:\n\(output)")
         }
     }
 
@@ -41,10 +43,20 @@ final class CUDAKernelEmulationTests: XCTestCase {
     /// The family's source with each `asm` statement swapped for its host emulation.
     static func hostSource(family: String, dtype: DType) throws -> String {
         var text = CUDAKernelSources.source(family: family, dtype: dtype).source
+        let flash = family == "flash_attention"
         let substitutions: [(pattern: String, replacement: String, required: Bool)] = [
             (#"asm\("cvt\.f32\.f16 %0, %1;" : "=f"\(f\) : "h"\(h\)\);"#, "f = tk_host_half_to_float(h);", true),
             (#"asm\("cvt\.rn\.f16\.f32 %0, %1;" : "=h"\(h\) : "f"\(f\)\);"#, "h = tk_host_float_to_half(f);", true),
-            (#"#if TK_DTYPE == 2\n\s*asm volatile\("mma\.sync.*?\);\n"#, "tk_host_mma(c, a, b0, b1);\n", family == "flash_attention"),
+            (#"#if TK_DTYPE == 2\n\s*asm volatile\("mma\.sync.*?\);\n"#, "tk_host_mma(c, a, b0, b1);\n", flash),
+            (#"#if TK_DTYPE == 2\n\s*asm\("cvt\.rn\.f16x2\.f32.*?\);\n#else\n\s*asm\("cvt\.rn\.bf16x2\.f32.*?\);\n"#,
+             "#if TK_DTYPE == 2\nr = (u32)tk_float_to_half(lo) | ((u32)tk_float_to_half(hi) << 16);\n#else\n"
+                + "r = (u32)tk_float_to_bf16(lo) | ((u32)tk_float_to_bf16(hi) << 16);\n", flash),
+            (#"asm volatile\("ldmatrix\.sync\.aligned\.m8n8\.x4\.shared\.b16.*?\);\n"#, "tk_host_ldmatrix(r, row, false);\n", flash),
+            (#"asm volatile\("ldmatrix\.sync\.aligned\.m8n8\.x4\.trans\.shared\.b16.*?\);\n"#, "tk_host_ldmatrix(r, row, true);\n", flash),
+            (#"asm volatile\("cp\.async\.cg\.shared\.global \[%0\], \[%1\], 16, %2;.*?\);\n"#, "tk_host_copy(dst, src, n, 16);\n", flash),
+            (#"asm volatile\("cp\.async\.ca\.shared\.global \[%0\], \[%1\], 4, %2;.*?\);\n"#, "tk_host_copy(dst, src, n, 4);\n", flash),
+            (#"asm volatile\("cp\.async\.commit_group;.*?\);"#, "tk_host_commit();", flash),
+            (#"asm volatile\("cp\.async\.wait_group %0;.*?\);"#, "tk_host_wait(N);", flash),
         ]
         for s in substitutions {
             let regex = try NSRegularExpression(pattern: s.pattern, options: [.dotMatchesLineSeparators])

@@ -1,7 +1,8 @@
 // A host emulation of the CUDA features TensorKit's kernels use, so that their exact source (as NVRTC
 // receives it; `tensorkit-gpu-check --print-source` prints it) runs on a CPU: a block is OS threads
 // with a barrier for __syncthreads, a warp exchanges values through a buffer and a 32-thread barrier
-// (__shfl_xor_sync, mma.sync), and __shared__ arrays are statics (blocks run one after another).
+// (__shfl_xor_sync, mma.sync, ldmatrix), cp.async copies land at their wait (or at once, to expose
+// the other kind of race), and __shared__ arrays are statics (blocks run one after another).
 // Tests/TensorKitTests/CUDAKernelEmulationTests.swift substitutes the PTX `asm` statements with
 // the tk_host_* calls and builds a driver (flash_attention_check.cpp, conv_kernels_check.cpp) with g++.
 // It checks index arithmetic, fragment layouts, masking and the algorithm, not speed or the
@@ -10,6 +11,8 @@
 #include <barrier>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <math.h>
@@ -38,6 +41,7 @@ struct tk_host_block {
     float shuffle[32][32];
     double shuffle64[32][32];
     uint32_t a[32][32][4], b[32][32][2];
+    const uint16_t* rows[32][32];
 };
 inline tk_host_block tk_host;
 
@@ -54,6 +58,57 @@ template <typename V> inline V tk_host_shuffle(V (*buffer)[32], V x, int mask) {
 }
 inline float __shfl_xor_sync(unsigned, float x, int mask) { return tk_host_shuffle(tk_host.shuffle, x, mask); }
 inline double __shfl_xor_sync(unsigned, double x, int mask) { return tk_host_shuffle(tk_host.shuffle64, x, mask); }
+
+inline size_t __cvta_generic_to_shared(const void* p) { return (size_t)p; }
+
+inline void tk_host_misaligned(const char* what, const void* p, size_t alignment) {
+    if ((uintptr_t)p % alignment) {
+        std::fprintf(stderr, "%s: address %p is not %zu-byte aligned\n", what, p, alignment);
+        std::abort();
+    }
+}
+
+/* ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16, warp-collective: lane l gives row l % 8 of
+   matrix l / 8; r[i] = matrix i's {row g, cols 2t, 2t+1}, or transposed {rows 2t, 2t+1 of col g}. */
+inline void tk_host_ldmatrix(uint32_t* r, const uint16_t* row, bool trans) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    tk_host_misaligned("ldmatrix", row, 16);
+    tk_host.rows[w][lane] = row;
+    tk_host.warp[w]->arrive_and_wait();
+    const int g = lane >> 2, t = lane & 3;
+    for (int i = 0; i < 4; ++i) {
+        const uint16_t* const* m = tk_host.rows[w] + 8 * i;
+        const uint32_t lo = trans ? m[2 * t][g] : m[g][2 * t];
+        const uint32_t hi = trans ? m[2 * t + 1][g] : m[g][2 * t + 1];
+        r[i] = lo | (hi << 16);
+    }
+    tk_host.warp[w]->arrive_and_wait();
+}
+
+/* cp.async (zero-filled when n == 0), commit_group and wait_group. A copy lands at the wait that
+   covers its group, the latest moment the hardware allows (so a read before the wait sees stale
+   data), or at once when tk_host_eager_copies is set (the earliest: so a copy into a buffer that
+   another warp still reads shows up too). */
+struct tk_host_copy_op { void* dst; const void* src; int n, size; };
+inline bool tk_host_eager_copies = false;
+inline thread_local std::vector<tk_host_copy_op> tk_host_open;
+inline thread_local std::vector<std::vector<tk_host_copy_op>> tk_host_groups;
+inline void tk_host_land(const tk_host_copy_op& op) {
+    if (op.n) std::memcpy(op.dst, op.src, op.size); else std::memset(op.dst, 0, op.size);
+}
+inline void tk_host_copy(void* dst, const void* src, int n, int size) {
+    tk_host_misaligned("cp.async destination", dst, size);
+    if (n) tk_host_misaligned("cp.async source", src, size);
+    if (tk_host_eager_copies) tk_host_land({dst, src, n, size});
+    else tk_host_open.push_back({dst, src, n, size});
+}
+inline void tk_host_commit() { tk_host_groups.push_back(std::move(tk_host_open)); tk_host_open.clear(); }
+inline void tk_host_wait(int pending) {
+    while ((int)tk_host_groups.size() > pending) {
+        for (const auto& op : tk_host_groups.front()) tk_host_land(op);
+        tk_host_groups.erase(tk_host_groups.begin());
+    }
+}
 
 inline float tk_host_half_to_float(uint16_t h) {
     const uint32_t sign = (h >> 15) & 1, exp = (h >> 10) & 31, man = h & 1023;

@@ -26,19 +26,29 @@ static int width(int d, const int* widths, int n) {
     return 0;
 }
 
+/* The pipelined build (cp.async, ldmatrix) or the plain one ("_sync"), as CUDA.flashPipeline picks. */
+static bool pipelined = true;
+#define TK_PICK(name) (pipelined ? name : name##_sync)
 static Forward forwardKernel(int w) {
     switch (w) {
-    case 32: return tk_flash_forward_d32; case 48: return tk_flash_forward_d48; case 64: return tk_flash_forward_d64;
-    case 80: return tk_flash_forward_d80; case 96: return tk_flash_forward_d96; case 128: return tk_flash_forward_d128;
+    case 32: return TK_PICK(tk_flash_forward_d32); case 48: return TK_PICK(tk_flash_forward_d48);
+    case 64: return TK_PICK(tk_flash_forward_d64); case 80: return TK_PICK(tk_flash_forward_d80);
+    case 96: return TK_PICK(tk_flash_forward_d96); case 128: return TK_PICK(tk_flash_forward_d128);
     }
     return nullptr;
 }
 static BackwardDQ dqKernel(int w) {
-    switch (w) { case 32: return tk_flash_backward_dq_d32; case 48: return tk_flash_backward_dq_d48; case 64: return tk_flash_backward_dq_d64; }
+    switch (w) {
+    case 32: return TK_PICK(tk_flash_backward_dq_d32); case 48: return TK_PICK(tk_flash_backward_dq_d48);
+    case 64: return TK_PICK(tk_flash_backward_dq_d64);
+    }
     return nullptr;
 }
 static BackwardDKDV dkdvKernel(int w) {
-    switch (w) { case 32: return tk_flash_backward_dkdv_d32; case 48: return tk_flash_backward_dkdv_d48; case 64: return tk_flash_backward_dkdv_d64; }
+    switch (w) {
+    case 32: return TK_PICK(tk_flash_backward_dkdv_d32); case 48: return TK_PICK(tk_flash_backward_dkdv_d48);
+    case 64: return TK_PICK(tk_flash_backward_dkdv_d64);
+    }
     return nullptr;
 }
 
@@ -69,7 +79,8 @@ static void report(const std::string& name, const char* what, double err) {
 static void check(int bh, int nq, int nk, int d, bool backward, unsigned seed) {
     const int fw[] = {32, 48, 64, 80, 96, 128}, bw[] = {32, 48, 64};
     const int wf = width(d, fw, 6), wb = width(d, bw, 3);
-    const std::string name = "bh" + std::to_string(bh) + " nq" + std::to_string(nq) + " nk" + std::to_string(nk)
+    const std::string name = std::string(!pipelined ? "sync  " : tk_host_eager_copies ? "eager " : "async ")
+        + "bh" + std::to_string(bh) + " nq" + std::to_string(nq) + " nk" + std::to_string(nk)
         + " d" + std::to_string(d) + " (DP " + std::to_string(wf) + ")";
     std::mt19937 rng(seed);
     const double scale = 1.0 / std::sqrt((double)d);
@@ -142,14 +153,21 @@ static void check(int bh, int nq, int nk, int d, bool backward, unsigned seed) {
 }
 
 int main() {
-    check(2, 70, 77, 40, true, 1);     // SD 1.5's first level (d 40), rows and keys not multiples of 64
-    check(1, 128, 64, 64, true, 2);    // exact tiles, d 64 (SD 2.x, SDXL)
-    check(1, 33, 130, 20, true, 3);    // d 20 in a 32-wide kernel, three key tiles
-    check(1, 40, 50, 33, true, 4);     // odd d: 16-bit tile loads
-    check(2, 65, 77, 64, true, 5);     // cross-attention length 77
-    check(1, 70, 90, 80, false, 6);    // forward only: d 80, 96 and 128 kernels
-    check(1, 20, 70, 96, false, 7);
-    check(1, 64, 65, 128, false, 8);
+    /* The plain build, the pipelined one with cp.async copies landing at their wait, and again with
+       them landing at once. */
+    for (int mode = 0; mode < 3; ++mode) {
+        pipelined = mode > 0;
+        tk_host_eager_copies = mode == 2;
+        check(2, 70, 77, 40, true, 1);     // SD 1.5's first level (d 40), rows and keys not multiples of 64
+        check(1, 128, 64, 64, true, 2);    // exact tiles, d 64 (SD 2.x, SDXL)
+        check(1, 33, 130, 20, true, 3);    // d 20 in a 32-wide kernel, three key tiles: 32-bit tile loads
+        check(1, 40, 50, 33, true, 4);     // odd d: 16-bit tile loads
+        check(2, 65, 77, 64, true, 5);     // cross-attention length 77
+        check(1, 70, 200, 48, true, 9);    // four key tiles (double-buffered), d 48
+        check(1, 70, 90, 80, false, 6);    // forward only: d 80 (double-buffered), 96 and 128 (one stage)
+        check(1, 20, 70, 96, false, 7);
+        check(1, 64, 130, 128, false, 8);
+    }
     std::printf("%s: %d failure(s)\n", dtypeName, failures);
     return failures ? 1 : 0;
 }

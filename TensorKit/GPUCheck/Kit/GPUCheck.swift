@@ -32,6 +32,11 @@ func workspace(_ bytes: Int) -> () -> () -> Void {
     { let saved = CUDA.convolutionWorkspaceBytes; CUDA.convolutionWorkspaceBytes = bytes; return { CUDA.convolutionWorkspaceBytes = saved } }
 }
 
+/// A case setting: the flash kernels' plain build (no cp.async or ldmatrix; `CUDA.flashPipeline`).
+let withPlainFlashKernels: () -> () -> Void = {
+    let saved = CUDA.flashPipeline; CUDA.flashPipeline = false; return { CUDA.flashPipeline = saved }
+}
+
 /// A case setting: the flash attention kernels off (float16/bfloat16 take the cuBLAS or fused path).
 let withoutFlashAttention: () -> () -> Void = {
     let saved = CUDA.flashAttention; CUDA.flashAttention = false; return { CUDA.flashAttention = saved }
@@ -164,7 +169,8 @@ public enum GPUCheck {
             },
             // The flash kernels (float16/bfloat16; float32 takes the cuBLAS path): SD 1.5's head width 40
             // with rows and keys not multiples of 64, cross-attention over 77 tokens at width 64, an odd
-            // width (16-bit tile loads), width 80 (flash forward, cuBLAS backward) and 128.
+            // width (16-bit tile loads instead of cp.async), width 80 (flash forward, cuBLAS backward)
+            // and 128 (one stage, not double-buffered).
             Case("attention flash d40", [f([2, 2, 300, 40]), f([2, 2, 300, 40]), f([2, 2, 300, 40])]) {
                 scaledDotProductAttention($0[0], $0[1], $0[2])
             },
@@ -178,6 +184,23 @@ public enum GPUCheck {
                 scaledDotProductAttention($0[0], $0[1], $0[2])
             },
             Case("attention flash d128", [f([1, 2, 65, 128]), f([1, 2, 129, 128]), f([1, 2, 129, 128])]) {
+                scaledDotProductAttention($0[0], $0[1], $0[2])
+            },
+            // Many key/query tiles through the double buffer, as SD 1.5's 4096-token levels, at width 40
+            // and 64 (backward included).
+            Case("attention flash long d40", [f([1, 4, 1000, 40]), f([1, 4, 1000, 40]), f([1, 4, 1000, 40])]) {
+                scaledDotProductAttention($0[0], $0[1], $0[2])
+            },
+            Case("attention flash long d64", [f([2, 1, 700, 64]), f([2, 1, 600, 64]), f([2, 1, 600, 64])]) {
+                scaledDotProductAttention($0[0], $0[1], $0[2])
+            },
+            // The plain build (`CUDA.flashPipeline` off), which scripts/gpu/issue-check.sh falls back to.
+            Case("attention flash-sync d40", [f([2, 2, 300, 40]), f([2, 2, 300, 40]), f([2, 2, 300, 40])],
+                 setting: withPlainFlashKernels) {
+                scaledDotProductAttention($0[0], $0[1], $0[2])
+            },
+            Case("attention flash-sync d80", [f([1, 2, 150, 80]), f([1, 2, 140, 80]), f([1, 2, 140, 80])],
+                 setting: withPlainFlashKernels) {
                 scaledDotProductAttention($0[0], $0[1], $0[2])
             },
             Case("attention gemm cross", [f([2, 2, 160, 64]), f([2, 2, 120, 64]), f([2, 2, 120, 48])]) {

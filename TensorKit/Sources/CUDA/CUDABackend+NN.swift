@@ -359,8 +359,8 @@ extension CUDABackend {
         let out = uninitialized([b, h, nq, dv], q.dtype)
         let lse = uninitialized([b, h, nq], CUDABackend.accumulation(q.dtype))
         if b * h * nq == 0 { return (out, lse) }
-        if let width = flashWidth(q.dtype, nk: nk, d: d, dv: dv, causal: causal, widths: CUDAKernelSources.flashForwardWidths) {
-            ctx.launch("flash_attention", q.dtype, "tk_flash_forward_d\(width)", grid: b * h * ((nq + 63) / 64), block: 128, [
+        if let width = flashWidth(q.dtype, nq: nq, nk: nk, d: d, dv: dv, causal: causal, widths: CUDAKernelSources.flashForwardWidths) {
+            ctx.launch("flash_attention", q.dtype, "tk_flash_forward_d\(width)\(flashSuffix)", grid: b * h * ((nq + 63) / 64), block: 128, [
                 ptr(out), ptr(lse), ptr(qs), ptr(ks), ptr(vs), .int64(Int64(nq)), .int64(Int64(nk)), .int32(Int32(d)), .float64(scale),
             ])
             return (out, lse)
@@ -400,11 +400,11 @@ extension CUDABackend {
         ctx.launch("attention", q.dtype, "tk_attention_backward_rowdot", grid: CUDADeviceContext.grid(rows * 32), block: 256, [
             ptr(delta), ptr(o), ptr(go), .int64(Int64(rows)), .int32(Int32(dv)),
         ])
-        if let width = flashWidth(q.dtype, nk: nk, d: d, dv: dv, causal: causal, widths: CUDAKernelSources.flashBackwardWidths) {
+        if let width = flashWidth(q.dtype, nq: nq, nk: nk, d: d, dv: dv, causal: causal, widths: CUDAKernelSources.flashBackwardWidths) {
             let tail: [KernelArg] = [ptr(lse), ptr(delta), .int64(Int64(nq)), .int64(Int64(nk)), .int32(Int32(d)), .float64(scale)]
-            ctx.launch("flash_attention", q.dtype, "tk_flash_backward_dq_d\(width)", grid: b * h * ((nq + 63) / 64), block: 128,
+            ctx.launch("flash_attention", q.dtype, "tk_flash_backward_dq_d\(width)\(flashSuffix)", grid: b * h * ((nq + 63) / 64), block: 128,
                        [ptr(dq), ptr(qs), ptr(ks), ptr(vs), ptr(go)] + tail)
-            ctx.launch("flash_attention", q.dtype, "tk_flash_backward_dkdv_d\(width)", grid: b * h * ((nk + 63) / 64), block: 128,
+            ctx.launch("flash_attention", q.dtype, "tk_flash_backward_dkdv_d\(width)\(flashSuffix)", grid: b * h * ((nk + 63) / 64), block: 128,
                        [ptr(dk), ptr(dvT), ptr(qs), ptr(ks), ptr(vs), ptr(go)] + tail)
             return (dq, dk, dvT)
         }
@@ -430,11 +430,15 @@ extension CUDABackend {
 
     /// The padded head width of the flash kernel for this attention, or nil when it takes another path
     /// (see `CUDA.flashAttention`; FlashAttentionKernels.swift).
-    func flashWidth(_ dtype: DType, nk: Int, d: Int, dv: Int, causal: Bool, widths: [Int]) -> Int? {
+    /// Each head's rows are indexed in 32 bits there, so nq·d and nk·d must fit.
+    func flashWidth(_ dtype: DType, nq: Int, nk: Int, d: Int, dv: Int, causal: Bool, widths: [Int]) -> Int? {
         guard CUDA.flashAttention, dtype == .float16 || dtype == .bfloat16, !causal, d == dv, nk > 0,
-              ctx.info.architecture >= 80 else { return nil }
+              max(nq, nk) * d <= Int(Int32.max), ctx.info.architecture >= 80 else { return nil }
         return widths.first { d <= $0 }
     }
+
+    /// The kernel-name suffix of the flash build `CUDA.flashPipeline` selects.
+    var flashSuffix: String { CUDA.flashPipeline ? "" : "_sync" }
 
     // MARK: attention through cuBLAS
 

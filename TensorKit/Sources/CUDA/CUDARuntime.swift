@@ -75,6 +75,13 @@ public enum CUDA {
     nonisolated(unsafe) public static var flashAttention: Bool =
         ProcessInfo.processInfo.environment["TENSORKIT_CUDA_FLASH_ATTENTION"] != "0"
 
+    /// Which build of the flash kernels runs: pipelined (the default: each block copies the next
+    /// key/value tile with cp.async while it computes on the current one, and reads tensor-core
+    /// fragments with ldmatrix) or plain loads and stores (`false`, or TENSORKIT_CUDA_FLASH_PIPELINE=0),
+    /// the first build, kept as a fallback and for comparison.
+    nonisolated(unsafe) public static var flashPipeline: Bool =
+        ProcessInfo.processInfo.environment["TENSORKIT_CUDA_FLASH_PIPELINE"] != "0"
+
     /// Synchronise after every kernel launch and report failures with the kernel's name. On in
     /// debug builds and when TENSORKIT_CUDA_LAUNCH_CHECKS=1.
     nonisolated(unsafe) public static var checkLaunches: Bool = {

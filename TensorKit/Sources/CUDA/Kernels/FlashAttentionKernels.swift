@@ -30,44 +30,65 @@ extension CUDAKernelSources {
     static let flashForwardWidths = [32, 48, 64, 80, 96, 128]
     static let flashBackwardWidths = [32, 48, 64]
 
+    /// Kernel-name suffixes of the two builds of every flash kernel: "" pipelined (cp.async tile
+    /// copies, ldmatrix fragment loads; the default) and "_sync" (plain loads, see `CUDA.flashPipeline`).
+    static let flashVariants = [(suffix: "", pipelined: true), (suffix: "_sync", pipelined: false)]
+
     static var flashAttentionKernels: [String] {
-        flashForwardWidths.map { "tk_flash_forward_d\($0)" }
-            + flashBackwardWidths.flatMap { ["tk_flash_backward_dq_d\($0)", "tk_flash_backward_dkdv_d\($0)"] }
+        flashVariants.flatMap { v in
+            flashForwardWidths.map { "tk_flash_forward_d\($0)\(v.suffix)" }
+                + flashBackwardWidths.flatMap { ["tk_flash_backward_dq_d\($0)\(v.suffix)", "tk_flash_backward_dkdv_d\($0)\(v.suffix)"] }
+        }
     }
 
     static var flashAttentionBody: String {
-        let forward = flashForwardWidths.map { w in
-            """
-            extern "C" __global__ void tk_flash_forward_d\(w)(T* out, float* lse, const T* q, const T* k, const T* v,
-                    i64 nq, i64 nk, int d, double scale) {
-                TK_FA_BODY(tk_fa_forward<\(w)>(out, lse, q, k, v, nq, nk, d, scale))
+        let kernels = flashVariants.flatMap { variant -> [String] in
+            let (x, p) = (variant.suffix, variant.pipelined)
+            let forward = flashForwardWidths.map { w in
+                """
+                extern "C" __global__ void tk_flash_forward_d\(w)\(x)(T* out, float* lse, const T* q, const T* k, const T* v,
+                        i64 nq, i64 nk, int d, double scale) {
+                    TK_FA_BODY(tk_fa_forward<\(w), \(p)>(out, lse, q, k, v, nq, nk, d, scale))
+                }
+                """
             }
-            """
+            let backward = flashBackwardWidths.map { w in
+                """
+                extern "C" __global__ void tk_flash_backward_dq_d\(w)\(x)(T* dq, const T* q, const T* k, const T* v, const T* go,
+                        const float* lse, const float* delta, i64 nq, i64 nk, int d, double scale) {
+                    TK_FA_BODY(tk_fa_backward_dq<\(w), \(p)>(dq, q, k, v, go, lse, delta, nq, nk, d, scale))
+                }
+                extern "C" __global__ void tk_flash_backward_dkdv_d\(w)\(x)(T* dk, T* dv, const T* q, const T* k, const T* v,
+                        const T* go, const float* lse, const float* delta, i64 nq, i64 nk, int d, double scale) {
+                    TK_FA_BODY(tk_fa_backward_dkdv<\(w), \(p)>(dk, dv, q, k, v, go, lse, delta, nq, nk, d, scale))
+                }
+                """
+            }
+            return forward + backward
         }
-        let backward = flashBackwardWidths.map { w in
-            """
-            extern "C" __global__ void tk_flash_backward_dq_d\(w)(T* dq, const T* q, const T* k, const T* v, const T* go,
-                    const float* lse, const float* delta, i64 nq, i64 nk, int d, double scale) {
-                TK_FA_BODY(tk_fa_backward_dq<\(w)>(dq, q, k, v, go, lse, delta, nq, nk, d, scale))
-            }
-            extern "C" __global__ void tk_flash_backward_dkdv_d\(w)(T* dk, T* dv, const T* q, const T* k, const T* v,
-                    const T* go, const float* lse, const float* delta, i64 nq, i64 nk, int d, double scale) {
-                TK_FA_BODY(tk_fa_backward_dkdv<\(w)>(dk, dv, q, k, v, go, lse, delta, nq, nk, d, scale))
-            }
-            """
-        }
-        return flashAttentionDevice + (forward + backward).joined(separator: "\n") + "\n"
+        return flashAttentionDevice + kernels.joined(separator: "\n") + "\n"
     }
 
     static let flashAttentionDevice = #"""
 #if TK_DTYPE == 2 || TK_DTYPE == 3
-#define TK_FA_BODY(call) call;
+#define TK_FA_BODY(...) __VA_ARGS__;
 #define TK_FA_ROWS 64
 #define TK_FA_LOG2E 1.4426950408889634f
 #define TK_FA_LN2 0.6931471805599453f
 
 /* Two floats as one register of two storage-type values, the first in the low half. */
+template <bool P>
 __device__ __forceinline__ u32 tk_fa_pack(float lo, float hi) {
+    if (P) {
+        /* One instruction for both (sm_80+); its upper half is the first operand. */
+        u32 r;
+#if TK_DTYPE == 2
+        asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+#else
+        asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+#endif
+        return r;
+    }
 #if TK_DTYPE == 2
     return (u32)tk_float_to_half(lo) | ((u32)tk_float_to_half(hi) << 16);
 #else
@@ -86,8 +107,40 @@ __device__ __forceinline__ void tk_fa_mma(float* c, const u32* a, u32 b0, u32 b1
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+/* Four 8×8 matrices of 16-bit values from shared memory, warp-collective (ldmatrix, sm_75+): lane l
+   gives the address of row l % 8 of matrix l / 8 (16-byte aligned); r[i] receives matrix i's
+   {row g, columns 2t, 2t+1}, or with `trans` {rows 2t, 2t+1 of column g}: the B fragment of a
+   16×8 operand stored k-major. */
+__device__ __forceinline__ void tk_fa_ldsm(u32* r, const u16* row) {
+    const u32 a = (u32)__cvta_generic_to_shared(row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+__device__ __forceinline__ void tk_fa_ldsm_trans(u32* r, const u16* row) {
+    const u32 a = (u32)__cvta_generic_to_shared(row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+
+/* Asynchronous global → shared copies (cp.async, sm_80+): 16 or 4 bytes, zero-filled when !ok (src
+   is then not read). They land once a later tk_fa_wait covers their commit group. */
+__device__ __forceinline__ void tk_fa_copy16(void* dst, const void* src, bool ok) {
+    const u32 a = (u32)__cvta_generic_to_shared(dst);
+    const int n = ok ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(a), "l"(src), "r"(n) : "memory");
+}
+__device__ __forceinline__ void tk_fa_copy4(void* dst, const void* src, bool ok) {
+    const u32 a = (u32)__cvta_generic_to_shared(dst);
+    const int n = ok ? 4 : 0;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" :: "r"(a), "l"(src), "r"(n) : "memory");
+}
+__device__ __forceinline__ void tk_fa_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+/* Waits until at most N of this thread's commit groups are still in flight. */
+template <int N>
+__device__ __forceinline__ void tk_fa_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N) : "memory"); }
+
 /* Two adjacent values of row `row`, columns col and col + 1, of a [rows, d] matrix; zero outside. */
-__device__ __forceinline__ u32 tk_fa_pair(const u16* m, i64 row, i64 rows, int col, int d) {
+__device__ __forceinline__ u32 tk_fa_pair(const u16* m, int row, int rows, int col, int d) {
     if (row >= rows) return 0u;
     const u16* p = m + row * d;
     u32 lo = col < d ? (u32)p[col] : 0u;
@@ -97,7 +150,7 @@ __device__ __forceinline__ u32 tk_fa_pair(const u16* m, i64 row, i64 rows, int c
 
 /* The A fragments of rows r0..r0+15 of a [rows, d] matrix, DP/16 column steps of 16. */
 template <int DP>
-__device__ __forceinline__ void tk_fa_load_a(u32 (*a)[4], const u16* m, i64 r0, i64 rows, int d, int g, int t) {
+__device__ __forceinline__ void tk_fa_load_a(u32 (*a)[4], const u16* m, int r0, int rows, int d, int g, int t) {
 #pragma unroll
     for (int ks = 0; ks < DP / 16; ++ks) {
         const int c = ks * 16 + 2 * t;
@@ -108,11 +161,19 @@ __device__ __forceinline__ void tk_fa_load_a(u32 (*a)[4], const u16* m, i64 r0, 
     }
 }
 
-/* Rows r0..r0+63 of a [rows, d] matrix into shared memory [64][DP + 8], zero-padded (the whole block). */
-template <int DP>
-__device__ __forceinline__ void tk_fa_load_tile(u16* s, const u16* m, i64 r0, i64 rows, int d) {
+/* Rows r0..r0+63 of a [rows, d] matrix into shared memory [64][DP + 8], zero-padded (the whole
+   block). P: 16-byte cp.async copies when every row starts 16-byte aligned (d % 8 == 0 and an
+   aligned base), which land at the caller's wait; otherwise plain 32- or 16-bit loads and stores. */
+template <int DP, bool P>
+__device__ __forceinline__ void tk_fa_load_tile(u16* s, const u16* m, int r0, int rows, int d) {
     const int pitch = DP + 8;
-    if ((d & 1) == 0 && (((u64)m) & 3u) == 0) {
+    if (P && (d & 7) == 0 && (((u64)m) & 15u) == 0) {
+        for (int e = threadIdx.x; e < TK_FA_ROWS * (DP / 8); e += blockDim.x) {
+            const int r = e / (DP / 8), c = 8 * (e % (DP / 8));
+            const bool ok = r0 + r < rows && c < d;
+            tk_fa_copy16(s + r * pitch + c, ok ? m + (r0 + r) * d + c : m, ok);
+        }
+    } else if ((d & 1) == 0 && (((u64)m) & 3u) == 0) {
         /* Pairs never straddle the row end when d is even: 32-bit loads and stores. */
         for (int e = threadIdx.x; e < TK_FA_ROWS * (DP / 2); e += blockDim.x) {
             const int r = e / (DP / 2), c = 2 * (e % (DP / 2));
@@ -128,25 +189,58 @@ __device__ __forceinline__ void tk_fa_load_tile(u16* s, const u16* m, i64 r0, i6
     }
 }
 
+/* 64 row statistics (lse or delta) from r0 on into shared memory, zero past `rows`. */
+template <bool P>
+__device__ __forceinline__ void tk_fa_load_rows(float* s, const float* m, int r0, int rows) {
+    for (int r = threadIdx.x; r < TK_FA_ROWS; r += blockDim.x) {
+        const bool ok = r0 + r < rows;
+        if (P) tk_fa_copy4(s + r, ok ? m + r0 + r : m, ok);
+        else s[r] = ok ? m[r0 + r] : 0.f;
+    }
+}
+
 /* Where this thread works: warp w of its block owns rows r0 … r0+15 (of `rows`: queries, or keys
    for dK/dV) of head bh; g and t place the lane in the fragment layouts. */
-struct tk_fa_place { int g, t; i64 bh, r0; };
+struct tk_fa_place { int g, t, lane, r0; i64 bh; };
 __device__ __forceinline__ tk_fa_place tk_fa_locate(i64 rows) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const i64 blocks = (rows + TK_FA_ROWS - 1) / TK_FA_ROWS;
-    return { lane >> 2, lane & 3, (i64)blockIdx.x / blocks, ((i64)blockIdx.x % blocks) * TK_FA_ROWS + warp * 16 };
+    return { lane >> 2, lane & 3, lane, (int)((i64)blockIdx.x % blocks) * TK_FA_ROWS + warp * 16, (i64)blockIdx.x / blocks };
 }
 
 /* Head bh of a contiguous [BH, rows, d] tensor, as raw 16-bit values. */
 __device__ __forceinline__ const u16* tk_fa_head(const T* m, i64 bh, i64 rows, int d) { return (const u16*)m + bh * rows * d; }
 
-/* Waits until the block is done with the previous tiles, then stages rows j0 … j0+63 of two
-   [rows, d] matrices (the caller synchronises again before reading them). */
+/* Shared tiles of the other side, double-buffered when two stages of two tiles fit in 46 KiB (head
+   widths up to 80): a[s] and b[s] hold 64 rows each, la[s] and lb[s] 64 row statistics (dK/dV). */
 template <int DP>
-__device__ __forceinline__ void tk_fa_stage(u16* sa, const u16* a, u16* sb, const u16* b, i64 j0, i64 rows, int d) {
+struct tk_fa_tiles {
+    static constexpr int STAGES = 4 * TK_FA_ROWS * (DP + 8) * 2 <= 46 * 1024 ? 2 : 1;
+    u16 a[STAGES][TK_FA_ROWS * (DP + 8)];
+    u16 b[STAGES][TK_FA_ROWS * (DP + 8)];
+    float la[STAGES][TK_FA_ROWS], lb[STAGES][TK_FA_ROWS];
+};
+
+/* Step `it` of a loop over `tiles` tiles of 64 rows: makes tile `it` ready in buffer it % STAGES and,
+   when double-buffered, starts tile it + 1 into the other buffer, so that its copies overlap this
+   step's arithmetic. stage(tile, buffer) issues one tile's copies (every thread). Ends with a
+   barrier; the caller ends the step with another, so no buffer is refilled while it is read. */
+template <int STAGES, bool P, typename F>
+__device__ __forceinline__ int tk_fa_advance(int it, int tiles, F stage) {
+    if (STAGES == 1) {
+        stage(it, 0);
+        if (P) { tk_fa_commit(); tk_fa_wait<0>(); }
+    } else {
+        if (it == 0) { stage(0, 0); if (P) tk_fa_commit(); }
+        if (it + 1 < tiles) {
+            stage(it + 1, (it + 1) & 1);
+            if (P) { tk_fa_commit(); tk_fa_wait<1>(); }
+        } else if (P) {
+            tk_fa_wait<0>();
+        }
+    }
     __syncthreads();
-    tk_fa_load_tile<DP>(sa, a, j0, rows, d);
-    tk_fa_load_tile<DP>(sb, b, j0, rows, d);
+    return STAGES == 1 ? 0 : (it & 1);
 }
 
 template <int DP>
@@ -156,39 +250,69 @@ __device__ __forceinline__ void tk_fa_zero(float (*acc)[4]) {
 }
 
 /* acc[nt] (16 × 64 in 8 tiles of 8 columns) = A (16 × DP, registers) · Bᵀ, where B is a shared
-   [64][pitch] tile read by rows: B-fragment pairs are contiguous in a row. */
-template <int DP>
-__device__ __forceinline__ void tk_fa_mma_rows(float (*acc)[4], const u32 (*a)[4], const u16* s, int g, int t) {
-    const int pitch = DP + 8;
+   [64][pitch] tile read by rows: B-fragment pairs are contiguous in a row. P: ldmatrix, the
+   fragments of two column tiles per instruction. */
+template <int DP, bool P>
+__device__ __forceinline__ void tk_fa_mma_rows(float (*acc)[4], const u32 (*a)[4], const u16* s, int lane) {
+    const int pitch = DP + 8, g = lane >> 2, t = lane & 3;
 #pragma unroll
-    for (int nt = 0; nt < TK_FA_ROWS / 8; ++nt) {
-        acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+    for (int nt = 0; nt < TK_FA_ROWS / 8; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+    if (P) {
+        /* Lanes 0-7: rows of column tile nt, k 0-7; 8-15: k 8-15; 16-31: the same for nt + 1. */
+        const u16* base = s + ((lane >> 4) * 8 + (lane & 7)) * pitch + ((lane >> 3) & 1) * 8;
 #pragma unroll
-        for (int ks = 0; ks < DP / 16; ++ks) {
-            const u16* p = s + (nt * 8 + g) * pitch + ks * 16 + 2 * t;
-            tk_fa_mma(acc[nt], a[ks], *(const u32*)p, *(const u32*)(p + 8));
+        for (int nt = 0; nt < TK_FA_ROWS / 8; nt += 2) {
+#pragma unroll
+            for (int ks = 0; ks < DP / 16; ++ks) {
+                u32 b[4];
+                tk_fa_ldsm(b, base + nt * 8 * pitch + ks * 16);
+                tk_fa_mma(acc[nt], a[ks], b[0], b[1]);
+                tk_fa_mma(acc[nt + 1], a[ks], b[2], b[3]);
+            }
+        }
+    } else {
+#pragma unroll
+        for (int nt = 0; nt < TK_FA_ROWS / 8; ++nt) {
+#pragma unroll
+            for (int ks = 0; ks < DP / 16; ++ks) {
+                const u16* p = s + (nt * 8 + g) * pitch + ks * 16 + 2 * t;
+                tk_fa_mma(acc[nt], a[ks], *(const u32*)p, *(const u32*)(p + 8));
+            }
         }
     }
 }
 
-/* out[dt] (16 × DP) += P (16 × 64, given as C fragments p[8][4]) · B, where B is a shared [64][pitch]
-   tile read by columns: B-fragment pairs are two rows apart in one column. */
-template <int DP>
-__device__ __forceinline__ void tk_fa_mma_cols(float (*out)[4], const float (*p)[4], const u16* s, int g, int t) {
-    const int pitch = DP + 8;
+/* out[dt] (16 × DP) += Pr (16 × 64, given as C fragments p[8][4]) · B, where B is a shared
+   [64][pitch] tile read by columns: B-fragment pairs are two rows apart in one column. P: ldmatrix
+   with transposition, the fragments of two column tiles per instruction. */
+template <int DP, bool P>
+__device__ __forceinline__ void tk_fa_mma_cols(float (*out)[4], const float (*p)[4], const u16* s, int lane) {
+    const int pitch = DP + 8, g = lane >> 2, t = lane & 3;
 #pragma unroll
     for (int kk = 0; kk < TK_FA_ROWS / 16; ++kk) {
         u32 a[4];
-        a[0] = tk_fa_pack(p[2 * kk][0], p[2 * kk][1]);
-        a[1] = tk_fa_pack(p[2 * kk][2], p[2 * kk][3]);
-        a[2] = tk_fa_pack(p[2 * kk + 1][0], p[2 * kk + 1][1]);
-        a[3] = tk_fa_pack(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+        a[0] = tk_fa_pack<P>(p[2 * kk][0], p[2 * kk][1]);
+        a[1] = tk_fa_pack<P>(p[2 * kk][2], p[2 * kk][3]);
+        a[2] = tk_fa_pack<P>(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+        a[3] = tk_fa_pack<P>(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+        if (P) {
+            /* Lanes 0-7: rows k 0-7 of column tile dt; 8-15: k 8-15; 16-31: the same for dt + 1. */
+            const u16* base = s + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * pitch + (lane >> 4) * 8;
 #pragma unroll
-        for (int dt = 0; dt < DP / 8; ++dt) {
-            const u16* c = s + (kk * 16 + 2 * t) * pitch + dt * 8 + g;
-            const u32 b0 = (u32)c[0] | ((u32)c[pitch] << 16);
-            const u32 b1 = (u32)c[8 * pitch] | ((u32)c[9 * pitch] << 16);
-            tk_fa_mma(out[dt], a, b0, b1);
+            for (int dt = 0; dt < DP / 8; dt += 2) {
+                u32 b[4];
+                tk_fa_ldsm_trans(b, base + dt * 8);
+                tk_fa_mma(out[dt], a, b[0], b[1]);
+                tk_fa_mma(out[dt + 1], a, b[2], b[3]);
+            }
+        } else {
+#pragma unroll
+            for (int dt = 0; dt < DP / 8; ++dt) {
+                const u16* c = s + (kk * 16 + 2 * t) * pitch + dt * 8 + g;
+                const u32 b0 = (u32)c[0] | ((u32)c[pitch] << 16);
+                const u32 b1 = (u32)c[8 * pitch] | ((u32)c[9 * pitch] << 16);
+                tk_fa_mma(out[dt], a, b0, b1);
+            }
         }
     }
 }
@@ -204,7 +328,7 @@ __device__ __forceinline__ float tk_fa_quad_sum(float x) {
 
 /* Writes rows r0+g and r0+g+8 of a 16 × DP accumulator (times `mul`) into a [rows, d] matrix. */
 template <int DP>
-__device__ __forceinline__ void tk_fa_store(T* m, const float (*acc)[4], i64 r0, i64 rows, int d, float mul0, float mul1, int g, int t) {
+__device__ __forceinline__ void tk_fa_store(T* m, const float (*acc)[4], int r0, int rows, int d, float mul0, float mul1, int g, int t) {
 #pragma unroll
     for (int dt = 0; dt < DP / 8; ++dt) {
 #pragma unroll
@@ -217,33 +341,40 @@ __device__ __forceinline__ void tk_fa_store(T* m, const float (*acc)[4], i64 r0,
     }
 }
 
-/* Grid: BH · ceil(nq / 64) blocks of 128 threads; q, k, v, out [BH, n, d] contiguous; lse [BH, nq]. */
-template <int DP>
+/* Grid: BH · ceil(nq / 64) blocks of 128 threads; q, k, v, out [BH, n, d] contiguous with n·d < 2³¹;
+   lse [BH, nq]. */
+template <int DP, bool P>
 __device__ __forceinline__ void tk_fa_forward(T* out, float* lse, const T* q, const T* k, const T* v,
                                               i64 nq, i64 nk, int d, double scale) {
-    __shared__ __align__(16) u16 Ks[TK_FA_ROWS * (DP + 8)];
-    __shared__ __align__(16) u16 Vs[TK_FA_ROWS * (DP + 8)];
+    __shared__ __align__(16) tk_fa_tiles<DP> sm;
     const tk_fa_place at = tk_fa_locate(nq);
-    const int g = at.g, t = at.t;
-    const i64 bh = at.bh, r0 = at.r0;
+    const int g = at.g, t = at.t, r0 = at.r0, rows = (int)nq, keys = (int)nk;
+    const i64 bh = at.bh;
     const float c = (float)scale * TK_FA_LOG2E;
     u32 qa[DP / 16][4];
-    tk_fa_load_a<DP>(qa, tk_fa_head(q, bh, nq, d), r0, nq, d, g, t);
+    tk_fa_load_a<DP>(qa, tk_fa_head(q, bh, nq, d), r0, rows, d, g, t);
     float o[DP / 8][4];
     tk_fa_zero<DP>(o);
     float m0 = -TK_INF, m1 = -TK_INF, l0 = 0.f, l1 = 0.f;
+    const u16* kh = tk_fa_head(k, bh, nk, d);
+    const u16* vh = tk_fa_head(v, bh, nk, d);
+    const int tiles = (keys + TK_FA_ROWS - 1) / TK_FA_ROWS;
 
-    for (i64 j0 = 0; j0 < nk; j0 += TK_FA_ROWS) {
-        tk_fa_stage<DP>(Ks, tk_fa_head(k, bh, nk, d), Vs, tk_fa_head(v, bh, nk, d), j0, nk, d);
-        __syncthreads();
+    for (int it = 0; it < tiles; ++it) {
+        const int buf = tk_fa_advance<tk_fa_tiles<DP>::STAGES, P>(it, tiles, [&](int tile, int b) {
+            tk_fa_load_tile<DP, P>(sm.a[b], kh, tile * TK_FA_ROWS, keys, d);
+            tk_fa_load_tile<DP, P>(sm.b[b], vh, tile * TK_FA_ROWS, keys, d);
+        });
+        const int j0 = it * TK_FA_ROWS;
         float s[TK_FA_ROWS / 8][4];
-        tk_fa_mma_rows<DP>(s, qa, Ks, g, t);
+        tk_fa_mma_rows<DP, P>(s, qa, sm.a[buf], at.lane);
         float x0 = -TK_INF, x1 = -TK_INF;
+        const bool full = j0 + TK_FA_ROWS <= keys;
 #pragma unroll
         for (int nt = 0; nt < TK_FA_ROWS / 8; ++nt) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-                const bool ok = j0 + nt * 8 + 2 * t + e < nk;
+                const bool ok = full || j0 + nt * 8 + 2 * t + e < keys;
                 s[nt][e] = ok ? s[nt][e] * c : -TK_INF;
                 s[nt][2 + e] = ok ? s[nt][2 + e] * c : -TK_INF;
                 x0 = fmaxf(x0, s[nt][e]);
@@ -263,99 +394,109 @@ __device__ __forceinline__ void tk_fa_forward(T* out, float* lse, const T* q, co
             l0 += s[nt][0] + s[nt][1];
             l1 += s[nt][2] + s[nt][3];
         }
-        tk_fa_mma_cols<DP>(o, s, Vs, g, t);
+        tk_fa_mma_cols<DP, P>(o, s, sm.b[buf], at.lane);
+        __syncthreads();
     }
     l0 = tk_fa_quad_sum(l0);
     l1 = tk_fa_quad_sum(l1);
     T* oh = out + bh * nq * d;
-    tk_fa_store<DP>(oh, o, r0, nq, d, 1.f / l0, 1.f / l1, g, t);
+    tk_fa_store<DP>(oh, o, r0, rows, d, 1.f / l0, 1.f / l1, g, t);
     if (t == 0) {
-        if (r0 + g < nq) lse[bh * nq + r0 + g] = (m0 + log2f(l0)) * TK_FA_LN2;
-        if (r0 + g + 8 < nq) lse[bh * nq + r0 + g + 8] = (m1 + log2f(l1)) * TK_FA_LN2;
+        if (r0 + g < rows) lse[bh * nq + r0 + g] = (m0 + log2f(l0)) * TK_FA_LN2;
+        if (r0 + g + 8 < rows) lse[bh * nq + r0 + g + 8] = (m1 + log2f(l1)) * TK_FA_LN2;
     }
 }
 
 /* dQ = scale · Σ_j dS·K with dS = P ⊙ (dP − delta), dP = dO·Vᵀ. Grid as the forward. */
-template <int DP>
+template <int DP, bool P>
 __device__ __forceinline__ void tk_fa_backward_dq(T* dq, const T* q, const T* k, const T* v, const T* go,
                                                   const float* lse, const float* delta, i64 nq, i64 nk, int d, double scale) {
-    __shared__ __align__(16) u16 Ks[TK_FA_ROWS * (DP + 8)];
-    __shared__ __align__(16) u16 Vs[TK_FA_ROWS * (DP + 8)];
+    __shared__ __align__(16) tk_fa_tiles<DP> sm;
     const tk_fa_place at = tk_fa_locate(nq);
-    const int g = at.g, t = at.t;
-    const i64 bh = at.bh, r0 = at.r0;
+    const int g = at.g, t = at.t, r0 = at.r0, rows = (int)nq, keys = (int)nk;
+    const i64 bh = at.bh;
     const float c = (float)scale * TK_FA_LOG2E;
     u32 qa[DP / 16][4], ga[DP / 16][4];
-    tk_fa_load_a<DP>(qa, tk_fa_head(q, bh, nq, d), r0, nq, d, g, t);
-    tk_fa_load_a<DP>(ga, tk_fa_head(go, bh, nq, d), r0, nq, d, g, t);
+    tk_fa_load_a<DP>(qa, tk_fa_head(q, bh, nq, d), r0, rows, d, g, t);
+    tk_fa_load_a<DP>(ga, tk_fa_head(go, bh, nq, d), r0, rows, d, g, t);
     /* This lane's two rows: their log-sum-exp (log2 units) and delta; zero past the end. */
-    const bool in0 = r0 + g < nq, in1 = r0 + g + 8 < nq;
+    const bool in0 = r0 + g < rows, in1 = r0 + g + 8 < rows;
     const float* lh = lse + bh * nq + r0 + g;
     const float* dh = delta + bh * nq + r0 + g;
     const float L0 = in0 ? lh[0] * TK_FA_LOG2E : 0.f, L1 = in1 ? lh[8] * TK_FA_LOG2E : 0.f;
     const float D0 = in0 ? dh[0] : 0.f, D1 = in1 ? dh[8] : 0.f;
     float acc[DP / 8][4];
     tk_fa_zero<DP>(acc);
+    const u16* kh = tk_fa_head(k, bh, nk, d);
+    const u16* vh = tk_fa_head(v, bh, nk, d);
+    const int tiles = (keys + TK_FA_ROWS - 1) / TK_FA_ROWS;
 
-    for (i64 j0 = 0; j0 < nk; j0 += TK_FA_ROWS) {
-        tk_fa_stage<DP>(Ks, tk_fa_head(k, bh, nk, d), Vs, tk_fa_head(v, bh, nk, d), j0, nk, d);
-        __syncthreads();
+    for (int it = 0; it < tiles; ++it) {
+        const int buf = tk_fa_advance<tk_fa_tiles<DP>::STAGES, P>(it, tiles, [&](int tile, int b) {
+            tk_fa_load_tile<DP, P>(sm.a[b], kh, tile * TK_FA_ROWS, keys, d);
+            tk_fa_load_tile<DP, P>(sm.b[b], vh, tile * TK_FA_ROWS, keys, d);
+        });
+        const int j0 = it * TK_FA_ROWS;
+        const bool full = j0 + TK_FA_ROWS <= keys;
         float s[TK_FA_ROWS / 8][4], dp[TK_FA_ROWS / 8][4];
-        tk_fa_mma_rows<DP>(s, qa, Ks, g, t);
-        tk_fa_mma_rows<DP>(dp, ga, Vs, g, t);
+        tk_fa_mma_rows<DP, P>(s, qa, sm.a[buf], at.lane);
+        tk_fa_mma_rows<DP, P>(dp, ga, sm.b[buf], at.lane);
 #pragma unroll
         for (int nt = 0; nt < TK_FA_ROWS / 8; ++nt) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-                const bool ok = j0 + nt * 8 + 2 * t + e < nk;
+                const bool ok = full || j0 + nt * 8 + 2 * t + e < keys;
                 const float p0 = ok ? exp2f(s[nt][e] * c - L0) : 0.f;
                 const float p1 = ok ? exp2f(s[nt][2 + e] * c - L1) : 0.f;
                 s[nt][e] = p0 * (dp[nt][e] - D0);
                 s[nt][2 + e] = p1 * (dp[nt][2 + e] - D1);
             }
         }
-        tk_fa_mma_cols<DP>(acc, s, Ks, g, t);
+        tk_fa_mma_cols<DP, P>(acc, s, sm.a[buf], at.lane);
+        __syncthreads();
     }
-    tk_fa_store<DP>(dq + bh * nq * d, acc, r0, nq, d, (float)scale, (float)scale, g, t);
+    tk_fa_store<DP>(dq + bh * nq * d, acc, r0, rows, d, (float)scale, (float)scale, g, t);
 }
 
 /* dV = Σ_i Pᵀ·dO and dK = scale · Σ_i dSᵀ·Q, a warp per 16 keys. Grid: BH · ceil(nk / 64) blocks. */
-template <int DP>
+template <int DP, bool P>
 __device__ __forceinline__ void tk_fa_backward_dkdv(T* dk, T* dv, const T* q, const T* k, const T* v, const T* go,
                                                     const float* lse, const float* delta, i64 nq, i64 nk, int d, double scale) {
-    __shared__ __align__(16) u16 Qs[TK_FA_ROWS * (DP + 8)];
-    __shared__ __align__(16) u16 Gs[TK_FA_ROWS * (DP + 8)];
-    __shared__ float Ls[TK_FA_ROWS], Ds[TK_FA_ROWS];
+    __shared__ __align__(16) tk_fa_tiles<DP> sm;
     const tk_fa_place at = tk_fa_locate(nk);
-    const int g = at.g, t = at.t;
-    const i64 bh = at.bh, r0 = at.r0;
+    const int g = at.g, t = at.t, r0 = at.r0, rows = (int)nq, keys = (int)nk;
+    const i64 bh = at.bh;
     const float c = (float)scale * TK_FA_LOG2E;
     u32 ka[DP / 16][4], va[DP / 16][4];
-    tk_fa_load_a<DP>(ka, tk_fa_head(k, bh, nk, d), r0, nk, d, g, t);
-    tk_fa_load_a<DP>(va, tk_fa_head(v, bh, nk, d), r0, nk, d, g, t);
+    tk_fa_load_a<DP>(ka, tk_fa_head(k, bh, nk, d), r0, keys, d, g, t);
+    tk_fa_load_a<DP>(va, tk_fa_head(v, bh, nk, d), r0, keys, d, g, t);
     float accK[DP / 8][4], accV[DP / 8][4];
     tk_fa_zero<DP>(accK);
     tk_fa_zero<DP>(accV);
+    const u16* qh = tk_fa_head(q, bh, nq, d);
+    const u16* gh = tk_fa_head(go, bh, nq, d);
+    const int tiles = (rows + TK_FA_ROWS - 1) / TK_FA_ROWS;
 
-    for (i64 i0 = 0; i0 < nq; i0 += TK_FA_ROWS) {
-        tk_fa_stage<DP>(Qs, tk_fa_head(q, bh, nq, d), Gs, tk_fa_head(go, bh, nq, d), i0, nq, d);
-        for (int r = threadIdx.x; r < TK_FA_ROWS; r += blockDim.x) {
-            const bool ok = i0 + r < nq;
-            Ls[r] = ok ? lse[bh * nq + i0 + r] * TK_FA_LOG2E : 0.f;
-            Ds[r] = ok ? delta[bh * nq + i0 + r] : 0.f;
-        }
-        __syncthreads();
+    for (int it = 0; it < tiles; ++it) {
+        const int buf = tk_fa_advance<tk_fa_tiles<DP>::STAGES, P>(it, tiles, [&](int tile, int b) {
+            tk_fa_load_tile<DP, P>(sm.a[b], qh, tile * TK_FA_ROWS, rows, d);
+            tk_fa_load_tile<DP, P>(sm.b[b], gh, tile * TK_FA_ROWS, rows, d);
+            tk_fa_load_rows<P>(sm.la[b], lse + bh * nq, tile * TK_FA_ROWS, rows);
+            tk_fa_load_rows<P>(sm.lb[b], delta + bh * nq, tile * TK_FA_ROWS, rows);
+        });
+        const int i0 = it * TK_FA_ROWS;
+        const bool full = i0 + TK_FA_ROWS <= rows;
         /* Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ (16 keys × 64 queries); then Pᵀ and dSᵀ over the queries. */
         float st[TK_FA_ROWS / 8][4], dpt[TK_FA_ROWS / 8][4];
-        tk_fa_mma_rows<DP>(st, ka, Qs, g, t);
-        tk_fa_mma_rows<DP>(dpt, va, Gs, g, t);
+        tk_fa_mma_rows<DP, P>(st, ka, sm.a[buf], at.lane);
+        tk_fa_mma_rows<DP, P>(dpt, va, sm.b[buf], at.lane);
 #pragma unroll
         for (int nt = 0; nt < TK_FA_ROWS / 8; ++nt) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
                 const int col = nt * 8 + 2 * t + e;
-                const bool ok = i0 + col < nq;
-                const float L = Ls[col], D = Ds[col];
+                const bool ok = full || i0 + col < rows;
+                const float L = sm.la[buf][col] * TK_FA_LOG2E, D = sm.lb[buf][col];
                 const float p0 = ok ? exp2f(st[nt][e] * c - L) : 0.f;
                 const float p1 = ok ? exp2f(st[nt][2 + e] * c - L) : 0.f;
                 st[nt][e] = p0;
@@ -364,15 +505,16 @@ __device__ __forceinline__ void tk_fa_backward_dkdv(T* dk, T* dv, const T* q, co
                 dpt[nt][2 + e] = p1 * (dpt[nt][2 + e] - D);
             }
         }
-        tk_fa_mma_cols<DP>(accV, st, Gs, g, t);
-        tk_fa_mma_cols<DP>(accK, dpt, Qs, g, t);
+        tk_fa_mma_cols<DP, P>(accV, st, sm.b[buf], at.lane);
+        tk_fa_mma_cols<DP, P>(accK, dpt, sm.a[buf], at.lane);
+        __syncthreads();
     }
-    tk_fa_store<DP>(dk + bh * nk * d, accK, r0, nk, d, (float)scale, (float)scale, g, t);
-    tk_fa_store<DP>(dv + bh * nk * d, accV, r0, nk, d, 1.f, 1.f, g, t);
+    tk_fa_store<DP>(dk + bh * nk * d, accK, r0, keys, d, (float)scale, (float)scale, g, t);
+    tk_fa_store<DP>(dv + bh * nk * d, accV, r0, keys, d, 1.f, 1.f, g, t);
 }
 #else
 /* float32/float64: the kernels exist (one module per dtype) but are never launched. */
-#define TK_FA_BODY(call)
+#define TK_FA_BODY(...)
 #endif
 
 """#
