@@ -34,12 +34,10 @@ if [ "$check_rc" -gt 2 ]; then
     fi
     echo "== gpu-check did not finish; flash cases: pipelined $([ $pipeline_ok = 1 ] && echo pass || echo FAILED)"
 fi
-if [ $pipeline_ok = 1 ]; then
-    :
-elif [ $flash_ok = 1 ]; then
+if [ $pipeline_ok = 0 ] && [ $flash_ok = 1 ]; then
     echo "== flash attention pipelined cases FAILED: benchmarking with TENSORKIT_CUDA_FLASH_PIPELINE=0"
     export TENSORKIT_CUDA_FLASH_PIPELINE=0
-else
+elif [ $pipeline_ok = 0 ]; then
     echo "== flash attention cases FAILED: benchmarking with TENSORKIT_CUDA_FLASH_ATTENTION=0"
     export TENSORKIT_CUDA_FLASH_ATTENTION=0
 fi

@@ -6,6 +6,13 @@
 // shared memory in tiles of 64 rows, zero-padded to DP (the head dimension rounded up to 16, a
 // template parameter) with a pitch of DP + 8 halves so that fragment loads avoid bank conflicts.
 //
+// Every kernel has two builds (template parameter P). The pipelined one (P = true, the default)
+// copies tile i + 1 with cp.async while the block computes on tile i (two buffers while two stages
+// of both tiles fit in 46 KiB, head widths up to 80; one above) and reads B operands with ldmatrix,
+// two mma operands per instruction; on an H200 it is 4–5.5× faster than the plain one (P = false,
+// kernel names ending in _sync: ordinary loads), which computes the same values and remains as the
+// fallback (`CUDA.flashPipeline`).
+//
 // Fragment layouts (PTX ISA, "mma.m16n8k16"): g = lane / 4, t = lane % 4.
 //   A 16×16 (row-major), 4 registers of 2 halves: {row g, cols 2t..2t+1}, {row g+8, cols 2t..},
 //     {row g, cols 2t+8..}, {row g+8, cols 2t+8..}.
