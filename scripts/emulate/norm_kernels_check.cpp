@@ -35,21 +35,33 @@ static std::vector<float> randomValues(size_t n, unsigned seed, float mean = 0.f
 
 static double sigmoid(double z) { return 1 / (1 + std::exp(-z)); }
 
-static void checkGroupNorm(long n, long channels, long groups, long spatial, bool affine, bool silu, int small) {
-    const std::string name = "group norm N" + std::to_string(n) + " C" + std::to_string(channels) + " G" + std::to_string(groups)
-        + " S" + std::to_string(spatial) + (affine ? " affine" : "") + (silu ? " silu" : "") + (small ? " 32-bit" : "");
+/* `splits` chunks per group (the last ones may be short or empty); x ~ N(offset, spread). */
+static void checkGroupNorm(long n, long channels, long groups, long spatial, bool affine, bool silu, int small,
+                           int splits = 1, float offset = 0.3f, float spread = 1.7f) {
     const long per = channels / groups, size = per * spatial, blocks = n * groups, total = n * channels * spatial;
-    auto x = randomValues(total, 1, 0.3f, 1.7f), w = randomValues(channels, 2, 1.f, 0.5f), b = randomValues(channels, 3);
+    const long chunk = (size + splits - 1) / splits;
+    const std::string name = "group norm N" + std::to_string(n) + " C" + std::to_string(channels) + " G" + std::to_string(groups)
+        + " S" + std::to_string(spatial) + (affine ? " affine" : "") + (silu ? " silu" : "") + (small ? " 32-bit" : "")
+        + " " + std::to_string(splits) + "x" + std::to_string(chunk) + (offset != 0.3f ? " offset" : "");
+    auto x = randomValues(total, 1, offset, spread), w = randomValues(channels, 2, 1.f, 0.5f), b = randomValues(channels, 3);
     auto go = randomValues(total, 4);
     const double eps = 1e-5;
     const float* wp = affine ? w.data() : nullptr;
     const float* bp = affine ? b.data() : nullptr;
     std::vector<float> y(total, NAN), mean(blocks, NAN), rstd(blocks, NAN), dx(total, NAN), dw(channels, NAN), db(channels, NAN);
+    std::vector<double> part(2 * blocks * splits, NAN), gpart(2 * blocks * splits, NAN);
+    tk_host_launch(3, 64, [&] { tk_group_norm_partial(part.data(), x.data(), blocks, size, chunk, splits); });
     tk_host_launch(2, 64, [&] {
-        tk_group_norm_forward(y.data(), mean.data(), rstd.data(), x.data(), wp, bp, blocks, channels, groups, spatial, eps, silu, small);
+        tk_group_norm_forward(y.data(), mean.data(), rstd.data(), x.data(), wp, bp, part.data(), blocks, channels, groups,
+                              spatial, chunk, splits, eps, silu, small);
+    });
+    tk_host_launch(3, 64, [&] {
+        tk_group_norm_backward_partial(gpart.data(), go.data(), x.data(), wp, bp, mean.data(), rstd.data(), blocks, channels,
+                                       groups, spatial, chunk, splits, silu, small);
     });
     tk_host_launch(2, 64, [&] {
-        tk_group_norm_backward(dx.data(), go.data(), x.data(), wp, bp, mean.data(), rstd.data(), blocks, channels, groups, spatial, silu, small);
+        tk_group_norm_backward(dx.data(), go.data(), x.data(), wp, bp, mean.data(), rstd.data(), gpart.data(), blocks, channels,
+                               groups, spatial, chunk, splits, silu, small);
     });
     tk_host_launch(2, 64, [&] {
         tk_group_norm_params(dw.data(), db.data(), go.data(), x.data(), wp, bp, mean.data(), rstd.data(), n, channels, groups, spatial, silu, small);
@@ -138,6 +150,10 @@ int main() {
     checkGroupNorm(2, 8, 4, 10, true, true, 0);
     checkGroupNorm(3, 6, 2, 7, true, false, 1);
     checkGroupNorm(1, 6, 3, 33, false, true, 1);    // no affine parameters
+    checkGroupNorm(2, 8, 4, 10, true, true, 1, 3);  // groups of 20 in chunks of 7, 7 and 6
+    checkGroupNorm(1, 4, 2, 25, true, false, 0, 4); // groups of 50 in chunks of 13
+    checkGroupNorm(1, 4, 1, 3, true, true, 1, 5);   // 12 in chunks of 3: the fifth is empty
+    checkGroupNorm(2, 4, 2, 40, true, true, 1, 3, 100.f, 0.05f);  // |mean| ≫ std: the shifted sums stay exact
     checkLayerNorm(140, 72, 64, true);              // three row chunks, a partial last column tile
     checkLayerNorm(5, 40, 128, false);
     std::printf("norm kernels: %d failure(s)\n", failures);

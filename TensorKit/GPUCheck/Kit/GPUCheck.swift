@@ -132,6 +132,13 @@ public enum GPUCheck {
                 groupNorm($0[0], groups: 8, weight: $0[1], bias: $0[2], silu: true)
             },
             Case("group norm silu no affine", [f([3, 12, 5])]) { groupNorm($0[0], groups: 4, weight: nil, bias: nil, silu: true) },
+            // Groups large enough to be cut into chunks (one thread block each): 131072 elements per group.
+            Case("group norm silu chunked", [f([1, 32, 128, 128]), f([32]), f([32])]) {
+                groupNorm($0[0], groups: 4, weight: $0[1], bias: $0[2], silu: true)
+            },
+            Case("group norm chunked, batch 2", [f([2, 16, 47, 47]), f([16]), f([16])]) {
+                groupNorm($0[0], groups: 2, weight: $0[1], bias: $0[2])
+            },
             // Frozen parameters (LoRA): only the input gradient, on both sides.
             Case("group norm frozen", [f([2, 32, 6, 6]), f([32]), f([32])]) {
                 groupNorm($0[0], groups: 8, weight: $0[1].detach(), bias: $0[2].detach())

@@ -206,13 +206,28 @@ extension CUDABackend {
         let mean = uninitialized([n, groups], acc), rstd = uninitialized([n, groups], acc)
         let blocks = n * groups
         if blocks > 0 && x.numel > 0 {
-            ctx.launch("norm", x.dtype, "tk_group_norm_forward", grid: min(blocks, 1 << 18), block: 256, [
-                ptr(out), ptr(mean), ptr(rstd), ptr(xs), ptr(weight.map(contiguous)), ptr(bias.map(contiguous)),
-                .int64(Int64(blocks)), .int64(Int64(channels)), .int64(Int64(groups)), .int64(Int64(spatial)), .float64(eps),
-                .int32(silu ? 1 : 0), smallIndices(xs),
+            let split = groupNormSplit(blocks: blocks, size: x.numel / blocks)
+            let part = uninitialized([blocks * split.splits * 2], .float64)
+            ctx.launch("norm", x.dtype, "tk_group_norm_partial", grid: split.grid, block: 256, [
+                ptr(part), ptr(xs), .int64(Int64(blocks)), .int64(Int64(x.numel / blocks)), .int64(Int64(split.chunk)),
+                .int32(Int32(split.splits)),
+            ])
+            ctx.launch("norm", x.dtype, "tk_group_norm_forward", grid: split.grid, block: 256, [
+                ptr(out), ptr(mean), ptr(rstd), ptr(xs), ptr(weight.map(contiguous)), ptr(bias.map(contiguous)), ptr(part),
+                .int64(Int64(blocks)), .int64(Int64(channels)), .int64(Int64(groups)), .int64(Int64(spatial)),
+                .int64(Int64(split.chunk)), .int32(Int32(split.splits)), .float64(eps), .int32(silu ? 1 : 0), smallIndices(xs),
             ])
         }
         return (out, NormStatistics(mean: mean, rstd: rstd))
+    }
+
+    /// How the group-norm kernels cut each of `blocks` groups of `size` elements: into `splits`
+    /// chunks of `chunk` elements, one thread block each, so that the grid has about four blocks per
+    /// multiprocessor even at batch 1 (SD's 32 groups); no chunk below 4096 elements.
+    func groupNormSplit(blocks: Int, size: Int) -> (splits: Int, chunk: Int, grid: Int) {
+        let wanted = (4 * ctx.info.multiprocessors + blocks - 1) / blocks
+        let splits = max(1, min(wanted, size / 4096))
+        return (splits, (size + splits - 1) / splits, min(blocks * splits, 1 << 18))
     }
 
     public func groupNormBackward(_ gradOutput: Tensor, x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?,
@@ -231,10 +246,14 @@ extension CUDABackend {
         let b = silu ? bias.map(contiguous) : nil
         let flags: [KernelArg] = [.int32(silu ? 1 : 0), smallIndices(xs)]
         if blocks > 0 && x.numel > 0 {
-            ctx.launch("norm", x.dtype, "tk_group_norm_backward", grid: min(blocks, 1 << 18), block: 256, [
-                ptr(dx), ptr(gs), ptr(xs), ptr(w), ptr(b), ptr(mean), ptr(rstd),
-                .int64(Int64(blocks)), .int64(Int64(channels)), .int64(Int64(groups)), .int64(Int64(spatial)),
-            ] + flags)
+            let split = groupNormSplit(blocks: blocks, size: x.numel / blocks)
+            let part = uninitialized([blocks * split.splits * 2], .float64)
+            let shape: [KernelArg] = [.int64(Int64(blocks)), .int64(Int64(channels)), .int64(Int64(groups)), .int64(Int64(spatial)),
+                                      .int64(Int64(split.chunk)), .int32(Int32(split.splits))]
+            ctx.launch("norm", x.dtype, "tk_group_norm_backward_partial", grid: split.grid, block: 256,
+                       [ptr(part), ptr(gs), ptr(xs), ptr(w), ptr(b), ptr(mean), ptr(rstd)] + shape + flags)
+            ctx.launch("norm", x.dtype, "tk_group_norm_backward", grid: split.grid, block: 256,
+                       [ptr(dx), ptr(gs), ptr(xs), ptr(w), ptr(b), ptr(mean), ptr(rstd), ptr(part)] + shape + flags)
         }
         guard parameterGradients else { return (dx, nil, nil) }
         let dw = uninitialized([channels], x.dtype), db = uninitialized([channels], x.dtype)

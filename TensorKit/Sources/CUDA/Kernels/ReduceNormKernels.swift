@@ -65,29 +65,66 @@ __device__ __forceinline__ ACC tk_silu_grad(ACC g, ACC z) {
     return g * s * ((ACC)1 + z * ((ACC)1 - s));
 }
 
-/* x [N, C, S] contiguous, one block per (n, group) of C/G·S contiguous elements; mean/rstd [N·G].
-   With `silu` the output is silu((x-μ)·r·w + b). `small`: every index is below 2^31. */
-extern "C" __global__ void tk_group_norm_forward(T* y, ACC* meanOut, ACC* rstdOut, const T* x, const T* w, const T* b,
-                                                 i64 blocks, i64 channels, i64 groups, i64 spatial, double eps,
-                                                 int silu, int small) {
+/* Group norm over x [N, C, S] contiguous: each of the N·G `blocks` (n, group) is `size` = C/G·S
+   contiguous elements, cut into `splits` chunks of `chunk` elements that separate thread blocks
+   handle (job = blk·splits + k), so that a small batch still fills the GPU. Each pass is two
+   kernels: one writes every chunk's partial sums in double to part[2·job], the next combines the
+   group's partials in a fixed order (deterministic) and sweeps its chunk. */
+struct tk_gn_job { i64 blk, lo, hi; };
+__device__ __forceinline__ tk_gn_job tk_gn_locate(i64 job, int splits, i64 size, i64 chunk) {
+    const i64 blk = job / splits, lo = (job % splits) * chunk;
+    return { blk, lo, lo + chunk < size ? lo + chunk : size };
+}
+/* Σ over the group's chunks of part[2·job + which]. */
+__device__ __forceinline__ double tk_gn_total(const double* part, i64 blk, int splits, int which) {
+    double s = 0.0;
+    for (int k = 0; k < splits; ++k) s += part[2 * (blk * splits + k) + which];
+    return s;
+}
+
+/* Forward, first kernel: a chunk's Σ(x − p) and Σ(x − p)², p being its group's first element (a
+   shift that keeps the variance accurate when |mean| ≫ std, as the two-pass formula does). */
+extern "C" __global__ void tk_group_norm_partial(double* part, const T* x, i64 blocks, i64 size, i64 chunk, int splits) {
     __shared__ double scratch[32];
+    for (i64 job = blockIdx.x; job < blocks * splits; job += gridDim.x) {
+        const tk_gn_job at = tk_gn_locate(job, splits, size, chunk);
+        const T* xb = x + at.blk * size;
+        const ACC p = tk_ld(xb);
+        double s1 = 0.0, s2 = 0.0;
+        for (i64 i = at.lo + threadIdx.x; i < at.hi; i += blockDim.x) {
+            double d = (double)(tk_ld(xb + i) - p);
+            s1 += d; s2 += d * d;
+        }
+        s1 = tk_block_sum(s1, scratch);
+        s2 = tk_block_sum(s2, scratch);
+        if (threadIdx.x == 0) { part[2 * job] = s1; part[2 * job + 1] = s2; }
+        __syncthreads();
+    }
+}
+
+/* Forward, second kernel: mean/rstd [N·G] (written by each group's first chunk) and the output of
+   one chunk. With `silu` the output is silu((x-μ)·r·w + b). `small`: every index is below 2^31. */
+extern "C" __global__ void tk_group_norm_forward(T* y, ACC* meanOut, ACC* rstdOut, const T* x, const T* w, const T* b,
+                                                 const double* part, i64 blocks, i64 channels, i64 groups, i64 spatial,
+                                                 i64 chunk, int splits, double eps, int silu, int small) {
     i64 per = channels / groups, size = per * spatial;
-    for (i64 blk = blockIdx.x; blk < blocks; blk += gridDim.x) {
-        const T* xb = x + blk * size;
-        T* yb = y + blk * size;
-        double mean, rstd;
-        tk_moments(xb, size, eps, scratch, &mean, &rstd);
-        ACC m = (ACC)mean, r = (ACC)rstd;
-        if (threadIdx.x == 0) { meanOut[blk] = m; rstdOut[blk] = r; }
-        i64 c0 = (blk % groups) * per;
-        for (i64 i = threadIdx.x; i < size; i += blockDim.x) {
+    for (i64 job = blockIdx.x; job < blocks * splits; job += gridDim.x) {
+        const tk_gn_job at = tk_gn_locate(job, splits, size, chunk);
+        const T* xb = x + at.blk * size;
+        T* yb = y + at.blk * size;
+        const double n = (double)size, shift = tk_gn_total(part, at.blk, splits, 0) / n;
+        double var = tk_gn_total(part, at.blk, splits, 1) / n - shift * shift;
+        if (var < 0.0) var = 0.0;
+        ACC m = (ACC)((double)tk_ld(xb) + shift), r = (ACC)(1.0 / sqrt(var + eps));
+        if (at.lo == 0 && threadIdx.x == 0) { meanOut[at.blk] = m; rstdOut[at.blk] = r; }
+        i64 c0 = (at.blk % groups) * per;
+        for (i64 i = at.lo + threadIdx.x; i < at.hi; i += blockDim.x) {
             i64 c = c0 + tk_div_small(i, spatial, small);
             ACC scale = w ? r * tk_ld(w + c) : r;
-            ACC shift = b ? tk_ld(b + c) : (ACC)0;
-            ACC z = (tk_ld(xb + i) - m) * scale + shift;
+            ACC shiftc = b ? tk_ld(b + c) : (ACC)0;
+            ACC z = (tk_ld(xb + i) - m) * scale + shiftc;
             tk_st(yb + i, silu ? tk_silu(z) : z);
         }
-        __syncthreads();
     }
 }
 
@@ -100,21 +137,21 @@ __device__ __forceinline__ ACC tk_group_norm_upstream(ACC g, ACC xc, ACC r, cons
 }
 
 /* dx for group norm: with dŷ = g·w, dx = r·dŷ - r·mean(dŷ) - r³·mean(dŷ·(x-μ))·(x-μ); with `silu`,
-   g is first multiplied by silu'(z) (recomputed in both sweeps, nothing stored). */
-extern "C" __global__ void tk_group_norm_backward(T* dx, const T* go, const T* x, const T* w, const T* b,
-                                                  const ACC* meanIn, const ACC* rstdIn,
-                                                  i64 blocks, i64 channels, i64 groups, i64 spatial, int silu, int small) {
+   g is first multiplied by silu'(z) (recomputed in both sweeps, nothing stored). First kernel: a
+   chunk's Σ dŷ and Σ dŷ·(x-μ); second: dx over a chunk. Chunks as tk_group_norm_partial's. */
+extern "C" __global__ void tk_group_norm_backward_partial(double* part, const T* go, const T* x, const T* w, const T* b,
+                                                          const ACC* meanIn, const ACC* rstdIn, i64 blocks, i64 channels,
+                                                          i64 groups, i64 spatial, i64 chunk, int splits, int silu, int small) {
     __shared__ double scratch[32];
     i64 per = channels / groups, size = per * spatial;
-    for (i64 blk = blockIdx.x; blk < blocks; blk += gridDim.x) {
-        const T* gb = go + blk * size;
-        const T* xb = x + blk * size;
-        T* db = dx + blk * size;
-        ACC m = meanIn[blk], ra = rstdIn[blk];
-        double r = (double)ra;
-        i64 c0 = (blk % groups) * per;
+    for (i64 job = blockIdx.x; job < blocks * splits; job += gridDim.x) {
+        const tk_gn_job at = tk_gn_locate(job, splits, size, chunk);
+        const T* gb = go + at.blk * size;
+        const T* xb = x + at.blk * size;
+        ACC m = meanIn[at.blk], ra = rstdIn[at.blk];
+        i64 c0 = (at.blk % groups) * per;
         double s1 = 0.0, s2 = 0.0;
-        for (i64 i = threadIdx.x; i < size; i += blockDim.x) {
+        for (i64 i = at.lo + threadIdx.x; i < at.hi; i += blockDim.x) {
             i64 c = c0 + tk_div_small(i, spatial, small);
             ACC wc = w ? tk_ld(w + c) : (ACC)1;
             ACC xc = tk_ld(xb + i) - m;
@@ -124,16 +161,33 @@ extern "C" __global__ void tk_group_norm_backward(T* dx, const T* go, const T* x
         }
         s1 = tk_block_sum(s1, scratch);
         s2 = tk_block_sum(s2, scratch);
-        double count = (double)size;
-        ACC bco = (ACC)(-r * r * r * s2 / count), cco = (ACC)(-r * s1 / count);
-        for (i64 i = threadIdx.x; i < size; i += blockDim.x) {
+        if (threadIdx.x == 0) { part[2 * job] = s1; part[2 * job + 1] = s2; }
+        __syncthreads();
+    }
+}
+
+extern "C" __global__ void tk_group_norm_backward(T* dx, const T* go, const T* x, const T* w, const T* b,
+                                                  const ACC* meanIn, const ACC* rstdIn, const double* part,
+                                                  i64 blocks, i64 channels, i64 groups, i64 spatial,
+                                                  i64 chunk, int splits, int silu, int small) {
+    i64 per = channels / groups, size = per * spatial;
+    for (i64 job = blockIdx.x; job < blocks * splits; job += gridDim.x) {
+        const tk_gn_job at = tk_gn_locate(job, splits, size, chunk);
+        const T* gb = go + at.blk * size;
+        const T* xb = x + at.blk * size;
+        T* db = dx + at.blk * size;
+        ACC m = meanIn[at.blk], ra = rstdIn[at.blk];
+        double r = (double)ra, count = (double)size;
+        ACC bco = (ACC)(-r * r * r * tk_gn_total(part, at.blk, splits, 1) / count);
+        ACC cco = (ACC)(-r * tk_gn_total(part, at.blk, splits, 0) / count);
+        i64 c0 = (at.blk % groups) * per;
+        for (i64 i = at.lo + threadIdx.x; i < at.hi; i += blockDim.x) {
             i64 c = c0 + tk_div_small(i, spatial, small);
             ACC wc = w ? tk_ld(w + c) : (ACC)1;
             ACC xc = tk_ld(xb + i) - m;
             ACC gv = tk_group_norm_upstream(tk_ld(gb + i), xc, ra, w, b, c, silu);
             tk_st(db + i, gv * (ACC)(r * (double)wc) + xc * bco + cco);
         }
-        __syncthreads();
     }
 }
 
