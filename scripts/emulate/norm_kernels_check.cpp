@@ -154,6 +154,7 @@ int main() {
     checkGroupNorm(1, 4, 2, 25, true, false, 0, 4); // groups of 50 in chunks of 13
     checkGroupNorm(1, 4, 1, 3, true, true, 1, 5);   // 12 in chunks of 3: the fifth is empty
     checkGroupNorm(2, 4, 2, 40, true, true, 1, 3, 100.f, 0.05f);  // |mean| ≫ std: the shifted sums stay exact
+    checkGroupNorm(1, 2, 1, 150, true, true, 1, 70);  // more chunks than threads per block (64)
     checkLayerNorm(140, 72, 64, true);              // three row chunks, a partial last column tile
     checkLayerNorm(5, 40, 128, false);
     std::printf("norm kernels: %d failure(s)\n", failures);

@@ -75,11 +75,12 @@ __device__ __forceinline__ tk_gn_job tk_gn_locate(i64 job, int splits, i64 size,
     const i64 blk = job / splits, lo = (job % splits) * chunk;
     return { blk, lo, lo + chunk < size ? lo + chunk : size };
 }
-/* Σ over the group's chunks of part[2·job + which]. */
-__device__ __forceinline__ double tk_gn_total(const double* part, i64 blk, int splits, int which) {
+/* Σ over the group's chunks of part[2·job + which], shared out over the block's threads (the same
+   order in every block of the group, whatever `splits`). */
+__device__ __forceinline__ double tk_gn_total(const double* part, i64 blk, int splits, int which, double* scratch) {
     double s = 0.0;
-    for (int k = 0; k < splits; ++k) s += part[2 * (blk * splits + k) + which];
-    return s;
+    for (int k = threadIdx.x; k < splits; k += blockDim.x) s += part[2 * (blk * splits + k) + which];
+    return tk_block_sum(s, scratch);
 }
 
 /* Forward, first kernel: a chunk's Σ(x − p) and Σ(x − p)², p being its group's first element (a
@@ -107,13 +108,14 @@ extern "C" __global__ void tk_group_norm_partial(double* part, const T* x, i64 b
 extern "C" __global__ void tk_group_norm_forward(T* y, ACC* meanOut, ACC* rstdOut, const T* x, const T* w, const T* b,
                                                  const double* part, i64 blocks, i64 channels, i64 groups, i64 spatial,
                                                  i64 chunk, int splits, double eps, int silu, int small) {
+    __shared__ double scratch[32];
     i64 per = channels / groups, size = per * spatial;
     for (i64 job = blockIdx.x; job < blocks * splits; job += gridDim.x) {
         const tk_gn_job at = tk_gn_locate(job, splits, size, chunk);
         const T* xb = x + at.blk * size;
         T* yb = y + at.blk * size;
-        const double n = (double)size, shift = tk_gn_total(part, at.blk, splits, 0) / n;
-        double var = tk_gn_total(part, at.blk, splits, 1) / n - shift * shift;
+        const double n = (double)size, shift = tk_gn_total(part, at.blk, splits, 0, scratch) / n;
+        double var = tk_gn_total(part, at.blk, splits, 1, scratch) / n - shift * shift;
         if (var < 0.0) var = 0.0;
         ACC m = (ACC)((double)tk_ld(xb) + shift), r = (ACC)(1.0 / sqrt(var + eps));
         if (at.lo == 0 && threadIdx.x == 0) { meanOut[at.blk] = m; rstdOut[at.blk] = r; }
@@ -170,6 +172,7 @@ extern "C" __global__ void tk_group_norm_backward(T* dx, const T* go, const T* x
                                                   const ACC* meanIn, const ACC* rstdIn, const double* part,
                                                   i64 blocks, i64 channels, i64 groups, i64 spatial,
                                                   i64 chunk, int splits, int silu, int small) {
+    __shared__ double scratch[32];
     i64 per = channels / groups, size = per * spatial;
     for (i64 job = blockIdx.x; job < blocks * splits; job += gridDim.x) {
         const tk_gn_job at = tk_gn_locate(job, splits, size, chunk);
@@ -178,8 +181,8 @@ extern "C" __global__ void tk_group_norm_backward(T* dx, const T* go, const T* x
         T* db = dx + at.blk * size;
         ACC m = meanIn[at.blk], ra = rstdIn[at.blk];
         double r = (double)ra, count = (double)size;
-        ACC bco = (ACC)(-r * r * r * tk_gn_total(part, at.blk, splits, 1) / count);
-        ACC cco = (ACC)(-r * tk_gn_total(part, at.blk, splits, 0) / count);
+        ACC bco = (ACC)(-r * r * r * tk_gn_total(part, at.blk, splits, 1, scratch) / count);
+        ACC cco = (ACC)(-r * tk_gn_total(part, at.blk, splits, 0, scratch) / count);
         i64 c0 = (at.blk % groups) * per;
         for (i64 i = at.lo + threadIdx.x; i < at.hi; i += blockDim.x) {
             i64 c = c0 + tk_div_small(i, spatial, small);
