@@ -48,6 +48,10 @@ public enum GPUCheck {
     static var cases: [Case] {
         let f = { (s: [Int]) in Input.float(s) }
         let pos = { (s: [Int]) in Input.float(s, positive: true) }
+        /// Scaled dot-product attention of float inputs q, k, v of these shapes.
+        func sdpa(_ name: String, _ q: [Int], _ k: [Int], _ v: [Int], setting: (() -> () -> Void)? = nil) -> Case {
+            Case(name, [f(q), f(k), f(v)], setting: setting) { scaledDotProductAttention($0[0], $0[1], $0[2]) }
+        }
         return [
             Case("add (broadcast)", [f([4, 1, 33]), f([1, 5, 33])]) { $0[0] + $0[1] },
             Case("sub", [f([6, 70]), f([6, 70])]) { $0[0] - $0[1] },
@@ -157,66 +161,34 @@ public enum GPUCheck {
             Case("softmax", [f([6, 77])]) { $0[0].softmax() },
             Case("log softmax", [f([6, 77])]) { $0[0].logSoftmax() },
             // The fused scalar kernels in every dtype (float16/bfloat16 would otherwise take the flash kernels).
-            Case("attention d40", [f([2, 4, 77, 40]), f([2, 4, 77, 40]), f([2, 4, 77, 40])], setting: withoutFlashAttention) {
-                scaledDotProductAttention($0[0], $0[1], $0[2])
-            },
+            sdpa("attention d40", [2, 4, 77, 40], [2, 4, 77, 40], [2, 4, 77, 40], setting: withoutFlashAttention),
             Case("attention causal", [f([1, 3, 50, 64]), f([1, 3, 50, 64]), f([1, 3, 50, 64])]) {
                 scaledDotProductAttention($0[0], $0[1], $0[2], causal: true)
             },
-            Case("attention cross d160", [f([1, 2, 64, 160]), f([1, 2, 77, 160]), f([1, 2, 77, 160])]) {
-                scaledDotProductAttention($0[0], $0[1], $0[2])
-            },
+            sdpa("attention cross d160", [1, 2, 64, 160], [1, 2, 77, 160], [1, 2, 77, 160]),
             // Large enough for the cuBLAS path (≥ 16384 scores per head), self and cross; float16 and
             // bfloat16 with the flash kernels off, so the cuBLAS path is checked in every dtype.
-            Case("attention gemm self", [f([1, 2, 200, 40]), f([1, 2, 200, 40]), f([1, 2, 200, 40])], setting: withoutFlashAttention) {
-                scaledDotProductAttention($0[0], $0[1], $0[2])
-            },
-            Case("attention gemm d80", [f([1, 2, 150, 80]), f([1, 2, 140, 80]), f([1, 2, 140, 80])], setting: withoutFlashAttention) {
-                scaledDotProductAttention($0[0], $0[1], $0[2])
-            },
+            sdpa("attention gemm self", [1, 2, 200, 40], [1, 2, 200, 40], [1, 2, 200, 40], setting: withoutFlashAttention),
+            sdpa("attention gemm d80", [1, 2, 150, 80], [1, 2, 140, 80], [1, 2, 140, 80], setting: withoutFlashAttention),
             // The flash kernels (float16/bfloat16; float32 takes the cuBLAS path): SD 1.5's head width 40
             // with rows and keys not multiples of 64, cross-attention over 77 tokens at width 64, an odd
             // width (16-bit tile loads instead of cp.async), width 80 (flash forward, cuBLAS backward)
             // and 128 (one stage, not double-buffered).
-            Case("attention flash d40", [f([2, 2, 300, 40]), f([2, 2, 300, 40]), f([2, 2, 300, 40])]) {
-                scaledDotProductAttention($0[0], $0[1], $0[2])
-            },
-            Case("attention flash cross d64", [f([2, 2, 150, 64]), f([2, 2, 77, 64]), f([2, 2, 77, 64])]) {
-                scaledDotProductAttention($0[0], $0[1], $0[2])
-            },
-            Case("attention flash d33", [f([1, 3, 70, 33]), f([1, 3, 90, 33]), f([1, 3, 90, 33])]) {
-                scaledDotProductAttention($0[0], $0[1], $0[2])
-            },
-            Case("attention flash d80", [f([1, 2, 150, 80]), f([1, 2, 140, 80]), f([1, 2, 140, 80])]) {
-                scaledDotProductAttention($0[0], $0[1], $0[2])
-            },
-            Case("attention flash d128", [f([1, 2, 65, 128]), f([1, 2, 129, 128]), f([1, 2, 129, 128])]) {
-                scaledDotProductAttention($0[0], $0[1], $0[2])
-            },
+            sdpa("attention flash d40", [2, 2, 300, 40], [2, 2, 300, 40], [2, 2, 300, 40]),
+            sdpa("attention flash cross d64", [2, 2, 150, 64], [2, 2, 77, 64], [2, 2, 77, 64]),
+            sdpa("attention flash d33", [1, 3, 70, 33], [1, 3, 90, 33], [1, 3, 90, 33]),
+            sdpa("attention flash d80", [1, 2, 150, 80], [1, 2, 140, 80], [1, 2, 140, 80]),
+            sdpa("attention flash d128", [1, 2, 65, 128], [1, 2, 129, 128], [1, 2, 129, 128]),
             // Many key/query tiles through the double buffer, as SD 1.5's 4096-token levels, at width 40
             // and 64 (backward included).
-            Case("attention flash long d40", [f([1, 4, 1000, 40]), f([1, 4, 1000, 40]), f([1, 4, 1000, 40])]) {
-                scaledDotProductAttention($0[0], $0[1], $0[2])
-            },
-            Case("attention flash long d64", [f([2, 1, 700, 64]), f([2, 1, 600, 64]), f([2, 1, 600, 64])]) {
-                scaledDotProductAttention($0[0], $0[1], $0[2])
-            },
+            sdpa("attention flash long d40", [1, 4, 1000, 40], [1, 4, 1000, 40], [1, 4, 1000, 40]),
+            sdpa("attention flash long d64", [2, 1, 700, 64], [2, 1, 600, 64], [2, 1, 600, 64]),
             // The plain build (`CUDA.flashPipeline` off), which scripts/gpu/issue-check.sh falls back to.
-            Case("attention flash-sync d40", [f([2, 2, 300, 40]), f([2, 2, 300, 40]), f([2, 2, 300, 40])],
-                 setting: withPlainFlashKernels) {
-                scaledDotProductAttention($0[0], $0[1], $0[2])
-            },
-            Case("attention flash-sync d80", [f([1, 2, 150, 80]), f([1, 2, 140, 80]), f([1, 2, 140, 80])],
-                 setting: withPlainFlashKernels) {
-                scaledDotProductAttention($0[0], $0[1], $0[2])
-            },
-            Case("attention gemm cross", [f([2, 2, 160, 64]), f([2, 2, 120, 64]), f([2, 2, 120, 48])]) {
-                scaledDotProductAttention($0[0], $0[1], $0[2])
-            },
+            sdpa("attention flash-sync d40", [2, 2, 300, 40], [2, 2, 300, 40], [2, 2, 300, 40], setting: withPlainFlashKernels),
+            sdpa("attention flash-sync d80", [1, 2, 150, 80], [1, 2, 140, 80], [1, 2, 140, 80], setting: withPlainFlashKernels),
+            sdpa("attention gemm cross", [2, 2, 160, 64], [2, 2, 120, 64], [2, 2, 120, 48]),
             // A head wider than the fused kernels allow (SD's VAE: one head of 512) at a small size.
-            Case("attention wide head", [f([1, 1, 16, 512]), f([1, 1, 16, 512]), f([1, 1, 16, 512])]) {
-                scaledDotProductAttention($0[0], $0[1], $0[2])
-            },
+            sdpa("attention wide head", [1, 1, 16, 512], [1, 1, 16, 512], [1, 1, 16, 512]),
             Case("embedding", [.indices([3, 7], vocabulary: 50), f([50, 32])]) { embedding($0[0], weight: $0[1]) },
         ]
     }
