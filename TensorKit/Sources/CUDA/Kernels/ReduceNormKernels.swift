@@ -138,6 +138,16 @@ __device__ __forceinline__ ACC tk_group_norm_upstream(ACC g, ACC xc, ACC r, cons
     return tk_silu_grad(g, xc * scale + (b ? tk_ld(b + c) : (ACC)0));
 }
 
+/* Element i of group blk in the backward sweeps: its channel's weight (1 without), x − μ and the
+   gradient reaching the normalisation's output. */
+struct tk_gn_grad { ACC wc, xc, g; };
+__device__ __forceinline__ tk_gn_grad tk_gn_grad_at(const T* go, const T* x, const T* w, const T* b, ACC mean, ACC rstd,
+                                                    i64 blk, i64 i, i64 groups, i64 per, i64 spatial, int silu, int small) {
+    const i64 at = blk * per * spatial + i, c = (blk % groups) * per + tk_div_small(i, spatial, small);
+    const ACC xc = tk_ld(x + at) - mean;
+    return { w ? tk_ld(w + c) : (ACC)1, xc, tk_group_norm_upstream(tk_ld(go + at), xc, rstd, w, b, c, silu) };
+}
+
 /* dx for group norm: with dŷ = g·w, dx = r·dŷ - r·mean(dŷ) - r³·mean(dŷ·(x-μ))·(x-μ); with `silu`,
    g is first multiplied by silu'(z) (recomputed in both sweeps, nothing stored). First kernel: a
    chunk's Σ dŷ and Σ dŷ·(x-μ); second: dx over a chunk. Chunks as tk_group_norm_partial's. */
@@ -148,18 +158,13 @@ extern "C" __global__ void tk_group_norm_backward_partial(double* part, const T*
     i64 per = channels / groups, size = per * spatial;
     for (i64 job = blockIdx.x; job < blocks * splits; job += gridDim.x) {
         const tk_gn_job at = tk_gn_locate(job, splits, size, chunk);
-        const T* gb = go + at.blk * size;
-        const T* xb = x + at.blk * size;
-        ACC m = meanIn[at.blk], ra = rstdIn[at.blk];
-        i64 c0 = (at.blk % groups) * per;
+        const ACC m = meanIn[at.blk], ra = rstdIn[at.blk];
         double s1 = 0.0, s2 = 0.0;
         for (i64 i = at.lo + threadIdx.x; i < at.hi; i += blockDim.x) {
-            i64 c = c0 + tk_div_small(i, spatial, small);
-            ACC wc = w ? tk_ld(w + c) : (ACC)1;
-            ACC xc = tk_ld(xb + i) - m;
-            ACC gv = tk_group_norm_upstream(tk_ld(gb + i), xc, ra, w, b, c, silu) * wc;
+            const tk_gn_grad e = tk_gn_grad_at(go, x, w, b, m, ra, at.blk, i, groups, per, spatial, silu, small);
+            ACC gv = e.g * e.wc;
             s1 += (double)gv;
-            s2 += (double)(gv * xc);
+            s2 += (double)(gv * e.xc);
         }
         s1 = tk_block_sum(s1, scratch);
         s2 = tk_block_sum(s2, scratch);
@@ -176,20 +181,14 @@ extern "C" __global__ void tk_group_norm_backward(T* dx, const T* go, const T* x
     i64 per = channels / groups, size = per * spatial;
     for (i64 job = blockIdx.x; job < blocks * splits; job += gridDim.x) {
         const tk_gn_job at = tk_gn_locate(job, splits, size, chunk);
-        const T* gb = go + at.blk * size;
-        const T* xb = x + at.blk * size;
         T* db = dx + at.blk * size;
-        ACC m = meanIn[at.blk], ra = rstdIn[at.blk];
+        const ACC m = meanIn[at.blk], ra = rstdIn[at.blk];
         double r = (double)ra, count = (double)size;
         ACC bco = (ACC)(-r * r * r * tk_gn_total(part, at.blk, splits, 1, scratch) / count);
         ACC cco = (ACC)(-r * tk_gn_total(part, at.blk, splits, 0, scratch) / count);
-        i64 c0 = (at.blk % groups) * per;
         for (i64 i = at.lo + threadIdx.x; i < at.hi; i += blockDim.x) {
-            i64 c = c0 + tk_div_small(i, spatial, small);
-            ACC wc = w ? tk_ld(w + c) : (ACC)1;
-            ACC xc = tk_ld(xb + i) - m;
-            ACC gv = tk_group_norm_upstream(tk_ld(gb + i), xc, ra, w, b, c, silu);
-            tk_st(db + i, gv * (ACC)(r * (double)wc) + xc * bco + cco);
+            const tk_gn_grad e = tk_gn_grad_at(go, x, w, b, m, ra, at.blk, i, groups, per, spatial, silu, small);
+            tk_st(db + i, e.g * (ACC)(r * (double)e.wc) + e.xc * bco + cco);
         }
     }
 }
