@@ -51,11 +51,12 @@ struct DeviceChoice {
         return precision
     }
 
-    /// Loads a diffusers folder for sampling with `precision`'s dtypes (the VAE in float32 under fp16)
-    /// and moves it to the device.
+    /// Loads a diffusers folder for sampling with `precision`'s dtypes (the VAE's weights in float32
+    /// under fp16, decoding in float16 with a float32 retry on overflow) and moves it to the device.
     func loadPipeline(_ directory: URL, precision: MixedPrecision) throws -> StableDiffusionPipeline {
         let pipeline = try StableDiffusionPipeline.load(directory: directory, dtype: precision.computeDType,
                                                         vaeDType: precision.vaeDType)
+        pipeline.vaeDecodeDType = precision.vaeDecodeDType
         return pipeline.to(device)
     }
 }

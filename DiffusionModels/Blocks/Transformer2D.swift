@@ -27,9 +27,11 @@ public final class GEGLU: Module {
         super.init()
     }
 
+    /// One fused kernel (TensorKit's `geglu`), the projection's bias added in it; a projection with
+    /// deltas (LoRA) adds its own bias first.
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        let parts = proj(x).chunk(2, axis: -1)
-        return parts[0] * parts[1].gelu(approximate: false)
+        if proj.deltas.isEmpty { return geglu(linear(x, weight: proj.weight, bias: nil), bias: proj.bias) }
+        return geglu(proj(x))
     }
 }
 

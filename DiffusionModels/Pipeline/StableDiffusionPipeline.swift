@@ -136,6 +136,17 @@ public final class StableDiffusionPipeline {
     public let modelIndex: ModelIndex?
     /// The folder this pipeline was loaded from.
     public let directory: URL?
+    /// A narrower type for `decodeLatents` than the VAE's weights: fp16 mixed precision on a GPU keeps
+    /// the VAE in float32 and sets float16 here, so the decoder runs as diffusers' and TRL's fp16
+    /// pipelines run it. The VAE's own weights stay: a batch whose images in this type are not all
+    /// finite (SD's decoder can overflow float16) is decoded again with them. nil (default): the
+    /// VAE's dtype. The decoder's copy in this type is made from the VAE's weights at the next
+    /// decode; set this again after changing them.
+    public var vaeDecodeDType: DType? { didSet { halfDecoder = nil } }
+    /// The decoder in `vaeDecodeDType`, made by `decodeLatents` when first needed.
+    private var halfDecoder: VAEDecoder?
+    /// Batches `decodeLatents` decoded again in the VAE's dtype after a non-finite `vaeDecodeDType` result.
+    public private(set) var vaeDecodeFallbacks = 0
 
     public init(tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, unet: UNet2DConditionModel,
                 vae: AutoencoderKL, scheduler: DDIMScheduler, modelIndex: ModelIndex? = nil, directory: URL? = nil) {
@@ -157,6 +168,7 @@ public final class StableDiffusionPipeline {
     @discardableResult
     public func to(_ device: Device) -> StableDiffusionPipeline {
         for module in [textEncoder, unet, vae] as [Module] { _ = module.to(device) }
+        halfDecoder = nil
         return self
     }
 
@@ -259,13 +271,36 @@ public final class StableDiffusionPipeline {
     }
 
     /// Decodes latents to images in [0, 1]: `vae.decode(z / scaling_factor)`, then (x / 2 + 0.5) clamped.
-    /// The VAE runs in its own dtype (keep it float32 under float16 mixed precision: SD's decoder
-    /// overflows float16, which is why diffusers upcasts it); the images come back in the latents' dtype.
+    /// The VAE runs in its own dtype, or in `vaeDecodeDType` with the float32 weights as the fallback
+    /// for a batch that overflows; the images come back in the latents' dtype.
     public func decodeLatents(_ latents: Tensor) -> Tensor {
         withNoGrad {
-            let x = vae.decode((latents / vae.config.scaling_factor).to(vae.decoder.conv_in.weight.dtype)).to(latents.dtype)
+            let z = latents / vae.config.scaling_factor
+            let dtype = vae.decoder.conv_in.weight.dtype
+            if let half = vaeDecodeDType, half != dtype, let decoder = halfPrecisionDecoder(half) {
+                // post_quant_conv (a 1×1 convolution on the latents) stays in the VAE's dtype.
+                let quantized = vae.post_quant_conv.map { $0(z.to(dtype)) } ?? z
+                let x = decoder(quantized.to(half)).to(latents.dtype)
+                if x.to(.float32).sum().item().isFinite { return (x / 2 + 0.5).clamp(min: 0, max: 1) }
+                vaeDecodeFallbacks += 1
+            }
+            let x = vae.decode(z.to(dtype)).to(latents.dtype)
             return (x / 2 + 0.5).clamp(min: 0, max: 1)
         }
+    }
+
+    /// The VAE's decoder converted to `dtype` on the VAE's device, made once (nil if the weights
+    /// cannot be copied, which leaves decoding to the VAE itself).
+    private func halfPrecisionDecoder(_ dtype: DType) -> VAEDecoder? {
+        if let halfDecoder { return halfDecoder }
+        let source = vae.decoder
+        var generator = PhiloxGenerator(seed: 0)
+        let copy = withoutParameterInitialization { VAEDecoder(config: vae.config, dtype: dtype, generator: &generator) }
+        _ = copy.to(source.conv_in.weight.device)
+        guard (try? copy.load(source.stateDict())) != nil else { return nil }
+        copy.gradientCheckpointing = false
+        halfDecoder = copy
+        return copy
     }
 
     private struct Run {

@@ -104,6 +104,7 @@ public final class DefaultDDPOStableDiffusionPipeline: DDPOPipeline {
             : try StableDiffusionPipeline.load(directory: directory, variant: variant, dtype: mixedPrecision.computeDType,
                                                unetDType: mixedPrecision.unetDType(trainsWholeUNet: !useLoRA),
                                                vaeDType: mixedPrecision.vaeDType)
+        pipeline.vaeDecodeDType = mixedPrecision.vaeDecodeDType
         pipeline.to(device)
         let saved = directory.appendingPathComponent(LoRANetwork.weightName)
         let existing = useLoRA && FileManager.default.fileExists(atPath: saved.path) ? saved : nil

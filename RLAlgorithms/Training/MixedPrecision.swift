@@ -5,13 +5,15 @@ import Foundation
 //
 //   mode   text encoder  UNet (LoRA)   UNet (full fine-tune)  VAE       LoRA / optimizer state
 //   no     float32       float32       float32                float32   float32
-//   fp16   float16       float16       float32                float32   float32
+//   fp16   float16       float16       float32                float32*  float32
 //   bf16   bfloat16      bfloat16      float32                bfloat16  float32
 //
 // Frozen weights and their activations are in the half type; what the optimizer updates stays in
 // float32 (LoRA deltas compute in float32 on converted inputs, see LoRALayers). A fully trained UNet
-// keeps float32 weights because we keep no separate master copy. SD's VAE decoder overflows
-// float16 (diffusers' `force_upcast`), so under fp16 it decodes in float32. Latents, the scheduler
+// keeps float32 weights because we keep no separate master copy. SD's VAE decoder can overflow
+// float16 (diffusers' `force_upcast`), so under fp16 (*) the VAE keeps float32 weights, decodes with
+// a float16 copy of its decoder (as diffusers' and TRL's fp16 pipelines do) and decodes a batch again
+// in float32 when the float16 images are not all finite. Latents, the scheduler
 // step and the PPO loss are float32 in every mode (StableDiffusionPipeline.denoise).
 //
 // fp16 gradients underflow without loss scaling: `DynamicLossScaler` is torch.cuda.amp.GradScaler's
@@ -40,8 +42,13 @@ public enum MixedPrecision: String, Sendable, CaseIterable {
     /// The UNet's dtype: the compute dtype, or float32 when all of it is trained.
     public func unetDType(trainsWholeUNet: Bool) -> DType { trainsWholeUNet ? .float32 : computeDType }
 
-    /// The VAE's dtype: float32 under fp16 (SD's decoder overflows float16), else the compute dtype.
+    /// The VAE's dtype: float32 under fp16 (SD's decoder can overflow float16), else the compute dtype.
     public var vaeDType: DType { self == .fp16 ? .float32 : computeDType }
+
+    /// The dtype the VAE decodes in first (`StableDiffusionPipeline.vaeDecodeDType`): float16 under
+    /// fp16, as diffusers' and TRL's fp16 pipelines decode, with the float32 weights decoding again
+    /// any batch that overflows; nil (the VAE's dtype) otherwise.
+    public var vaeDecodeDType: DType? { self == .fp16 ? .float16 : nil }
 
     /// Whether the loss needs scaling (float16 only: bfloat16 has float32's exponent range).
     public var needsLossScaling: Bool { self == .fp16 }

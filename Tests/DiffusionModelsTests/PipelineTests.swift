@@ -165,6 +165,30 @@ final class PipelineTests: XCTestCase {
     }
 
     /// Sampling records no autograd graph, even with the UNet's parameters trainable.
+    /// `vaeDecodeDType`: a VAE with float64 weights decoding in float32 gives diffusers' float32
+    /// images; once its float32 copy overflows (a conv_in weight too large for float32, fine in
+    /// float64) the batch is decoded again with the float64 weights, and the images are theirs.
+    func testNarrowerVAEDecodeMatchesDiffusersAndFallsBackOnOverflow() throws {
+        let dir = Self.fixtures.appendingPathComponent("sd1")
+        let pipeline = try StableDiffusionPipeline.load(directory: dir.appendingPathComponent("model"), dtype: .float64)
+        let f = try fixture("sd1")
+        let latents = try f.get("eta0.latents").to(.float64)
+        pipeline.vaeDecodeDType = .float32
+        assertClose(pipeline.decodeLatents(latents).to(.float32), try f.get("eta0.images"), "float32 decode of a float64 VAE")
+        XCTAssertEqual(pipeline.vaeDecodeFallbacks, 0)
+
+        let conv = pipeline.vae.decoder.conv_in
+        conv.weight = conv.weight * 1e40
+        pipeline.vaeDecodeDType = .float32  // the copy is made again from the changed weights
+        let narrow = pipeline.decodeLatents(latents)
+        XCTAssertEqual(pipeline.vaeDecodeFallbacks, 1, "a non-finite float32 decode is decoded again in float64")
+        pipeline.vaeDecodeDType = nil
+        let wide = pipeline.decodeLatents(latents)
+        XCTAssertFalse(wide.toArray().contains { !$0.isFinite }, "the float64 decode stays finite")
+        XCTAssertEqual(narrow.toArray(), wide.toArray())
+        XCTAssertEqual(pipeline.vaeDecodeFallbacks, 1)
+    }
+
     func testSamplingRecordsNoGraph() throws {
         let f = try fixture("sd1")
         let params = f.pipeline.unet.parameters()

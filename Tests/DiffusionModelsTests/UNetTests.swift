@@ -425,6 +425,23 @@ final class UNetBuildingBlockTests: XCTestCase {
                        try t("attn_cross.out"), Self.tolerance, "cross attention")
     }
 
+    /// GEGLU runs fused (the projection's bias inside the kernel), or after a projection with a delta
+    /// attached (the bias added there); both against diffusers' definition from unfused ops:
+    /// chunk(proj(x)) → a · gelu(g).
+    func testGEGLUFusedAndAfterAProjectionWithADelta() throws {
+        final class Zero: Module, LayerDelta {
+            func callAsFunction(_ x: Tensor) -> Tensor { linear(x, weight: Tensor(zeros: [10, 6]), bias: nil) }
+        }
+        var g = PhiloxGenerator(seed: 0)
+        let layer = GEGLU(dimIn: 6, dimOut: 5, generator: &g)
+        let x = Tensor.randn([2, 3, 6], seed: 1)
+        let parts = linear(x, weight: layer.proj.weight, bias: layer.proj.bias).chunk(2, axis: -1)
+        let expected = parts[0] * parts[1].gelu(approximate: false)
+        assertParityClose(layer(x), expected, 1e-6, "GEGLU fused")
+        layer.proj.deltas = [Zero()]
+        assertParityClose(layer(x), expected, 1e-6, "GEGLU after a projection with a delta")
+    }
+
     func testResnetWithoutTimeEmbedding() throws {
         var g = PhiloxGenerator(seed: 0)
         let block = ResnetBlock2D(inChannels: 4, outChannels: 8, tembChannels: nil, groups: 2, eps: 1e-6,

@@ -65,17 +65,44 @@ final class BiasResidualTests: XCTestCase {
         }
     }
 
-    func testLayersWithDeltasFallBackToSeparateAdds() {
-        // A delta sits between the layer's output and the residual: the layer adds them in order.
+    func testLayersWithDeltasAddThemInTheBiasPass() {
+        // x Wᵀ + b + Σ delta(x) (+ residual): the deltas' sum, and the residual, go into the bias pass.
         final class Shift: Module, LayerDelta {
-            func callAsFunction(_ x: Tensor) -> Tensor { x * 0.5 }
+            let factor: Double
+            init(_ factor: Double) { self.factor = factor }
+            func callAsFunction(_ x: Tensor) -> Tensor { x * factor }
+        }
+        /// A delta that broadcasts against the output (not fusable: added separately).
+        final class Offset: Module, LayerDelta {
+            func callAsFunction(_ x: Tensor) -> Tensor { Tensor([0.25, -0.5], shape: [2], dtype: .float64) }
         }
         var g = PhiloxGenerator(seed: 30)
-        let layer = Linear(2, 2, generator: &g)
-        layer.deltas = [Shift()]
-        let x = Tensor.randn([1, 3, 2], seed: 31), r = Tensor.randn([1, 3, 2], seed: 32)
-        XCTAssertEqual(layer(x, residual: r).toArray(), (layer(x) + r).toArray())
-        let plain = Linear(2, 2, generator: &g)
-        XCTAssertEqual(plain(x, residual: r).toArray(), (plain(x) + r).toArray())
+        let layer = Linear(2, 2, dtype: .float64, generator: &g)
+        layer.deltas = [Shift(0.5), Shift(-0.125)]
+        let x = randomDouble([1, 3, 2], seed: 31), r = randomDouble([1, 3, 2], seed: 32)
+        let (xs, ws, bs, rs) = (x.toArray(), layer.weight.toArray(), layer.bias!.toArray(), r.toArray())
+        var expected = [Double](repeating: 0, count: 6)
+        for row in 0..<3 {
+            for o in 0..<2 {
+                expected[row * 2 + o] = xs[row * 2] * ws[o * 2] + xs[row * 2 + 1] * ws[o * 2 + 1] + bs[o] + 0.375 * xs[row * 2 + o]
+            }
+        }
+        assertClose(layer(x).toArray(), expected, atol: 1e-12, rtol: 1e-12, "linear + two deltas")
+        assertClose(layer(x, residual: r).toArray(), zip(expected, rs).map { $0 + $1 }, atol: 1e-12, rtol: 1e-12,
+                    "linear + two deltas + residual")
+        layer.deltas = [Offset()]
+        assertClose(layer(x).toArray(), expected.enumerated().map { i, e in e - 0.375 * xs[i] + [0.25, -0.5][i % 2] },
+                    atol: 1e-12, rtol: 1e-12, "a broadcasting delta")
+        // Gradients through the fused path: x (through the base and the deltas) and the residual.
+        layer.deltas = [Shift(0.5)]
+        assertGradientsMatch([x, r]) { layer($0[0], residual: $0[1]) }
+
+        let conv = Conv2d(2, 2, kernelSize: 3, padding: 1, dtype: .float64, generator: &g)
+        let cx = randomDouble([1, 2, 4, 3], seed: 33), cr = randomDouble([1, 2, 4, 3], seed: 34)
+        let base = conv2d(cx, weight: conv.weight, bias: conv.bias, padding: (1, 1)).toArray()
+        conv.deltas = [Shift(0.5)]
+        assertClose(conv(cx).toArray(), zip(base, cx.toArray()).map { $0 + 0.5 * $1 }, atol: 1e-12, rtol: 1e-12, "conv + delta")
+        assertClose(conv(cx, residual: cr).toArray(), zip(zip(base, cx.toArray()), cr.toArray()).map { $0.0 + 0.5 * $0.1 + $1 },
+                    atol: 1e-12, rtol: 1e-12, "conv + delta + residual")
     }
 }

@@ -41,6 +41,16 @@ final class CUDAKernelEmulationTests: XCTestCase {
         XCTAssertEqual(passed.count, 62, "expected 62 passing checks:\n\(output)")
     }
 
+    /// The fused GEGLU kernels, forward and backward (with and without a bias, 32- and 64-bit
+    /// indexing), float32 and float16, against double: 12 checks per dtype.
+    func testGEGLUKernelsMatchDoublePrecision() throws {
+        for dtype in [DType.float32, .float16] {
+            let output = try runDriver("elementwise_kernels_check.cpp", include: "elementwise_kernels.inc", family: "elementwise", dtype: dtype)
+            let passed = output.split(separator: "\n").filter { $0.hasSuffix(" pass") }
+            XCTAssertEqual(passed.count, 12, "\(dtype): expected 12 passing checks:\n\(output)")
+        }
+    }
+
     /// The family's source with each `asm` statement swapped for its host emulation.
     static func hostSource(family: String, dtype: DType) throws -> String {
         var text = CUDAKernelSources.source(family: family, dtype: dtype).source

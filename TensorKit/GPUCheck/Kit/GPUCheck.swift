@@ -71,6 +71,10 @@ public enum GPUCheck {
             Case("gelu", [f([300])]) { $0[0].gelu() },
             Case("gelu tanh", [f([300])]) { $0[0].gelu(approximate: true) },
             Case("quick gelu", [f([300])]) { $0[0].quickGelu() },
+            // The transformer blocks' feed-forward activation: bias add, split, gelu and product fused.
+            Case("geglu", [f([2, 9, 64]), f([64])]) { geglu($0[0], bias: $0[1]) },
+            Case("geglu no bias", [f([7, 40])]) { geglu($0[0]) },
+            Case("geglu frozen bias, long rows", [f([3, 700, 96]), f([96])]) { geglu($0[0], bias: $0[1].detach()) },
             Case("pow scalar", [pos([300])]) { $0[0].pow(1.7) },
             Case("clamp", [f([300])]) { $0[0].clamp(min: -0.5, max: 0.7) },
             Case("scalar ops", [f([300])]) { ($0[0] * 3) - 1.5 },

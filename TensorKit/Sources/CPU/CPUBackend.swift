@@ -163,6 +163,54 @@ public final class CPUBackend: Backend {
         return out
     }
 
+    public func geglu(_ h: Tensor, bias: Tensor?) -> Tensor {
+        let (rows, inner) = gegluShape(h, bias)
+        let out = uninitialized(Array(h.shape.dropLast()) + [inner], h.dtype)
+        func run<T: CPUFloat>(_: T.Type) {
+            let y = out.pointer(as: T.self)
+            gegluLoop(rows: rows, inner: inner, h.pointer(as: T.self), bias?.pointer(as: T.self)) { i, a, _, value, _ in
+                y[i] = a * value
+            }
+        }
+        switch h.dtype {
+        case .float32: run(Float.self)
+        case .float64: run(Double.self)
+        default: preconditionFailure("geglu is not defined for \(h.dtype) on the CPU; convert to float32 first")
+        }
+        return out
+    }
+
+    public func gegluBackward(_ gradOutput: Tensor, h: Tensor, bias: Tensor?) -> Tensor {
+        let (rows, inner) = gegluShape(h, bias)
+        precondition(gradOutput.isContiguous && gradOutput.numel == rows * inner && gradOutput.dtype == h.dtype,
+                     "geglu backward: gradient \(gradOutput.shape) \(gradOutput.dtype) for h \(h.shape) \(h.dtype)")
+        let out = uninitialized(h.shape, h.dtype)
+        func run<T: CPUFloat>(_: T.Type) {
+            let go = gradOutput.pointer(as: T.self), dh = out.pointer(as: T.self)
+            let half = T(0.5), invSqrt2pi = T(0.3989422804014327)
+            gegluLoop(rows: rows, inner: inner, h.pointer(as: T.self), bias?.pointer(as: T.self)) { i, a, g, value, cdf in
+                let r = i / inner, j = i - r * inner, d = go[i]
+                dh[r * 2 * inner + j] = d * value
+                dh[r * 2 * inner + inner + j] = d * a * (cdf + g * invSqrt2pi * T.exp(-half * g * g))
+            }
+        }
+        switch h.dtype {
+        case .float32: run(Float.self)
+        case .float64: run(Double.self)
+        default: preconditionFailure("geglu backward is not defined for \(h.dtype) on the CPU")
+        }
+        return out
+    }
+
+    /// (rows, inner) of a contiguous GEGLU input [.., 2·inner] with an optional bias [2·inner].
+    private func gegluShape(_ h: Tensor, _ bias: Tensor?) -> (Int, Int) {
+        precondition(h.isContiguous && bias?.isContiguous ?? true, "geglu needs contiguous tensors")
+        let width = h.shape.last ?? 0
+        precondition(h.rank >= 1 && width % 2 == 0 && bias.map { $0.shape == [width] && $0.dtype == h.dtype } ?? true,
+                     "geglu: h \(h.shape) \(h.dtype), bias \(bias?.shape as Any)")
+        return (width == 0 ? 0 : h.numel / width, width / 2)
+    }
+
     public func select(_ condition: Tensor, _ a: Tensor, _ b: Tensor) -> Tensor {
         precondition(condition.shape == a.shape && a.shape == b.shape && a.dtype == b.dtype)
         let cond = condition.dtype == a.dtype ? condition : condition.to(a.dtype)
@@ -376,6 +424,23 @@ func unaryGradKernel<T: CPUFloat>(_ op: UnaryOp, _ x: UnsafeMutablePointer<T>, _
         // Like PyTorch: gradient passes where lo <= x <= hi.
         let l = lo.map { T($0) } ?? -T.infinity, h = hi.map { T($0) } ?? T.infinity
         map { x, _, g in x >= l && x <= h ? g : 0 }
+    }
+}
+
+/// For each GEGLU output element i = r·inner + j: `body(i, a, g, gelu(g), Φ(g))` with a = h[r, j] (+ bias[j])
+/// and g = h[r, inner + j] (+ bias[inner + j]); Φ is the standard normal CDF, gelu(g) = g·Φ(g).
+@inline(__always)
+func gegluLoop<T: CPUFloat>(rows: Int, inner: Int, _ h: UnsafeMutablePointer<T>, _ bias: UnsafeMutablePointer<T>?,
+                            _ body: (Int, T, T, T, T) -> Void) {
+    let half = T(0.5), one = T(1), invSqrt2 = T(0.7071067811865476)
+    parallelFor(rows * inner) { range in
+        for i in range {
+            let r = i / inner, j = i - r * inner
+            var a = h[r * 2 * inner + j], g = h[r * 2 * inner + inner + j]
+            if let bias { a += bias[j]; g += bias[inner + j] }
+            let cdf = half * (one + T.erf(g * invSqrt2))
+            body(i, a, g, g * cdf, cdf)
+        }
     }
 }
 

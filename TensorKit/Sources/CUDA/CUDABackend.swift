@@ -278,6 +278,40 @@ public final class CUDABackend: Backend {
         return out
     }
 
+    public func geglu(_ h: Tensor, bias: Tensor?) -> Tensor {
+        let (rows, inner) = gegluShape(h, bias)
+        let out = uninitialized(Array(h.shape.dropLast()) + [inner], h.dtype)
+        if out.numel == 0 { return out }
+        let x = contiguous(h)
+        ctx.launch("elementwise", h.dtype, "tk_geglu_forward", grid: CUDADeviceContext.grid(rows * inner), block: 256, [
+            ptr(out), ptr(x), ptr(bias.map(contiguous)), .int64(Int64(rows)), .int64(Int64(inner)),
+            .int32(rows * 2 * inner < Int(Int32.max) ? 1 : 0),
+        ])
+        return out
+    }
+
+    public func gegluBackward(_ gradOutput: Tensor, h: Tensor, bias: Tensor?) -> Tensor {
+        let (rows, inner) = gegluShape(h, bias)
+        precondition(gradOutput.numel == rows * inner && gradOutput.dtype == h.dtype,
+                     "geglu backward: gradient \(gradOutput.shape) \(gradOutput.dtype) for h \(h.shape) \(h.dtype)")
+        let out = uninitialized(h.shape, h.dtype)
+        if out.numel == 0 { return out }
+        ctx.launch("elementwise", h.dtype, "tk_geglu_backward", grid: CUDADeviceContext.grid(rows * inner), block: 256, [
+            ptr(out), ptr(contiguous(gradOutput)), ptr(contiguous(h)), ptr(bias.map(contiguous)),
+            .int64(Int64(rows)), .int64(Int64(inner)), .int32(rows * 2 * inner < Int(Int32.max) ? 1 : 0),
+        ])
+        return out
+    }
+
+    /// (rows, inner) of a GEGLU input [.., 2·inner] with an optional bias [2·inner].
+    private func gegluShape(_ h: Tensor, _ bias: Tensor?) -> (Int, Int) {
+        CUDABackend.requireFloat(h.dtype, "geglu")
+        let width = h.shape.last ?? 0
+        precondition(h.rank >= 1 && width % 2 == 0 && bias.map { $0.shape == [width] && $0.dtype == h.dtype } ?? true,
+                     "geglu: h \(h.shape) \(h.dtype), bias \(bias?.shape as Any)")
+        return (width == 0 ? 0 : h.numel / width, width / 2)
+    }
+
     // MARK: reductions
 
     public func reduce(_ op: ReduceOp, _ x: Tensor, axes: [Int]) -> Tensor {

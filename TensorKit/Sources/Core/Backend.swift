@@ -94,6 +94,13 @@ public protocol Backend: AnyObject {
     /// may be nil. Element i takes bias[(i / inner) % C]: `inner` 1 is a linear layer's last-axis bias.
     /// The sums are rounded as two separate adds would round them (float16/bfloat16 on CUDA: once).
     func addBiasResidual(_ x: Tensor, bias: Tensor?, residual: Tensor?, inner: Int) -> Tensor
+    /// diffusers' GEGLU on a projection's output, in one pass: contiguous h [rows, 2·inner] (the
+    /// projection without its bias) and bias [2·inner] or nil; with a = h[r, j] + bias[j] and
+    /// g = h[r, inner + j] + bias[inner + j], out [rows, inner] = a · gelu(g), gelu exact (erf).
+    func geglu(_ h: Tensor, bias: Tensor?) -> Tensor
+    /// The gradient of `geglu` with respect to h, [rows, 2·inner]: gradOutput · gelu(g) in the first
+    /// half, gradOutput · a · gelu′(g) in the second (also the bias's gradient, summed over rows).
+    func gegluBackward(_ gradOutput: Tensor, h: Tensor, bias: Tensor?) -> Tensor
 
     // Neural-network kernels (contiguous inputs).
     /// conv2d(input, weight) + bias, then + `residual` (the output's shape) when given: the residual

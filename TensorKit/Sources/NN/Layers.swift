@@ -57,18 +57,34 @@ open class Linear: Module {
         self.init(inFeatures, outFeatures, bias: bias, dtype: dtype, generator: &generator)
     }
 
+    /// x Wᵀ + b + Σ delta(x): the deltas' sum goes into the bias pass as its residual
+    /// (`linear(_:weight:bias:residual:)`), one pass over the output for the bias and every delta.
     open func callAsFunction(_ x: Tensor) -> Tensor {
-        var y = linear(x, weight: weight, bias: bias)
-        for delta in deltas { y = y + delta(x) }
-        return y
+        guard let extra = deltaSum(deltas, x) else { return linear(x, weight: weight, bias: bias) }
+        return adding(extra, x)
     }
 
-    /// self(x) + residual, the bias and residual adds in one pass when no delta is attached
-    /// (`linear(_:weight:bias:residual:)`), the same values either way.
+    /// self(x) + residual, the bias, delta and residual adds in one pass over the output (the deltas'
+    /// sum and the residual are added first).
     open func callAsFunction(_ x: Tensor, residual: Tensor) -> Tensor {
-        if deltas.isEmpty { return linear(x, weight: weight, bias: bias, residual: residual) }
-        return self(x) + residual
+        guard let extra = deltaSum(deltas, x) else { return linear(x, weight: weight, bias: bias, residual: residual) }
+        return adding(extra + residual, x)
     }
+
+    /// x Wᵀ + b + extra, fused when `extra` has the output's shape and dtype (a delta may broadcast).
+    private func adding(_ extra: Tensor, _ x: Tensor) -> Tensor {
+        if extra.shape == Array(x.shape.dropLast()) + [outFeatures] && extra.dtype == x.dtype {
+            return linear(x, weight: weight, bias: bias, residual: extra)
+        }
+        return linear(x, weight: weight, bias: bias) + extra
+    }
+}
+
+/// Σ delta(x) over a layer's deltas; nil when there are none.
+private func deltaSum(_ deltas: [any LayerDelta], _ x: Tensor) -> Tensor? {
+    var sum: Tensor?
+    for delta in deltas { let d = delta(x); sum = sum.map { $0 + d } ?? d }
+    return sum
 }
 
 // MARK: - Conv2d
@@ -132,20 +148,34 @@ open class Conv2d: Module {
                   groups: groups, bias: bias, dtype: dtype, generator: &generator)
     }
 
+    /// conv(x) + b + Σ delta(x): the deltas' sum goes into the convolution's bias pass as its residual.
     open func callAsFunction(_ x: Tensor) -> Tensor {
-        var y = conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups)
-        for delta in deltas { y = y + delta(x) }
-        return y
+        guard let extra = deltaSum(deltas, x) else {
+            return conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups)
+        }
+        return adding(extra, x)
     }
 
-    /// self(x) + residual (the output's shape), the add fused into the convolution's bias pass when
-    /// no delta is attached; the same values either way.
+    /// self(x) + residual (the output's shape), the bias, delta and residual adds fused into the
+    /// convolution's bias pass (the deltas' sum and the residual are added first).
     open func callAsFunction(_ x: Tensor, residual: Tensor) -> Tensor {
-        if deltas.isEmpty {
+        guard let extra = deltaSum(deltas, x) else {
             return conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation,
                           groups: groups, residual: residual)
         }
-        return self(x) + residual
+        return adding(extra + residual, x)
+    }
+
+    /// conv(x) + b + extra, fused when `extra` has the output's shape and dtype (a delta may broadcast).
+    private func adding(_ extra: Tensor, _ x: Tensor) -> Tensor {
+        let p = Conv2dParameters(stride: stride, padding: padding, dilation: dilation, groups: groups)
+        if x.rank == 4, extra.dtype == x.dtype,
+           case let (oh, ow) = p.outputSize(height: x.shape[2], width: x.shape[3], kernel: kernelSize),
+           extra.shape == [x.shape[0], outChannels, oh, ow] {
+            return conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation,
+                          groups: groups, residual: extra)
+        }
+        return conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups) + extra
     }
 }
 

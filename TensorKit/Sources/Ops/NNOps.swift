@@ -72,6 +72,28 @@ public func addingBiasAndResidual(_ x: Tensor, bias: Tensor?, residual: Tensor?)
     }
 }
 
+/// diffusers' GEGLU applied to a projection's output: with [a, g] = h's last axis split in halves and
+/// each half's part of `bias` added, returns a · gelu(g) (exact, erf) of shape [.., width / 2].
+/// One kernel forward and one backward (`Backend.geglu`), where the unfused ops take a bias add,
+/// a gelu and a product forward and, backward, two products, the gelu's derivative, two zero-filled
+/// halves scattered into and summed. `h` is the projection without its bias, so the bias add is part
+/// of this pass too; the backward keeps h (as the unfused product and gelu would keep both halves).
+public func geglu(_ h: Tensor, bias: Tensor? = nil) -> Tensor {
+    let width = h.shape.last ?? 0
+    precondition(h.rank >= 1 && width % 2 == 0, "geglu: the last axis of \(h.shape) must have an even size")
+    if let bias {
+        precondition(bias.shape == [width] && bias.dtype == h.dtype && bias.device == h.device,
+                     "geglu: bias \(bias.shape) \(bias.dtype) for \(h.shape) \(h.dtype)")
+    }
+    let hs = h.detach().contiguous(), bs = bias?.detach().contiguous()
+    let out = backend(for: h.device).geglu(hs, bias: bs)
+    let needBias = bias?.requiresGrad ?? false, hasBias = bias != nil
+    return Tensor.record(out, "geglu", inputs: [h] + (bias.map { [$0] } ?? [])) { g in
+        let dh = backend(for: g.device).gegluBackward(g.contiguous(), h: hs, bias: bs)
+        return hasBias ? [dh, needBias ? dh.sumToShape([width]) : nil] : [dh]
+    }
+}
+
 /// Group normalisation of [N, C, *] with optional per-channel affine (PyTorch's `F.group_norm`).
 /// With `silu`, returns `F.silu(F.group_norm(...))` in one pass (diffusers' ResnetBlock2D applies
 /// SiLU right after its GroupNorms); the backward recomputes the pre-activation, so nothing but the

@@ -47,7 +47,8 @@ public enum CUDAKernelSources {
     /// (family, body, kernels, typed?)
     static let families: [(String, String, [String], Bool)] = [
         ("memory", memoryBody, ["tk_copy", "tk_fill", "tk_random"], false),
-        ("elementwise", elementwiseBody, ["tk_unary", "tk_unary_backward", "tk_binary", "tk_select"], true),
+        ("elementwise", elementwiseBody, ["tk_unary", "tk_unary_backward", "tk_binary", "tk_select",
+                                          "tk_geglu_forward", "tk_geglu_backward"], true),
         ("reduce", reduceBody, ["tk_reduce_rows"], true),
         ("norm", normBody, ["tk_group_norm_partial", "tk_group_norm_forward", "tk_group_norm_backward_partial",
                             "tk_group_norm_backward", "tk_group_norm_params",

@@ -108,5 +108,48 @@ extern "C" __global__ void tk_select(T* out, const void* cond, int condCode, con
         out[i] = c ? a[tk_offset(g, 1, i)] : b[tk_offset(g, 2, i)];
     }
 }
+
+/* diffusers' GEGLU on a projection's output h [rows, 2·inner] (the GEMM without its bias; bias
+   [2·inner] or null): a = h[r, j] + bias[j], g = h[r, inner + j] + bias[inner + j]. One thread per
+   output element, 32-bit index arithmetic when `small` (rows·2·inner < 2^31). The bias adds, the
+   gelu and the product happen in ACC and round once, where the unfused ops round three times. */
+__device__ __forceinline__ void tk_geglu_operands(const T* h, const T* bias, i64 i, i64 inner, int small,
+                                                  i64* row, i64* col, ACC* a, ACC* g) {
+    if (small) {
+        const unsigned ui = (unsigned)i, un = (unsigned)inner, r = ui / un;
+        *row = (i64)r; *col = (i64)(ui - r * un);
+    } else {
+        *row = i / inner; *col = i - *row * inner;
+    }
+    const T* p = h + *row * 2 * inner + *col;
+    *a = tk_ld(p); *g = tk_ld(p + inner);
+    if (bias) { *a += tk_ld(bias + *col); *g += tk_ld(bias + inner + *col); }
+}
+
+/* out [rows, inner] = a · gelu(g), gelu exact: g · Φ(g). */
+extern "C" __global__ void tk_geglu_forward(T* out, const T* h, const T* bias, i64 rows, i64 inner, int small) {
+    TK_GRID_LOOP(i, rows * inner) {
+        i64 r, j;
+        ACC a, g;
+        tk_geglu_operands(h, bias, i, inner, small, &r, &j, &a, &g);
+        tk_st(out + i, a * g * (ACC)0.5 * ((ACC)1 + tk_erf(g * (ACC)0.7071067811865476)));
+    }
+}
+
+/* dh [rows, 2·inner]: go · gelu(g) in the first half, go · a · gelu′(g) in the second, with
+   gelu′(g) = Φ(g) + g · φ(g). */
+extern "C" __global__ void tk_geglu_backward(T* dh, const T* go, const T* h, const T* bias, i64 rows, i64 inner, int small) {
+    TK_GRID_LOOP(i, rows * inner) {
+        i64 r, j;
+        ACC a, g;
+        tk_geglu_operands(h, bias, i, inner, small, &r, &j, &a, &g);
+        const ACC d = tk_ld(go + i), half = (ACC)0.5;
+        const ACC cdf = half * ((ACC)1 + tk_erf(g * (ACC)0.7071067811865476));
+        const ACC pdf = (ACC)0.3989422804014327 * tk_exp(-half * g * g);
+        T* row = dh + r * 2 * inner + j;
+        tk_st(row, d * g * cdf);
+        tk_st(row + inner, d * a * (cdf + g * pdf));
+    }
+}
 """#
 }
