@@ -16,19 +16,20 @@ failure or a timeout becomes a row "failed: <reason>" and the script goes on):
             default SDPA attention, no grad: 3 warm-up runs, median of 20. The inputs and diffusers'
             output are saved (float32) in /tmp/bench; `ddpo bench-unet` runs the same inputs and
             its output is compared: max|ours - ref| / max|ref| <= 1e-2. On CUDA ours runs again with
-            the flash kernels' plain build (TENSORKIT_CUDA_FLASH_PIPELINE=0), an A/B row.
+            convolutions through im2col + cuBLAS (TENSORKIT_CUDA_CONV_MMA=0), an A/B row.
   sample    50-step DDIM (eta 0, guidance 7.5), 2 prompts at 512x512, fp16, VAE decode included,
             model load excluded: StableDiffusionPipeline (one 2-step warm-up call) vs `ddpo sample
             --timing --warmup_steps 2` (the same warm-up in the process, so neither side pays kernel
-            loading, cuBLAS set-up or allocator growth in the timed call).
+            loading, cuBLAS set-up or allocator growth in the timed call). On CUDA ours runs again
+            with TENSORKIT_CUDA_CONV_MMA=0, an A/B row.
   ddpo      one DDPO epoch with TRL's blog settings (sample batch 6 x 4 batches, train batch 3,
             50 steps, fp16, LoRA rank 4, jpeg_compressibility, a fixed animal prompt list):
             TRL DDPOTrainer.step (epoch 0; epoch 1 too when time allows) vs `ddpo train
             --num_epochs 1` (its metrics.jsonl's epoch_seconds).
   profile   (opt-in: --phases ...,profile) ours only, TENSORKIT_CUDA_PROFILE=1: a one-batch DDPO
-            epoch (10 steps), the same with the flash kernels' plain build when time allows, and a
+            epoch (10 steps), the same with TENSORKIT_CUDA_CONV_MMA=0 when time allows, and a
             10-step sampling run; the per-kernel tables, sampling and training apart, are in
-            bench-logs.txt (profile_train.log, profile_train_sync.log, profile_sample.log).
+            bench-logs.txt (profile_train.log, profile_train_im2col.log, profile_sample.log).
 
 Prints a markdown table at the end (and writes $OUT/bench.md and $OUT/bench.json when OUT is set).
 Our binary is $DDPO (default .gpu-bin/ddpo, else .build/release/ddpo).
@@ -558,13 +559,13 @@ def main_orchestrator(a):
                 else:
                     R["unet_check"] = {"error": "no output from ours"}
                 if cuda and "error" not in R["unet_ours"]:
-                    # A/B in the same call: the flash kernels' plain build (TENSORKIT_CUDA_FLASH_PIPELINE=0).
-                    R["unet_ours_sync"] = r.ours("unet_ours_sync", ["bench-unet", "--model", a.model, "--inputs",
-                                                                    os.path.join(a.bench, "unet_in.safetensors"),
-                                                                    "--out", os.path.join(a.bench, "unet_ours_sync.safetensors"),
-                                                                    "--device", a.device, "--mixed_precision", mp,
-                                                                    "--warmup", str(a.warmup), "--iterations", str(a.iterations)],
-                                                 60, env=dict(os.environ, TENSORKIT_CUDA_FLASH_PIPELINE="0"))
+                    # A/B in the same call: convolutions through im2col + cuBLAS (TENSORKIT_CUDA_CONV_MMA=0).
+                    R["unet_ours_im2col"] = r.ours("unet_ours_im2col", ["bench-unet", "--model", a.model, "--inputs",
+                                                                        os.path.join(a.bench, "unet_in.safetensors"),
+                                                                        "--out", os.path.join(a.bench, "unet_ours_im2col.safetensors"),
+                                                                        "--device", a.device, "--mixed_precision", mp,
+                                                                        "--warmup", str(a.warmup), "--iterations", str(a.iterations)],
+                                                   60, env=dict(os.environ, TENSORKIT_CUDA_CONV_MMA="0"))
 
         # c. sample
         if have_model and "sample" in phases:
@@ -576,6 +577,11 @@ def main_orchestrator(a):
                                                       "--mixed_precision", mp, "--steps", str(cfg["sample_steps"]),
                                                       *prompts, "--out", os.path.join(a.bench, "ours_samples"),
                                                       "--quiet", "--timing", "--warmup_steps", "2"], 100)
+            if cuda and "error" not in R["sample_ours"]:  # A/B: convolutions through im2col + cuBLAS
+                R["sample_ours_im2col"] = r.ours("sample_ours_im2col", [
+                    "sample", "--model", a.model, "--device", a.device, "--mixed_precision", mp,
+                    "--steps", str(cfg["sample_steps"]), *prompts, "--out", os.path.join(a.bench, "ours_samples_im2col"),
+                    "--quiet", "--timing", "--warmup_steps", "2"], 60, env=dict(os.environ, TENSORKIT_CUDA_CONV_MMA="0"))
 
         # d. ddpo epoch (TRL first with its own cap, leaving the rest for ours)
         if have_model and "ddpo" in phases:
@@ -623,14 +629,14 @@ def main_orchestrator(a):
                 "--reward", "jpeg_compressibility", "--prompts", prompts_file, "--logdir", logdir, "--run_name", "r",
                 "--quiet", "--save_freq", "1000", "--gradient_checkpointing", "false", "--report_prompts", "0"],
                 150, env=env)
-            if r.remaining() > 40:  # the same epoch with the flash kernels' plain build, for comparison
-                R["profile_train_sync"] = r.ours("profile_train_sync", [
+            if r.remaining() > 40:  # the same epoch with convolutions through im2col, for comparison
+                R["profile_train_im2col"] = r.ours("profile_train_im2col", [
                     "train", "--model", a.model, "--device", a.device, "--mixed_precision", mp, "--num_epochs", "1",
                     "--sample_batch_size", str(d["sample_batch_size"]), "--sample_num_batches_per_epoch", "1",
                     "--train_batch_size", str(d["train_batch_size"]), "--sample_num_steps", "10",
-                    "--reward", "jpeg_compressibility", "--prompts", prompts_file, "--logdir", logdir + "_sync",
+                    "--reward", "jpeg_compressibility", "--prompts", prompts_file, "--logdir", logdir + "_im2col",
                     "--run_name", "r", "--quiet", "--save_freq", "1000", "--gradient_checkpointing", "false",
-                    "--report_prompts", "0"], 60, env=dict(env, TENSORKIT_CUDA_FLASH_PIPELINE="0"))
+                    "--report_prompts", "0"], 60, env=dict(env, TENSORKIT_CUDA_CONV_MMA="0"))
             R["profile_sample"] = r.ours("profile_sample", [
                 "sample", "--model", a.model, "--device", a.device, "--mixed_precision", mp, "--steps", "10",
                 "--prompt", SAMPLE_PROMPTS[0], "--prompt", SAMPLE_PROMPTS[1], "--out", os.path.join(a.bench, "profile_samples"),
@@ -677,6 +683,15 @@ def render(R, cfg, a):
     def mem(o, r_):
         return f"{fmt(o, ' MiB', 0)} / {fmt(r_, ' MiB', 0)}"
 
+    def conv_ab_row(run, ref, key, unit):
+        """Ours again with TENSORKIT_CUDA_CONV_MMA=0 (`run`, or None when it did not run) against `ref`."""
+        if run is None:
+            return
+        j, r_value = run.get("json") or {}, (ref or {}).get(key)
+        row("the same, convolutions through im2col + cuBLAS (TENSORKIT_CUDA_CONV_MMA=0)",
+            err(run) or fmt(j.get(key), unit, 2), err(ref) or fmt(r_value, unit, 2),
+            ratio(j.get(key), r_value), mem(j.get("peak_mib"), (ref or {}).get("peak_mib")), "A/B in the same call")
+
     # weights
     if "error" in W:
         row("weights (random SD 1.5 config, fp16)", "—", err(W), "—", "—", "")
@@ -701,12 +716,7 @@ def render(R, cfg, a):
         row(f"UNet forward, batch 2, {lat}×{lat}, 77 tokens (ms)",
             err(UO) or fmt(o_ms, " ms", 2), err(U) or fmt(r_ms, " ms", 2), ratio(o_ms, r_ms),
             mem(oj.get("peak_mib"), U.get("peak_mib")), note)
-        US = R.get("unet_ours_sync")
-        if US is not None:
-            sj = US.get("json") or {}
-            row("the same, flash kernels' plain build (TENSORKIT_CUDA_FLASH_PIPELINE=0)",
-                err(US) or fmt(sj.get("median_ms"), " ms", 2), err(U) or fmt(r_ms, " ms", 2),
-                ratio(sj.get("median_ms"), r_ms), mem(sj.get("peak_mib"), U.get("peak_mib")), "A/B in the same call")
+        conv_ab_row(R.get("unet_ours_im2col"), U, "median_ms", " ms")
     # sample
     S, SO = R.get("sample_ref"), R.get("sample_ours")
     if S is not None:
@@ -717,6 +727,7 @@ def render(R, cfg, a):
             err(S) or fmt(r_s, " s", 2), ratio(o_s, r_s), mem(oj.get("peak_mib"), S.get("peak_mib")),
             "load excluded; text encoding + VAE decode included"
             + ("" if S.get("finite", True) else "; ref images NOT finite"))
+        conv_ab_row(R.get("sample_ours_im2col"), S, "sampling_seconds", " s")
     # ddpo
     D, DO = R.get("ddpo_ref"), R.get("ddpo_ours")
     if D is not None:
@@ -753,7 +764,9 @@ def render(R, cfg, a):
             + ("; ours with TENSORKIT_CUDA_FLASH_ATTENTION=0 (cuBLAS attention)"
                if os.environ.get("TENSORKIT_CUDA_FLASH_ATTENTION") == "0" else "")
             + ("; ours with TENSORKIT_CUDA_FLASH_PIPELINE=0 (the flash kernels' plain build)"
-               if os.environ.get("TENSORKIT_CUDA_FLASH_PIPELINE") == "0" else ""),
+               if os.environ.get("TENSORKIT_CUDA_FLASH_PIPELINE") == "0" else "")
+            + ("; ours with TENSORKIT_CUDA_CONV_MMA=0 (convolutions through im2col)"
+               if os.environ.get("TENSORKIT_CUDA_CONV_MMA") == "0" else ""),
             "",
             "| measurement | ours | reference | ratio (ours/ref) | peak memory ours / ref | note |",
             "|---|---|---|---|---|---|"]

@@ -1,3 +1,4 @@
+import Foundation
 import TensorKit
 
 // Low-rank adapters (LoRA, Hu et al. 2021) as TensorKit layer deltas: a `Linear` or `Conv2d` with a
@@ -63,18 +64,52 @@ private func initialWeights(downShape: [Int], upShape: [Int], fanIn: Int, rank: 
 }
 
 /// Runs `body(x, down, up)` in one dtype. Parameters in the input's dtype: as they are. A float16/
-/// bfloat16 input on a GPU with float32 parameters (mixed precision): the rank-r weights are cast to
-/// the input's dtype on each call, as PEFT's layers run under autocast, so the full-size activations
-/// stay 16-bit and the weights' gradients arrive in float32 through the cast. Otherwise (the CPU
+/// bfloat16 input on a GPU with float32 parameters (mixed precision): the rank-r weights in the
+/// input's dtype, as PEFT's layers run under autocast, so the full-size activations stay 16-bit and
+/// the weights' gradients arrive in float32 through the cast (`castWeight`). Otherwise (the CPU
 /// stores 16-bit types but computes in float32 or float64): the input is converted to the parameters'
 /// dtype and the result back.
 @inline(__always)
 private func computing(_ x: Tensor, _ down: Tensor, _ up: Tensor, _ body: (Tensor, Tensor, Tensor) -> Tensor) -> Tensor {
     if x.dtype == down.dtype { return body(x, down, up) }
     if case .cuda = x.device, x.dtype == .float16 || x.dtype == .bfloat16 {
-        return body(x, down.to(x.dtype), up.to(x.dtype))
+        return body(x, castWeight(down, x.dtype), castWeight(up, x.dtype))
     }
     return body(x.to(down.dtype), down, up).to(x.dtype)
+}
+
+/// `weight.to(dtype)` for a LoRA weight on a GPU, the conversion made once per version of the weight
+/// and reused: between two optimizer steps a sampling batch calls every delta once per denoising
+/// step, and each call used to launch its own two small casts. A write into the weight's storage
+/// through a backend (`assign`, loading, an optimizer step) moves `Storage.version` and makes it
+/// convert again. Each call still records its own cast in the graph, so the gradient arrives in the
+/// weight's dtype as through `to(_:)`.
+func castWeight(_ weight: Tensor, _ dtype: DType) -> Tensor {
+    let converted = LoRACastCache.shared.converted(weight, dtype)
+    return Tensor.record(converted.detach(), "to", inputs: [weight]) { g in [g.to(weight.dtype)] }
+}
+
+/// The converted LoRA weights of `castWeight`: one entry per weight storage (held weakly, so a freed
+/// one's entry goes), offset and dtype, valid while the storage's version is unchanged.
+private final class LoRACastCache: @unchecked Sendable {
+    static let shared = LoRACastCache()
+    private struct Key: Hashable { let storage: ObjectIdentifier, offset: Int, dtype: DType }
+    private struct Entry { weak var storage: Storage?; let version: UInt64; let shape: [Int]; let value: Tensor }
+    private var entries: [Key: Entry] = [:]
+    private let lock = NSLock()
+
+    func converted(_ weight: Tensor, _ dtype: DType) -> Tensor {
+        let key = Key(storage: ObjectIdentifier(weight.storage), offset: weight.offset, dtype: dtype)
+        lock.lock()
+        defer { lock.unlock() }
+        if let e = entries[key], e.storage === weight.storage, e.version == weight.storage.version, e.shape == weight.shape {
+            return e.value
+        }
+        let value = withNoGrad { weight.to(dtype).contiguous() }
+        if entries.count > 4096 { entries = entries.filter { $0.value.storage != nil } }
+        entries[key] = Entry(storage: weight.storage, version: weight.storage.version, shape: weight.shape, value: value)
+        return value
+    }
 }
 
 // MARK: - Linear

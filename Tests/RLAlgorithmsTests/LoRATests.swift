@@ -68,6 +68,28 @@ final class LoRATests: XCTestCase {
         assertClose(try run(unet), io["out_base"]!, "\(name): output after unmerge and remove", file: file, line: line)
     }
 
+    /// `castWeight` (the mixed-precision cast of a LoRA weight on a GPU, exercised here on the CPU):
+    /// the values of `to(_:)`, reused while the weight is unchanged, converted again after a write
+    /// (`assign`, as an optimizer step on a GPU writes), and the gradient cast back to the weight's
+    /// dtype each call.
+    func testWeightCastIsReusedUntilTheWeightIsWritten() {
+        let weight = Tensor.randn([4, 6], seed: 3).requiringGrad()
+        let first = castWeight(weight, .float64)
+        XCTAssertEqual(first.dtype, .float64)
+        XCTAssertEqual(first.toArray(), weight.to(.float64).toArray())
+        XCTAssertTrue(castWeight(weight, .float64).storage === first.storage, "unchanged weight: the same conversion")
+        withNoGrad { weight.assign(weight * 2) }
+        let second = castWeight(weight, .float64)
+        XCTAssertFalse(second.storage === first.storage, "a written weight is converted again")
+        XCTAssertEqual(second.toArray(), weight.to(.float64).toArray())
+        // Two calls in one graph: each records its cast, and both gradients reach the float32 weight.
+        let g1 = Tensor.randn([4, 6], seed: 4, dtype: .float64), g2 = Tensor.randn([4, 6], seed: 5, dtype: .float64)
+        ((castWeight(weight, .float64) * g1).sum() + (castWeight(weight, .float64) * g2).sum()).backward()
+        XCTAssertEqual(weight.grad?.dtype, .float32)
+        let expected = zip(g1.toArray(), g2.toArray()).map { Double(Float($0) + Float($1)) }
+        XCTAssertEqual(weight.grad?.toArray() ?? [], expected)
+    }
+
     func testTRLDefaultLoRAFileMatchesPEFT() throws {
         try checkCase("r4", rank: 4, alpha: 4, layers: 32, convLayers: 0)
     }

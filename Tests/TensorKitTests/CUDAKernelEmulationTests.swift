@@ -51,10 +51,21 @@ final class CUDAKernelEmulationTests: XCTestCase {
         }
     }
 
+    /// The tensor-core convolution (tk_conv_mma: forward with bias/residual, several tiles, stride 2,
+    /// a dilated 5×3 window, 8 channels; the stride-1 input gradient) and tk_channels_last, float16
+    /// and bfloat16, cp.async landing late and early: 20 checks per dtype against double (channels-last copies exactly).
+    func testConvolutionMMAKernelsMatchDoublePrecision() throws {
+        for dtype in [DType.float16, .bfloat16] {
+            let output = try runDriver("conv_mma_check.cpp", include: "conv_mma_kernels.inc", family: "conv_mma", dtype: dtype)
+            let passed = output.split(separator: "\n").filter { $0.hasSuffix(" pass") }
+            XCTAssertEqual(passed.count, 20, "\(dtype): expected 20 passing checks:\n\(output)")
+        }
+    }
+
     /// The family's source with each `asm` statement swapped for its host emulation.
     static func hostSource(family: String, dtype: DType) throws -> String {
         var text = CUDAKernelSources.source(family: family, dtype: dtype).source
-        let flash = family == "flash_attention"
+        let flash = family == "flash_attention" || family == "conv_mma"  // the tensor-core helpers
         let substitutions: [(pattern: String, replacement: String, required: Bool)] = [
             (#"asm\("cvt\.f32\.f16 %0, %1;" : "=f"\(f\) : "h"\(h\)\);"#, "f = tk_host_half_to_float(h);", true),
             (#"asm\("cvt\.rn\.f16\.f32 %0, %1;" : "=h"\(h\) : "f"\(f\)\);"#, "h = tk_host_float_to_half(f);", true),

@@ -34,6 +34,17 @@ if [ "$check_rc" -gt 2 ]; then
     fi
     echo "== gpu-check did not finish; flash cases: pipelined $([ $pipeline_ok = 1 ] && echo pass || echo FAILED)"
 fi
+# The tensor-core convolution likewise: if a "conv2d mma" case failed (or the op check did not finish
+# and those cases fail alone), the benchmark runs convolutions through im2col (TENSORKIT_CUDA_CONV_MMA=0).
+conv_ok=1
+grep -E "^conv2d mma " "$OUT/gpu-check.txt" | grep -q FAIL && conv_ok=0
+if [ "$check_rc" -gt 2 ]; then
+    timeout 60 "$DDPO" gpu-check "conv2d mma " > "$OUT/gpu-check-conv.txt" 2>&1 || conv_ok=0
+fi
+if [ $conv_ok = 0 ]; then
+    echo "== tensor-core convolution cases FAILED: benchmarking with TENSORKIT_CUDA_CONV_MMA=0"
+    export TENSORKIT_CUDA_CONV_MMA=0
+fi
 if [ $pipeline_ok = 0 ] && [ $flash_ok = 1 ]; then
     echo "== flash attention pipelined cases FAILED: benchmarking with TENSORKIT_CUDA_FLASH_PIPELINE=0"
     export TENSORKIT_CUDA_FLASH_PIPELINE=0

@@ -32,6 +32,17 @@ func workspace(_ bytes: Int) -> () -> () -> Void {
     { let saved = CUDA.convolutionWorkspaceBytes; CUDA.convolutionWorkspaceBytes = bytes; return { CUDA.convolutionWorkspaceBytes = saved } }
 }
 
+/// A case setting: the tensor-core convolution for any grid size (the small cases' few tiles).
+let withConvMMAForced: () -> () -> Void = {
+    let saved = CUDA.convolutionMMAMinimumTiles; CUDA.convolutionMMAMinimumTiles = 1
+    return { CUDA.convolutionMMAMinimumTiles = saved }
+}
+
+/// A case setting: convolutions through im2col + cuBLAS even where the tensor-core kernel applies.
+let withoutConvMMA: () -> () -> Void = {
+    let saved = CUDA.convolutionMMA; CUDA.convolutionMMA = false; return { CUDA.convolutionMMA = saved }
+}
+
 /// A case setting: the flash kernels' plain build (no cp.async or ldmatrix; `CUDA.flashPipeline`).
 let withPlainFlashKernels: () -> () -> Void = {
     let saved = CUDA.flashPipeline; CUDA.flashPipeline = false; return { CUDA.flashPipeline = saved }
@@ -129,6 +140,28 @@ public enum GPUCheck {
             },
             Case("conv2d residual, no bias", [f([2, 6, 7, 7]), f([6, 6, 1, 1]), f([2, 6, 7, 7])]) {
                 conv2d($0[0], weight: $0[1], residual: $0[2])
+            },
+            // The tensor-core convolution (float16/bfloat16 with channels % 8 == 0; float32 takes
+            // im2col): forward with the bias and residual in its epilogue, input gradients at stride 1.
+            Case("conv2d mma 3x3, bias+residual", [f([2, 16, 9, 11]), f([24, 16, 3, 3]), f([24]), f([2, 24, 9, 11])],
+                 setting: withConvMMAForced) {
+                conv2d($0[0], weight: $0[1], bias: $0[2], padding: (1, 1), residual: $0[3])
+            },
+            Case("conv2d mma 136 channels out, 210 pixels", [f([1, 32, 15, 14]), f([136, 32, 3, 3])],
+                 setting: withConvMMAForced) {
+                conv2d($0[0], weight: $0[1], padding: (1, 1))
+            },
+            Case("conv2d mma stride 2", [f([2, 16, 10, 9]), f([8, 16, 3, 3]), f([8])],
+                 setting: withConvMMAForced) {
+                conv2d($0[0], weight: $0[1], bias: $0[2], stride: (2, 2), padding: (1, 1))
+            },
+            Case("conv2d mma 64 channels 32x32, frozen weight", [f([2, 64, 32, 32]), f([64, 64, 3, 3]), f([64])],
+                 setting: withConvMMAForced) {
+                conv2d($0[0], weight: $0[1].detach(), bias: $0[2].detach(), padding: (1, 1))
+            },
+            Case("conv2d im2col where mma applies", [f([2, 16, 9, 11]), f([24, 16, 3, 3]), f([24]), f([2, 24, 9, 11])],
+                 setting: withoutConvMMA) {
+                conv2d($0[0], weight: $0[1], bias: $0[2], padding: (1, 1), residual: $0[3])
             },
             Case("conv2d 1x1", [f([2, 16, 9, 9]), f([12, 16, 1, 1]), f([12])]) { conv2d($0[0], weight: $0[1], bias: $0[2]) },
             Case("group norm", [f([2, 32, 6, 6]), f([32]), f([32])]) { groupNorm($0[0], groups: 8, weight: $0[1], bias: $0[2]) },

@@ -32,6 +32,7 @@ public final class CPUBackend: Backend {
     public func copy(_ source: Tensor, into destination: Tensor) {
         precondition(source.shape == destination.shape, "copy: shape \(source.shape) into \(destination.shape)")
         if source.numel == 0 { return }
+        destination.storage.version &+= 1
         let s = source.dtype, d = destination.dtype
         if s == d, source.isContiguous, destination.isContiguous {
             memmove(destination.storage.pointer + destination.offset * d.byteSize,

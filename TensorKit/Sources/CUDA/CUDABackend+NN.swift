@@ -59,6 +59,15 @@ extension CUDABackend {
         let l = oh * ow, cg = c / groups, og = o / groups, ckk = cg * kh * kw, rows = c * kh * kw
         let out = uninitialized([n, o, oh, ow], x.dtype)
         if out.numel == 0 { return out }
+        if let residual { precondition(residual.shape == out.shape && residual.dtype == out.dtype,
+                                       "conv2d: residual \(residual.shape) \(residual.dtype) for output \(out.shape) \(out.dtype)") }
+        if usesConvMMA(x.dtype, channels: c, kh: kh, kw: kw, groups: groups, pixels: n * l, outChannels: o) {
+            convMMA(into: out, channelsLast(x), convolutionWeights.channelsLast(w, transposed: false, backend: self),
+                    bias: bias.map(contiguous), residual: residual.map(contiguous),
+                    [n, c, h, wd, kh, kw, oh, ow, p.stride.0, p.stride.1, p.padding.0, p.padding.1,
+                     p.dilation.0, p.dilation.1, o], flip: false)
+            return out
+        }
         let size = x.dtype.byteSize
         if !isPointwise(kh, kw, p) && rows * l * size > CUDA.convolutionWorkspaceBytes {
             convolveInRowBands(x, w, out: out, kh: kh, kw: kw, oh: oh, ow: ow, p)
@@ -74,11 +83,48 @@ extension CUDABackend {
             }
         }
         if bias != nil || residual != nil {
-            if let residual { precondition(residual.shape == out.shape && residual.dtype == out.dtype,
-                                           "conv2d: residual \(residual.shape) \(residual.dtype) for output \(out.shape) \(out.dtype)") }
             biasResidual(into: out, out, bias: bias.map(contiguous), residual: residual.map(contiguous), channels: o, inner: l)
         }
         return out
+    }
+
+    // MARK: conv2d on the tensor cores (ConvMMAKernels.swift)
+
+    /// Whether `tk_conv_mma` computes a convolution with these input channels, kernel, output pixels
+    /// (over the batch) and output channels: float16/bfloat16, a window (a 1×1 convolution is already
+    /// a plain GEMM here), one group, channels a multiple of 8 (16-byte copies), sm_80+,
+    /// `CUDA.convolutionMMA`, and at least two 128 × 128 output tiles per multiprocessor. The kernel
+    /// has no split-K, so a small grid (SD's 16×16 and 8×8 levels at small batches: 10–60 tiles with
+    /// K up to 23040) would leave most of the GPU idle where cuBLAS splits the work.
+    func usesConvMMA(_ dtype: DType, channels: Int, kh: Int, kw: Int, groups: Int, pixels: Int, outChannels: Int) -> Bool {
+        let tiles = ((pixels + 127) / 128) * ((outChannels + 127) / 128)
+        return CUDA.convolutionMMA && (dtype == .float16 || dtype == .bfloat16) && groups == 1 && channels > 0
+            && channels % 8 == 0 && kh * kw > 1 && kh * kw * channels < Int(Int32.max) && ctx.info.architecture >= 80
+            && tiles >= (CUDA.convolutionMMAMinimumTiles ?? 2 * ctx.info.multiprocessors)
+    }
+
+    /// A contiguous [n, c, h, w] (or any [n, c, *]) tensor as a channels-last copy [n, *, c].
+    func channelsLast(_ x: Tensor) -> Tensor {
+        let n = x.shape[0], c = x.shape[1], inner = x.shape.dropFirst(2).reduce(1, *)
+        let src = contiguous(x)
+        let out = uninitialized([n] + Array(x.shape.dropFirst(2)) + [c], x.dtype)
+        if out.numel == 0 { return out }
+        ctx.launch("conv_mma", x.dtype, "tk_channels_last", grid: n * ((c + 31) / 32) * ((inner + 31) / 32), block: 256, [
+            ptr(out), ptr(src), .int64(Int64(n)), .int64(Int64(c)), .int64(Int64(inner)),
+        ])
+        return out
+    }
+
+    /// out (NCHW, contiguous) = the convolution of the channels-last input with weights [o, kh, kw, c]
+    /// (+ bias, + residual); `geometry` is TKConvMMA's: n, c, h, w, kh, kw, oh, ow, strides, paddings,
+    /// dilations, o.
+    private func convMMA(into out: Tensor, _ input: Tensor, _ weights: Tensor, bias: Tensor?, residual: Tensor?,
+                         _ geometry: [Int], flip: Bool) {
+        let pixels = geometry[0] * geometry[6] * geometry[7], o = geometry[14]
+        ctx.launch("conv_mma", out.dtype, "tk_conv_mma", grid: ((pixels + 127) / 128) * ((o + 127) / 128), block: 256, [
+            ptr(out), ptr(input), ptr(weights), ptr(bias), ptr(residual), .words(geometry.map { Int64($0) }),
+            .int32(flip ? 1 : 0),
+        ])
     }
 
     public func addBiasResidual(_ x: Tensor, bias: Tensor?, residual: Tensor?, inner: Int) -> Tensor {
@@ -138,6 +184,17 @@ extension CUDABackend {
         let l = oh * ow, cg = c / groups, og = o / groups, ckk = cg * kh * kw, rows = c * kh * kw
         let size = gy.dtype.byteSize
         if l == 0 || o == 0 { return empty(inputShape, gy.dtype) }
+        // At stride 1 the input gradient is a convolution of the output gradient (padding k − 1 − p)
+        // with the weights transposed to [c, kh, kw, o] and their taps rotated by 180° (`flip`).
+        if p.stride == (1, 1) && p.dilation == (1, 1) && p.padding.0 < kh && p.padding.1 < kw
+            && usesConvMMA(gy.dtype, channels: o, kh: kh, kw: kw, groups: groups, pixels: n * h * wd, outChannels: c)
+            && n * c * h * wd > 0 {
+            let dx = uninitialized(inputShape, gy.dtype)
+            convMMA(into: dx, channelsLast(gy), convolutionWeights.channelsLast(w, transposed: true, backend: self),
+                    bias: nil, residual: nil,
+                    [n, o, oh, ow, kh, kw, h, wd, 1, 1, kh - 1 - p.padding.0, kw - 1 - p.padding.1, 1, 1, c], flip: true)
+            return dx
+        }
         let dx = uninitialized(inputShape, gy.dtype)
         if dx.numel == 0 { return dx }
         let pointwise = isPointwise(kh, kw, p)
@@ -552,5 +609,47 @@ extension CUDABackend {
                  b: qa, ldb: d, strideB: nq * d,
                  c: address(dk) + UInt64(h0 * nk * d * size), ldc: d, strideC: nk * d, batch: count)
         }
+    }
+}
+
+/// Channels-last copies of convolution weights for `tk_conv_mma`: [o, kh, kw, c] for the forward,
+/// [c, kh, kw, o] for the input gradient. A UNet's frozen weights are converted once instead of at
+/// every call. An entry belongs to one weight storage (held weakly: a freed storage's entry is
+/// dropped), offset and shape, and is made again when the storage's `version` moved (a write through
+/// `assign`, a load, an optimizer step).
+final class ConvolutionWeightCache: @unchecked Sendable {
+    private struct Key: Hashable {
+        let storage: ObjectIdentifier
+        let offset: Int
+        let transposed: Bool
+    }
+    private struct Entry {
+        weak var storage: Storage?
+        let version: UInt64
+        let shape: [Int]
+        let dtype: DType
+        let value: Tensor
+    }
+    private var entries: [Key: Entry] = [:]
+    private let lock = NSLock()
+
+    /// `weight` [o, c, kh, kw] (contiguous, on `backend`'s device) as [o, kh, kw, c], or transposed
+    /// as [c, kh, kw, o].
+    func channelsLast(_ weight: Tensor, transposed: Bool, backend: CUDABackend) -> Tensor {
+        let key = Key(storage: ObjectIdentifier(weight.storage), offset: weight.offset, transposed: transposed)
+        lock.lock()
+        defer { lock.unlock() }
+        if let e = entries[key], e.storage === weight.storage, e.version == weight.storage.version,
+           e.shape == weight.shape, e.dtype == weight.dtype {
+            return e.value
+        }
+        let (o, c, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
+        let value = transposed
+            ? backend.channelsLast(weight.reshape([1, o, c * kh * kw])).reshape([c, kh, kw, o])
+            : backend.channelsLast(weight)
+        entries = entries.filter { $0.value.storage != nil }
+        entries[key] = Entry(storage: weight.storage, version: weight.storage.version, shape: weight.shape,
+                             dtype: weight.dtype, value: value)
+        return value
     }
 }

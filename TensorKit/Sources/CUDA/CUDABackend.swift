@@ -12,6 +12,8 @@ import Foundation
 public final class CUDABackend: Backend {
     public let device: Device
     let ctx: CUDADeviceContext
+    /// Channels-last copies of convolution weights for `tk_conv_mma` (CUDABackend+NN.swift).
+    let convolutionWeights = ConvolutionWeightCache()
 
     init(context: CUDADeviceContext) {
         ctx = context
@@ -87,6 +89,7 @@ public final class CUDABackend: Backend {
     public func copy(_ source: Tensor, into destination: Tensor) {
         precondition(source.shape == destination.shape, "copy: shape \(source.shape) into \(destination.shape)")
         if source.numel == 0 { return }
+        destination.storage.version &+= 1
         precondition(source.device == device && destination.device == device,
                      "CUDA copy: \(source.device) into \(destination.device) on \(device)")
         if source.dtype == destination.dtype, source.isContiguous, destination.isContiguous {
@@ -165,6 +168,7 @@ public final class CUDABackend: Backend {
 
     public func fill(_ destination: Tensor, with value: Double) {
         if destination.numel == 0 { return }
+        destination.storage.version &+= 1
         let g = CUDAGeometry(shape: destination.shape, strides: [destination.strides])
         ctx.launch("memory", nil, "tk_fill", grid: CUDADeviceContext.grid(g.count), block: 256, [
             ptr(destination), .int32(CUDAKernelSources.code(destination.dtype)), .float64(value), .words(g.words),

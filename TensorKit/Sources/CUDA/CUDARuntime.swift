@@ -75,6 +75,19 @@ public enum CUDA {
     nonisolated(unsafe) public static var flashAttention: Bool =
         ProcessInfo.processInfo.environment["TENSORKIT_CUDA_FLASH_ATTENTION"] != "0"
 
+    /// Run float16/bfloat16 convolutions with a window (kh·kw > 1, one group, input channels a
+    /// multiple of 8, enough output for two 128 × 128 tiles per multiprocessor; sm_80+) on the tensor
+    /// cores as an implicit GEMM (`tk_conv_mma`, ConvMMAKernels.swift) instead of im2col + cuBLAS;
+    /// also their input gradients at stride 1.
+    /// On by default; TENSORKIT_CUDA_CONV_MMA=0 turns it off. The weights' channels-last copies
+    /// are cached per weight storage (see `Storage.version`).
+    nonisolated(unsafe) public static var convolutionMMA: Bool =
+        ProcessInfo.processInfo.environment["TENSORKIT_CUDA_CONV_MMA"] != "0"
+
+    /// The fewest 128 × 128 output tiles a convolution needs to take `tk_conv_mma` (nil: two per
+    /// multiprocessor). The op check sets 1 so that its small cases reach the kernel.
+    nonisolated(unsafe) public static var convolutionMMAMinimumTiles: Int? = nil
+
     /// Which build of the flash kernels runs: pipelined (the default: each block copies the next
     /// key/value tile with cp.async while it computes on the current one, and reads tensor-core
     /// fragments with ldmatrix) or plain loads and stores (`false`, or TENSORKIT_CUDA_FLASH_PIPELINE=0),

@@ -7,6 +7,11 @@ public final class Storage: @unchecked Sendable {
     public let byteCount: Int
     public let pointer: UnsafeMutableRawPointer
     private let release: ((UnsafeMutableRawPointer, Int) -> Void)?
+    /// Counts writes into this storage through a backend's `copy(_:into:)` and `fill` (so `assign`,
+    /// `storeView`, module loading and every optimizer update on a GPU): what a cache derived from
+    /// the contents compares (CUDA's channels-last convolution weights). Writes through `pointer`
+    /// itself are not counted.
+    public internal(set) var version: UInt64 = 0
 
     /// Zero-filled, 64-byte aligned host memory.
     public init(cpuByteCount byteCount: Int) {

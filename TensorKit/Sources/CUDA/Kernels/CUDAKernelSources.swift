@@ -59,6 +59,7 @@ public enum CUDAKernelSources {
                                       "tk_attention_backward_dq", "tk_attention_backward_dkdv",
                                       "tk_attention_softmax_rows", "tk_attention_probs", "tk_attention_dscores"], true),
         ("flash_attention", flashAttentionBody, flashAttentionKernels, true),
+        ("conv_mma", convMMABody, convMMAKernels, true),
         ("conv", convBody, ["tk_im2col", "tk_col2im", "tk_bias_residual"], true),
         ("embedding", embeddingBody, ["tk_embedding_forward", "tk_embedding_backward"], true),
     ]

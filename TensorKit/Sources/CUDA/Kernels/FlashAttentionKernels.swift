@@ -73,16 +73,13 @@ extension CUDAKernelSources {
             }
             return forward + backward
         }
-        return flashAttentionDevice + kernels.joined(separator: "\n") + "\n"
+        return tensorCoreDevice + flashAttentionDevice + kernels.joined(separator: "\n") + "\n"
     }
 
-    static let flashAttentionDevice = #"""
+    /// Tensor-core helpers shared by the flash and convolution kernels (float16/bfloat16 only): the
+    /// paired conversion, `mma.sync.m16n8k16`, `ldmatrix`, `cp.async` and the two-stage tile loop.
+    static let tensorCoreDevice = #"""
 #if TK_DTYPE == 2 || TK_DTYPE == 3
-#define TK_FA_BODY(...) __VA_ARGS__;
-#define TK_FA_ROWS 64
-#define TK_FA_LOG2E 1.4426950408889634f
-#define TK_FA_LN2 0.6931471805599453f
-
 /* Two floats as one register of two storage-type values, the first in the low half. */
 template <bool P>
 __device__ __forceinline__ u32 tk_fa_pack(float lo, float hi) {
@@ -145,6 +142,39 @@ __device__ __forceinline__ void tk_fa_commit() { asm volatile("cp.async.commit_g
 /* Waits until at most N of this thread's commit groups are still in flight. */
 template <int N>
 __device__ __forceinline__ void tk_fa_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N) : "memory"); }
+
+/* Step `it` of a loop over `tiles` tiles (64 rows each in the flash kernels): makes tile `it` ready
+   in buffer it % STAGES and, when double-buffered, starts tile it + 1 into the other buffer, so that
+   its copies overlap this step's arithmetic. stage(tile, buffer) issues one tile's copies (every thread). Ends with a
+   barrier; the caller ends the step with another, so no buffer is refilled while it is read. */
+template <int STAGES, bool P, typename F>
+__device__ __forceinline__ int tk_fa_advance(int it, int tiles, F stage) {
+    if (STAGES == 1) {
+        stage(it, 0);
+        if (P) { tk_fa_commit(); tk_fa_wait<0>(); }
+    } else {
+        if (it == 0) { stage(0, 0); if (P) tk_fa_commit(); }
+        if (it + 1 < tiles) {
+            stage(it + 1, (it + 1) & 1);
+            if (P) { tk_fa_commit(); tk_fa_wait<1>(); }
+        } else if (P) {
+            tk_fa_wait<0>();
+        }
+    }
+    __syncthreads();
+    return STAGES == 1 ? 0 : (it & 1);
+}
+
+#endif
+
+"""#
+
+    static let flashAttentionDevice = #"""
+#if TK_DTYPE == 2 || TK_DTYPE == 3
+#define TK_FA_BODY(...) __VA_ARGS__;
+#define TK_FA_ROWS 64
+#define TK_FA_LOG2E 1.4426950408889634f
+#define TK_FA_LN2 0.6931471805599453f
 
 /* Two adjacent values of row `row`, columns col and col + 1, of a [rows, d] matrix; zero outside. */
 __device__ __forceinline__ u32 tk_fa_pair(const u16* m, int row, int rows, int col, int d) {
@@ -227,28 +257,6 @@ struct tk_fa_tiles {
     u16 b[STAGES][TK_FA_ROWS * (DP + 8)];
     float la[STAGES][TK_FA_ROWS], lb[STAGES][TK_FA_ROWS];
 };
-
-/* Step `it` of a loop over `tiles` tiles of 64 rows: makes tile `it` ready in buffer it % STAGES and,
-   when double-buffered, starts tile it + 1 into the other buffer, so that its copies overlap this
-   step's arithmetic. stage(tile, buffer) issues one tile's copies (every thread). Ends with a
-   barrier; the caller ends the step with another, so no buffer is refilled while it is read. */
-template <int STAGES, bool P, typename F>
-__device__ __forceinline__ int tk_fa_advance(int it, int tiles, F stage) {
-    if (STAGES == 1) {
-        stage(it, 0);
-        if (P) { tk_fa_commit(); tk_fa_wait<0>(); }
-    } else {
-        if (it == 0) { stage(0, 0); if (P) tk_fa_commit(); }
-        if (it + 1 < tiles) {
-            stage(it + 1, (it + 1) & 1);
-            if (P) { tk_fa_commit(); tk_fa_wait<1>(); }
-        } else if (P) {
-            tk_fa_wait<0>();
-        }
-    }
-    __syncthreads();
-    return STAGES == 1 ? 0 : (it & 1);
-}
 
 template <int DP>
 __device__ __forceinline__ void tk_fa_zero(float (*acc)[4]) {
