@@ -183,6 +183,23 @@ def define_cases():
         x = param(ew, 25)
         return forward_backward([x], randn(ew, 28), lambda: F.gelu(x))
 
+    # diffusers' GEGLU after its projection: (h + b) split in halves, a * gelu(g)
+    gg = (2, 1024, 2560)
+
+    def geglu(h, b):
+        a, g = (h + b).chunk(2, dim=-1)
+        return a * F.gelu(g)
+
+    @case("geglu_2x1024x2560_fwd")
+    def _():
+        h, b = randn(gg, 29), randn((2560,), 30)
+        return no_grad(lambda: geglu(h, b))
+
+    @case("geglu_2x1024x2560_fwdbwd")
+    def _():
+        h, b = param(gg, 29), param((2560,), 30)
+        return forward_backward([h, b], randn((2, 1024, 1280), 31), lambda: geglu(h, b))
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

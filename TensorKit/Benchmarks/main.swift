@@ -202,6 +202,16 @@ cases.append(BenchCase(name: "gelu_2x320x64x64_fwdbwd", flops: nil) {
     let x = param(ew, 25)
     return forwardBackward([x], randn(ew, 28)) { x.gelu() }
 })
+// A transformer block's feed-forward activation at SD's 32×32 level: bias, split, a · gelu(g).
+let gg = [2, 1024, 2560]
+cases.append(BenchCase(name: "geglu_2x1024x2560_fwd", flops: nil) {
+    let h = randn(gg, 29), b = randn([2560], 30)
+    return { _ = geglu(h, bias: b) }
+})
+cases.append(BenchCase(name: "geglu_2x1024x2560_fwdbwd", flops: nil) {
+    let h = param(gg, 29), b = param([2560], 30)
+    return forwardBackward([h, b], randn([2, 1024, 1280], 31)) { geglu(h, bias: b) }
+})
 
 // MARK: driver
 

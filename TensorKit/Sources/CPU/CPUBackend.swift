@@ -168,9 +168,9 @@ public final class CPUBackend: Backend {
         let (rows, inner) = gegluShape(h, bias)
         let out = uninitialized(Array(h.shape.dropLast()) + [inner], h.dtype)
         func run<T: CPUFloat>(_: T.Type) {
-            let y = out.pointer(as: T.self)
-            gegluLoop(rows: rows, inner: inner, h.pointer(as: T.self), bias?.pointer(as: T.self)) { i, a, _, value, _ in
-                y[i] = a * value
+            let hp = h.pointer(as: T.self), bp = bias?.pointer(as: T.self), y = out.pointer(as: T.self)
+            parallelFor(rows, minimumPerChunk: max(1, 32_768 / max(inner, 1))) { range in
+                for r in range { gegluForwardRow(y + r * inner, hp + r * 2 * inner, bp, inner) }
             }
         }
         switch h.dtype {
@@ -187,12 +187,10 @@ public final class CPUBackend: Backend {
                      "geglu backward: gradient \(gradOutput.shape) \(gradOutput.dtype) for h \(h.shape) \(h.dtype)")
         let out = uninitialized(h.shape, h.dtype)
         func run<T: CPUFloat>(_: T.Type) {
+            let hp = h.pointer(as: T.self), bp = bias?.pointer(as: T.self)
             let go = gradOutput.pointer(as: T.self), dh = out.pointer(as: T.self)
-            let half = T(0.5), invSqrt2pi = T(0.3989422804014327)
-            gegluLoop(rows: rows, inner: inner, h.pointer(as: T.self), bias?.pointer(as: T.self)) { i, a, g, value, cdf in
-                let r = i / inner, j = i - r * inner, d = go[i]
-                dh[r * 2 * inner + j] = d * value
-                dh[r * 2 * inner + inner + j] = d * a * (cdf + g * invSqrt2pi * T.exp(-half * g * g))
+            parallelFor(rows, minimumPerChunk: max(1, 32_768 / max(inner, 1))) { range in
+                for r in range { gegluBackwardRow(dh + r * 2 * inner, go + r * inner, hp + r * 2 * inner, bp, inner) }
             }
         }
         switch h.dtype {
@@ -428,21 +426,47 @@ func unaryGradKernel<T: CPUFloat>(_ op: UnaryOp, _ x: UnsafeMutablePointer<T>, _
     }
 }
 
-/// For each GEGLU output element i = r·inner + j: `body(i, a, g, gelu(g), Φ(g))` with a = h[r, j] (+ bias[j])
-/// and g = h[r, inner + j] (+ bias[inner + j]); Φ is the standard normal CDF, gelu(g) = g·Φ(g).
+/// One GEGLU row: out[j] = a · gelu(g) for a = h[j] (+ bias[j]), g = h[inner + j] (+ bias[inner + j]).
 @inline(__always)
-func gegluLoop<T: CPUFloat>(rows: Int, inner: Int, _ h: UnsafeMutablePointer<T>, _ bias: UnsafeMutablePointer<T>?,
-                            _ body: (Int, T, T, T, T) -> Void) {
-    let half = T(0.5), one = T(1), invSqrt2 = T(0.7071067811865476)
-    parallelFor(rows * inner) { range in
-        for i in range {
-            let r = i / inner, j = i - r * inner
-            var a = h[r * 2 * inner + j], g = h[r * 2 * inner + inner + j]
-            if let bias { a += bias[j]; g += bias[inner + j] }
-            let cdf = half * (one + T.erf(g * invSqrt2))
-            body(i, a, g, g * cdf, cdf)
-        }
+func gegluForwardRow<T: CPUFloat>(_ out: UnsafeMutablePointer<T>, _ h: UnsafeMutablePointer<T>,
+                                  _ bias: UnsafeMutablePointer<T>?, _ inner: Int) {
+    let g = h + inner
+    if let bias {
+        let bg = bias + inner
+        for j in 0..<inner { let x = g[j] + bg[j]; out[j] = (h[j] + bias[j]) * x * normalCDF(x) }
+    } else {
+        for j in 0..<inner { let x = g[j]; out[j] = h[j] * x * normalCDF(x) }
     }
+}
+
+/// One GEGLU row's gradient: dh[j] = go[j] · gelu(g), dh[inner + j] = go[j] · a · (Φ(g) + g · φ(g)).
+@inline(__always)
+func gegluBackwardRow<T: CPUFloat>(_ dh: UnsafeMutablePointer<T>, _ go: UnsafeMutablePointer<T>, _ h: UnsafeMutablePointer<T>,
+                                   _ bias: UnsafeMutablePointer<T>?, _ inner: Int) {
+    // One store stream per loop (two in one loop kept the compiler from vectorising it).
+    let g = h + inner, da = dh, dg = dh + inner
+    if let bias {
+        let bg = bias + inner
+        for j in 0..<inner { let x = g[j] + bg[j]; da[j] = go[j] * x * normalCDF(x) }
+        for j in 0..<inner { let x = g[j] + bg[j]; dg[j] = go[j] * (h[j] + bias[j]) * (normalCDF(x) + x * normalPDF(x)) }
+    } else {
+        for j in 0..<inner { let x = g[j]; da[j] = go[j] * x * normalCDF(x) }
+        for j in 0..<inner { let x = g[j]; dg[j] = go[j] * h[j] * (normalCDF(x) + x * normalPDF(x)) }
+    }
+}
+
+/// Φ(x) = (1 + erf(x/√2)) / 2: float32 through VectorMath's erf (as the unary gelu), float64 through libm.
+@inline(__always)
+func normalCDF<T: CPUFloat>(_ x: T) -> T {
+    if T.self == Float.self { return T(0.5 * (1 + VectorMath.erf(Float(x) * 0.707_106_77))) }
+    return T(0.5) * (1 + T.erf(x * T(0.7071067811865476)))
+}
+
+/// φ(x) = exp(−x²/2) / √(2π): float32 through VectorMath's exp, float64 through libm.
+@inline(__always)
+func normalPDF<T: CPUFloat>(_ x: T) -> T {
+    if T.self == Float.self { return T(0.398_942_28 * VectorMath.exp(-0.5 * Float(x) * Float(x))) }
+    return T(0.3989422804014327) * T.exp(-T(0.5) * x * x)
 }
 
 /// out[i] = (x[i] + bias[(i / inner) % channels]) + residual[i], each term optional; out may be x.
