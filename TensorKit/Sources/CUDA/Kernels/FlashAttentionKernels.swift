@@ -356,6 +356,23 @@ __device__ __forceinline__ void tk_fa_store(T* m, const float (*acc)[4], int r0,
     }
 }
 
+/* The forward's and dQ's loop over one head's key tiles: key tile `it` into sm.a and its value tile
+   into sm.b (buffer `advance` returns), the next pair's copies started (tk_fa_advance). */
+template <int DP>
+struct tk_fa_stream {
+    const u16* k;
+    const u16* v;
+    int keys, d;
+    __device__ __forceinline__ int tiles() const { return (keys + TK_FA_ROWS - 1) / TK_FA_ROWS; }
+    template <bool P>
+    __device__ __forceinline__ int advance(tk_fa_tiles<DP>& sm, int it) const {
+        return tk_fa_advance<tk_fa_tiles<DP>::STAGES, P>(it, tiles(), [&](int tile, int b) {
+            tk_fa_load_tile<DP, P>(sm.a[b], k, tile * TK_FA_ROWS, keys, d);
+            tk_fa_load_tile<DP, P>(sm.b[b], v, tile * TK_FA_ROWS, keys, d);
+        });
+    }
+};
+
 /* Grid: BH · ceil(nq / 64) blocks of 128 threads; q, k, v, out [BH, n, d] contiguous with n·d < 2³¹;
    lse [BH, nq]. */
 template <int DP, bool P>
@@ -371,15 +388,10 @@ __device__ __forceinline__ void tk_fa_forward(T* out, float* lse, const T* q, co
     float o[DP / 8][4];
     tk_fa_zero<DP>(o);
     float m0 = -TK_INF, m1 = -TK_INF, l0 = 0.f, l1 = 0.f;
-    const u16* kh = tk_fa_head(k, bh, nk, d);
-    const u16* vh = tk_fa_head(v, bh, nk, d);
-    const int tiles = (keys + TK_FA_ROWS - 1) / TK_FA_ROWS;
+    const tk_fa_stream<DP> kv{ tk_fa_head(k, bh, nk, d), tk_fa_head(v, bh, nk, d), keys, d };
 
-    for (int it = 0; it < tiles; ++it) {
-        const int buf = tk_fa_advance<tk_fa_tiles<DP>::STAGES, P>(it, tiles, [&](int tile, int b) {
-            tk_fa_load_tile<DP, P>(sm.a[b], kh, tile * TK_FA_ROWS, keys, d);
-            tk_fa_load_tile<DP, P>(sm.b[b], vh, tile * TK_FA_ROWS, keys, d);
-        });
+    for (int it = 0; it < kv.tiles(); ++it) {
+        const int buf = kv.template advance<P>(sm, it);
         const int j0 = it * TK_FA_ROWS;
         float s[TK_FA_ROWS / 8][4];
         tk_fa_mma_rows<DP, P>(s, qa, sm.a[buf], at.lane);
@@ -442,15 +454,10 @@ __device__ __forceinline__ void tk_fa_backward_dq(T* dq, const T* q, const T* k,
     const float D0 = in0 ? dh[0] : 0.f, D1 = in1 ? dh[8] : 0.f;
     float acc[DP / 8][4];
     tk_fa_zero<DP>(acc);
-    const u16* kh = tk_fa_head(k, bh, nk, d);
-    const u16* vh = tk_fa_head(v, bh, nk, d);
-    const int tiles = (keys + TK_FA_ROWS - 1) / TK_FA_ROWS;
+    const tk_fa_stream<DP> kv{ tk_fa_head(k, bh, nk, d), tk_fa_head(v, bh, nk, d), keys, d };
 
-    for (int it = 0; it < tiles; ++it) {
-        const int buf = tk_fa_advance<tk_fa_tiles<DP>::STAGES, P>(it, tiles, [&](int tile, int b) {
-            tk_fa_load_tile<DP, P>(sm.a[b], kh, tile * TK_FA_ROWS, keys, d);
-            tk_fa_load_tile<DP, P>(sm.b[b], vh, tile * TK_FA_ROWS, keys, d);
-        });
+    for (int it = 0; it < kv.tiles(); ++it) {
+        const int buf = kv.template advance<P>(sm, it);
         const int j0 = it * TK_FA_ROWS;
         const bool full = j0 + TK_FA_ROWS <= keys;
         float s[TK_FA_ROWS / 8][4], dp[TK_FA_ROWS / 8][4];
