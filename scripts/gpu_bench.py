@@ -21,7 +21,8 @@ failure or a timeout becomes a row "failed: <reason>" and the script goes on):
             model load excluded: StableDiffusionPipeline (one 2-step warm-up call) vs `ddpo sample
             --timing --warmup_steps 2` (the same warm-up in the process, so neither side pays kernel
             loading, cuBLAS set-up or allocator growth in the timed call). On CUDA ours runs again
-            with TENSORKIT_CUDA_CONV_MMA=0, an A/B row.
+            with TENSORKIT_CUDA_CONV_MMA=0, an A/B row; and, while 260 s remain (the epoch needs ~200), with
+            TENSORKIT_CUDA_VECTORS=0 and TENSORKIT_CUDA_FAST_COPY=0 (element-wise access), another.
   ddpo      one DDPO epoch with TRL's blog settings (sample batch 6 x 4 batches, train batch 3,
             50 steps, fp16, LoRA rank 4, jpeg_compressibility, a fixed animal prompt list):
             TRL DDPOTrainer.step (epoch 0; epoch 1 too when time allows) vs `ddpo train
@@ -582,6 +583,12 @@ def main_orchestrator(a):
                     "sample", "--model", a.model, "--device", a.device, "--mixed_precision", mp,
                     "--steps", str(cfg["sample_steps"]), *prompts, "--out", os.path.join(a.bench, "ours_samples_im2col"),
                     "--quiet", "--timing", "--warmup_steps", "2"], 60, env=dict(os.environ, TENSORKIT_CUDA_CONV_MMA="0"))
+            if cuda and "error" not in R["sample_ours"] and r.remaining() > 260:  # A/B: element-wise access
+                R["sample_ours_scalar"] = r.ours("sample_ours_scalar", [
+                    "sample", "--model", a.model, "--device", a.device, "--mixed_precision", mp,
+                    "--steps", str(cfg["sample_steps"]), *prompts, "--out", os.path.join(a.bench, "ours_samples_scalar"),
+                    "--quiet", "--timing", "--warmup_steps", "2"], 60,
+                    env=dict(os.environ, TENSORKIT_CUDA_VECTORS="0", TENSORKIT_CUDA_FAST_COPY="0"))
 
         # d. ddpo epoch (TRL first with its own cap, leaving the rest for ours)
         if have_model and "ddpo" in phases:
@@ -683,12 +690,13 @@ def render(R, cfg, a):
     def mem(o, r_):
         return f"{fmt(o, ' MiB', 0)} / {fmt(r_, ' MiB', 0)}"
 
-    def conv_ab_row(run, ref, key, unit):
-        """Ours again with TENSORKIT_CUDA_CONV_MMA=0 (`run`, or None when it did not run) against `ref`."""
+    def conv_ab_row(run, ref, key, unit, label="the same, convolutions through im2col + cuBLAS (TENSORKIT_CUDA_CONV_MMA=0)"):
+        """Ours again with a switch off (`run`: TENSORKIT_CUDA_CONV_MMA=0 unless `label` says otherwise;
+        None when it did not run) against `ref`."""
         if run is None:
             return
         j, r_value = run.get("json") or {}, (ref or {}).get(key)
-        row("the same, convolutions through im2col + cuBLAS (TENSORKIT_CUDA_CONV_MMA=0)",
+        row(label,
             err(run) or fmt(j.get(key), unit, 2), err(ref) or fmt(r_value, unit, 2),
             ratio(j.get(key), r_value), mem(j.get("peak_mib"), (ref or {}).get("peak_mib")), "A/B in the same call")
 
@@ -728,6 +736,8 @@ def render(R, cfg, a):
             "load excluded; text encoding + VAE decode included"
             + ("" if S.get("finite", True) else "; ref images NOT finite"))
         conv_ab_row(R.get("sample_ours_im2col"), S, "sampling_seconds", " s")
+        conv_ab_row(R.get("sample_ours_scalar"), S, "sampling_seconds", " s",
+                    "the same, element-wise access (TENSORKIT_CUDA_VECTORS=0, TENSORKIT_CUDA_FAST_COPY=0)")
     # ddpo
     D, DO = R.get("ddpo_ref"), R.get("ddpo_ours")
     if D is not None:
@@ -766,7 +776,11 @@ def render(R, cfg, a):
             + ("; ours with TENSORKIT_CUDA_FLASH_PIPELINE=0 (the flash kernels' plain build)"
                if os.environ.get("TENSORKIT_CUDA_FLASH_PIPELINE") == "0" else "")
             + ("; ours with TENSORKIT_CUDA_CONV_MMA=0 (convolutions through im2col)"
-               if os.environ.get("TENSORKIT_CUDA_CONV_MMA") == "0" else ""),
+               if os.environ.get("TENSORKIT_CUDA_CONV_MMA") == "0" else "")
+            + ("; ours with TENSORKIT_CUDA_VECTORS=0 (element-wise access)"
+               if os.environ.get("TENSORKIT_CUDA_VECTORS") == "0" else "")
+            + ("; ours with TENSORKIT_CUDA_FAST_COPY=0 (element-by-element strided copies)"
+               if os.environ.get("TENSORKIT_CUDA_FAST_COPY") == "0" else ""),
             "",
             "| measurement | ours | reference | ratio (ours/ref) | peak memory ours / ref | note |",
             "|---|---|---|---|---|---|"]

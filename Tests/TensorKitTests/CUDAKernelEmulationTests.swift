@@ -13,23 +13,26 @@ final class CUDAKernelEmulationTests: XCTestCase {
     static let emulation = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .appendingPathComponent("../../scripts/emulate").standardized
 
-    /// The flash kernels (forward, dQ, dK/dV) against attention in double from the same rounded
-    /// inputs, float16 and bfloat16, tolerance 1e-2 as the GPU op check: 36 checks per build and
-    /// dtype, for the plain build and the pipelined one with its copies landing late and early.
+    /// The flash kernels (forward, the backward's row dot, dQ, dK/dV) against attention in double from
+    /// the same rounded inputs, float16 and bfloat16, tolerance 1e-2 as the GPU op check (the row dot
+    /// 1e-5): operands contiguous, as the heads of a [B, N, H·D] projection and within wider rows;
+    /// 62 checks per build and dtype, for the plain build and the pipelined one with its copies
+    /// landing late and early.
     func testFlashAttentionKernelsMatchDoublePrecisionAttention() throws {
         for dtype in [DType.float16, .bfloat16] {
             let output = try runDriver("flash_attention_check.cpp", include: "flash_kernels.inc", family: "flash_attention", dtype: dtype)
             let passed = output.split(separator: "\n").filter { $0.hasSuffix(" pass") }
-            XCTAssertEqual(passed.count, 3 * 36, "\(dtype): expected 108 passing checks:\n\(output)")
+            XCTAssertEqual(passed.count, 3 * 62, "\(dtype): expected 186 passing checks:\n\(output)")
         }
     }
 
     /// im2col (whole images and bands of output rows, 32- and 64-bit indexing), col2im (strides,
-    /// dilation, a 3×5 kernel) and the bias+residual epilogue, float32, exactly: 18 checks.
+    /// dilation, a 3×5 kernel) and the bias+residual epilogue (its vector path and, off alignment,
+    /// its element path), float32, exactly: 19 checks.
     func testConvolutionKernelsMatchLoops() throws {
         let output = try runDriver("conv_kernels_check.cpp", include: "conv_kernels.inc", family: "conv", dtype: .float32)
         let passed = output.split(separator: "\n").filter { $0.hasSuffix(" pass") }
-        XCTAssertEqual(passed.count, 18, "expected 18 passing checks:\n\(output)")
+        XCTAssertEqual(passed.count, 19, "expected 19 passing checks:\n\(output)")
     }
 
     /// Group norm (fused SiLU or not, affine or not, 32- and 64-bit indexing, groups cut into several
@@ -42,12 +45,14 @@ final class CUDAKernelEmulationTests: XCTestCase {
     }
 
     /// The fused GEGLU kernels, forward and backward (with and without a bias, 32- and 64-bit
-    /// indexing), float32 and float16, against double: 12 checks per dtype.
-    func testGEGLUKernelsMatchDoublePrecision() throws {
+    /// indexing, rows of whole vectors and not), and the vector and element paths of binary add/mul, unary silu and its gradient
+    /// (a tail past the last whole vector, an operand off alignment, a broadcast operand), float32
+    /// and float16, against loops and double: 25 checks per dtype.
+    func testElementwiseKernelsMatchDoublePrecision() throws {
         for dtype in [DType.float32, .float16] {
             let output = try runDriver("elementwise_kernels_check.cpp", include: "elementwise_kernels.inc", family: "elementwise", dtype: dtype)
             let passed = output.split(separator: "\n").filter { $0.hasSuffix(" pass") }
-            XCTAssertEqual(passed.count, 12, "\(dtype): expected 12 passing checks:\n\(output)")
+            XCTAssertEqual(passed.count, 25, "\(dtype): expected 25 passing checks:\n\(output)")
         }
     }
 
@@ -62,8 +67,17 @@ final class CUDAKernelEmulationTests: XCTestCase {
         }
     }
 
+    /// The copy kernels' fast forms: tk_copy_transpose (2-, 4-, 8-byte elements, partial tiles,
+    /// slices on both sides) and tk_copy moving 16-, 8- and 2-byte units through TKGeom offsets
+    /// (head splits, a concat's channel slice), byte for byte against loops: 11 checks.
+    func testCopyKernelsMatchLoops() throws {
+        let output = try runDriver("memory_kernels_check.cpp", include: "memory_kernels.inc", family: "memory", dtype: nil)
+        let passed = output.split(separator: "\n").filter { $0.hasSuffix(" pass") }
+        XCTAssertEqual(passed.count, 11, "expected 11 passing checks:\n\(output)")
+    }
+
     /// The family's source with each `asm` statement swapped for its host emulation.
-    static func hostSource(family: String, dtype: DType) throws -> String {
+    static func hostSource(family: String, dtype: DType?) throws -> String {
         var text = CUDAKernelSources.source(family: family, dtype: dtype).source
         let flash = family == "flash_attention" || family == "conv_mma"  // the tensor-core helpers
         let substitutions: [(pattern: String, replacement: String, required: Bool)] = [
@@ -97,7 +111,7 @@ final class CUDAKernelEmulationTests: XCTestCase {
 
     /// Builds `driver` with the family's host source as `include`, runs it and returns its output;
     /// fails the test unless both succeed.
-    private func runDriver(_ driver: String, include: String, family: String, dtype: DType) throws -> String {
+    private func runDriver(_ driver: String, include: String, family: String, dtype: DType?) throws -> String {
         guard let gxx = ["/usr/bin/g++", "/usr/local/bin/g++"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
             print("skipped: g++ not found (scripts/install-deps.sh installs it)")
             throw XCTSkip("g++ not found")
@@ -115,7 +129,7 @@ final class CUDAKernelEmulationTests: XCTestCase {
         guard build.status == 0 else { return build.output }
         let result = try run(binary, [])
         print(result.output)
-        XCTAssertEqual(result.status, 0, "\(family) \(dtype): emulated kernels differ from the reference:\n\(result.output)")
+        XCTAssertEqual(result.status, 0, "\(family) \(dtype.map { "\($0)" } ?? "untyped"): emulated kernels differ from the reference:\n\(result.output)")
         return result.output
     }
 

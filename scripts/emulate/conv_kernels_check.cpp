@@ -83,20 +83,22 @@ static void checkCol2im(const std::string& name, const Geometry& geometry, int s
     report(name + (small ? " (32-bit)" : " (64-bit)"), bad, image.size());
 }
 
+/* shift: x, residual and out start that many floats into their buffers (1: off 16-byte alignment,
+   the element path; 0: the vector path, four floats at a time). */
 static void checkBiasResidual(const std::string& name, long count, long channels, long inner, bool bias, bool residual,
-                              bool inPlace) {
-    auto x = randomValues(count, 3), b = randomValues(channels, 4), r = randomValues(count, 5);
-    std::vector<float> out(count, NAN);
-    float* dst = inPlace ? x.data() : out.data();
+                              bool inPlace, int shift = 0) {
+    auto x = randomValues(count + shift, 3), b = randomValues(channels, 4), r = randomValues(count + shift, 5);
+    std::vector<float> out(count + shift, NAN);
+    float* dst = (inPlace ? x.data() : out.data()) + shift;
     const auto original = x;
     tk_host_launch(2, 64, [&] {
-        tk_bias_residual(dst, x.data(), bias ? b.data() : nullptr, residual ? r.data() : nullptr, count, channels, inner);
+        tk_bias_residual(dst, x.data() + shift, bias ? b.data() : nullptr, residual ? r.data() + shift : nullptr, count, channels, inner);
     });
     size_t bad = 0;
     for (long i = 0; i < count; ++i) {
-        float v = original[i];
+        float v = original[i + shift];
         if (bias) v = v + b[(i / inner) % channels];
-        if (residual) v = v + r[i];
+        if (residual) v = v + r[i + shift];
         if (!(dst[i] == v)) ++bad;
     }
     report(name, bad, count);
@@ -119,6 +121,7 @@ int main() {
     checkBiasResidual("bias+residual, linear layout (inner 1)", 7 * 6, 6, 1, true, true, false);
     checkBiasResidual("bias only", 3 * 4 * 5, 4, 5, true, false, false);
     checkBiasResidual("residual only", 50, 1, 1, false, true, true);
+    checkBiasResidual("bias+residual, operands off alignment", 2 * 5 * 12 + 3, 5, 12, true, true, false, 1);
     std::printf("conv kernels: %d failure(s)\n", failures);
     return failures ? 1 : 0;
 }

@@ -24,6 +24,7 @@
 #define __forceinline__ inline
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
+#define __launch_bounds__(...)
 
 struct tk_dim3 { unsigned x = 0, y = 0, z = 0; };
 inline thread_local tk_dim3 threadIdx, blockIdx;

@@ -41,6 +41,27 @@ grep -E "^conv2d mma " "$OUT/gpu-check.txt" | grep -q FAIL && conv_ok=0
 if [ "$check_rc" -gt 2 ]; then
     timeout 60 "$DDPO" gpu-check "conv2d mma " > "$OUT/gpu-check-conv.txt" 2>&1 || conv_ok=0
 fi
+# The fast copy forms likewise (TENSORKIT_CUDA_FAST_COPY=0: every strided copy element by element).
+copy_ok=1
+grep -E "^copy " "$OUT/gpu-check.txt" | grep -q FAIL && copy_ok=0
+if [ "$check_rc" -gt 2 ]; then
+    timeout 60 "$DDPO" gpu-check "copy " > "$OUT/gpu-check-copy.txt" 2>&1 || copy_ok=0
+fi
+if [ $copy_ok = 0 ]; then
+    echo "== fast copy cases FAILED: benchmarking with TENSORKIT_CUDA_FAST_COPY=0"
+    export TENSORKIT_CUDA_FAST_COPY=0
+fi
+# The elementwise kernels' vector access: if a case outside those groups failed, the op check runs
+# again with TENSORKIT_CUDA_VECTORS=0, and if that has fewer such failures the benchmark runs so.
+others() { grep -E "FAIL" "$1" | grep -vE "^(attention flash|conv2d mma|copy )" | wc -l; }
+other_fail=$(others "$OUT/gpu-check.txt")
+if [ "$other_fail" -gt 0 ]; then
+    TENSORKIT_CUDA_VECTORS=0 timeout "${GPU_CHECK_TIMEOUT:-150}" "$DDPO" gpu-check > "$OUT/gpu-check-novectors.txt" 2>&1
+    if [ "$(others "$OUT/gpu-check-novectors.txt")" -lt "$other_fail" ]; then
+        echo "== op cases FAILED with vector access, fewer without: benchmarking with TENSORKIT_CUDA_VECTORS=0"
+        export TENSORKIT_CUDA_VECTORS=0
+    fi
+fi
 if [ $conv_ok = 0 ]; then
     echo "== tensor-core convolution cases FAILED: benchmarking with TENSORKIT_CUDA_CONV_MMA=0"
     export TENSORKIT_CUDA_CONV_MMA=0

@@ -63,6 +63,14 @@ public enum GPUCheck {
         func sdpa(_ name: String, _ q: [Int], _ k: [Int], _ v: [Int], setting: (() -> () -> Void)? = nil) -> Case {
             Case(name, [f(q), f(k), f(v)], setting: setting) { scaledDotProductAttention($0[0], $0[1], $0[2]) }
         }
+        /// Attention as a transformer runs it: `heads` split off [B, N, H·D] projections (views), the
+        /// output's heads merged back; the flash kernels read and write those layouts in place.
+        func sdpaInPlace(_ name: String, heads: Int, _ q: [Int], _ kv: [Int], setting: (() -> () -> Void)? = nil) -> Case {
+            Case(name, [f(q), f(kv), f(kv)], setting: setting) { x in
+                let split = { (t: Tensor) in t.reshape([t.shape[0], t.shape[1], heads, t.shape[2] / heads]).transposed(1, 2) }
+                return scaledDotProductAttention(split(x[0]), split(x[1]), split(x[2])).transposed(1, 2).reshape(q)
+            }
+        }
         return [
             Case("add (broadcast)", [f([4, 1, 33]), f([1, 5, 33])]) { $0[0] + $0[1] },
             Case("sub", [f([6, 70]), f([6, 70])]) { $0[0] - $0[1] },
@@ -94,6 +102,13 @@ public enum GPUCheck {
             Case("max (axis)", [f([7, 129])]) { $0[0].max(axis: 1) },
             Case("min (axis)", [f([7, 129])]) { $0[0].min(axis: 0) },
             Case("transpose copy", [f([6, 7, 8])]) { $0[0].permute([2, 0, 1]).contiguous() * 2 },
+            // The fast copy forms (`CUDA.fastCopies`): whole 16-byte units (heads split off a
+            // projection; a concat's channel slices) and the tiled transpose (NCHW ↔ tokens), each
+            // also in the backward pass.
+            Case("copy head split in units", [f([2, 70, 160])]) { $0[0].reshape([2, 70, 4, 40]).transposed(1, 2).contiguous() * 2 },
+            Case("copy concat slices in units", [f([2, 24, 6, 6]), f([2, 40, 6, 6])]) { Tensor.concat([$0[0], $0[1]], axis: 1) * 2 },
+            Case("copy tiled transpose", [f([2, 40, 9, 8])]) { $0[0].reshape([2, 40, 72]).transposed(1, 2).contiguous() * 2 },
+            Case("copy tiled transpose, partial tiles", [f([3, 70, 45])]) { $0[0].transposed(1, 2).contiguous() * 2 },
             Case("concat/split", [f([2, 3, 5]), f([2, 4, 5])]) { inputs in
                 let c = Tensor.concat([inputs[0], inputs[1]], axis: 1)
                 let parts = c.split([2, 5], axis: 1)
@@ -223,6 +238,13 @@ public enum GPUCheck {
             // The plain build (`CUDA.flashPipeline` off), which scripts/gpu/issue-check.sh falls back to.
             sdpa("attention flash-sync d40", [2, 2, 300, 40], [2, 2, 300, 40], [2, 2, 300, 40], setting: withPlainFlashKernels),
             sdpa("attention flash-sync d80", [1, 2, 150, 80], [1, 2, 140, 80], [1, 2, 140, 80], setting: withPlainFlashKernels),
+            // Heads read in place from [B, N, H·D] (and the output and gradients written so): SD 1.5's
+            // width 40 self and cross (77 tokens), width 80 (flash forward; the cuBLAS backward copies
+            // its operands), and the plain build.
+            sdpaInPlace("attention flash heads in place d40", heads: 2, [2, 300, 80], [2, 300, 80]),
+            sdpaInPlace("attention flash heads in place cross d40", heads: 4, [2, 150, 160], [2, 77, 160]),
+            sdpaInPlace("attention flash heads in place d80", heads: 2, [1, 150, 160], [1, 140, 160]),
+            sdpaInPlace("attention flash-sync heads in place d40", heads: 2, [2, 300, 80], [2, 300, 80], setting: withPlainFlashKernels),
             sdpa("attention gemm cross", [2, 2, 160, 64], [2, 2, 120, 64], [2, 2, 120, 48]),
             // A head wider than the fused kernels allow (SD's VAE: one head of 512) at a small size.
             sdpa("attention wide head", [1, 1, 16, 512], [1, 1, 16, 512], [1, 1, 16, 512]),

@@ -10,13 +10,16 @@ import Foundation
 // Nq ≠ Nk (checked against torch 2.x `F.scaled_dot_product_attention`).
 
 extension CPUBackend {
+    /// Operands may be views (the op layer passes the heads of a projection as they lie); the loops
+    /// below read contiguous [B, H, N, D] memory, so views are copied first.
     public func attention(q: Tensor, k: Tensor, v: Tensor, scale: Double, causal: Bool) -> (Tensor, Tensor) {
-        attention(q: q, k: k, v: v, scale: scale, causal: causal, chunkRows: nil)
+        attention(q: q.contiguous(), k: k.contiguous(), v: v.contiguous(), scale: scale, causal: causal, chunkRows: nil)
     }
 
     public func attentionBackward(q: Tensor, k: Tensor, v: Tensor, output: Tensor, logSumExp: Tensor,
                                   gradOutput: Tensor, scale: Double, causal: Bool) -> (Tensor, Tensor, Tensor) {
-        attentionBackward(q: q, k: k, v: v, output: output, logSumExp: logSumExp, gradOutput: gradOutput,
+        attentionBackward(q: q.contiguous(), k: k.contiguous(), v: v.contiguous(), output: output.contiguous(),
+                          logSumExp: logSumExp.contiguous(), gradOutput: gradOutput.contiguous(),
                           scale: scale, causal: causal, chunkRows: nil)
     }
 

@@ -139,7 +139,9 @@ extension CUDABackend {
 
     /// out = (x + bias) + residual, one kernel (`tk_bias_residual`); contiguous operands, out may be x.
     private func biasResidual(into out: Tensor, _ x: Tensor, bias: Tensor?, residual: Tensor?, channels: Int, inner: Int) {
-        ctx.launch("conv", x.dtype, "tk_bias_residual", grid: CUDADeviceContext.grid(out.numel), block: 256, [
+        let vector = vectorAligned([out, x, residual])
+        let grid = CUDADeviceContext.elementGrid(out.numel, elementSize: x.dtype.byteSize, vector: vector)
+        ctx.launch("conv", x.dtype, "tk_bias_residual", grid: grid, block: 256, [
             ptr(out), ptr(x), ptr(bias), ptr(residual),
             .int64(Int64(out.numel)), .int64(Int64(max(channels, 1))), .int64(Int64(max(inner, 1))),
         ])
@@ -431,16 +433,21 @@ extension CUDABackend {
         CUDABackend.requireFloat(q.dtype, "attention")
         let (b, h, nq, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
         let nk = k.shape[2], dv = v.shape[3]
-        let qs = contiguous(q), ks = contiguous(k), vs = contiguous(v)
-        let out = uninitialized([b, h, nq, dv], q.dtype)
         let lse = uninitialized([b, h, nq], CUDABackend.accumulation(q.dtype))
-        if b * h * nq == 0 { return (out, lse) }
+        if b * h * nq == 0 { return (uninitialized([b, h, nq, dv], q.dtype), lse) }
         if let width = flashWidth(q.dtype, nq: nq, nk: nk, d: d, dv: dv, causal: causal, widths: CUDAKernelSources.flashForwardWidths) {
+            // The heads are read where they lie and the output is written in q's layout.
+            let qs = flashOperand(q), ks = flashOperand(k), vs = flashOperand(v)
+            let out = flashResult(like: qs)
+            let layout = flashLayout(heads: h, [(FlashSlot.q, qs), (.k, ks), (.v, vs), (.o, out)])
             ctx.launch("flash_attention", q.dtype, "tk_flash_forward_d\(width)\(flashSuffix)", grid: b * h * ((nq + 63) / 64), block: 128, [
                 ptr(out), ptr(lse), ptr(qs), ptr(ks), ptr(vs), .int64(Int64(nq)), .int64(Int64(nk)), .int32(Int32(d)), .float64(scale),
+                .words(layout),
             ])
             return (out, lse)
         }
+        let qs = contiguous(q), ks = contiguous(k), vs = contiguous(v)
+        let out = uninitialized([b, h, nq, dv], q.dtype)
         if usesAttentionGEMM(q.dtype, nq: nq, nk: nk, d: max(d, dv), causal: causal) {
             attentionByGEMM(qs, ks, vs, out: out, lse: lse, scale: scale)
             return (out, lse)
@@ -463,27 +470,37 @@ extension CUDABackend {
         precondition(output.shape == [b, h, nq, dv] && gradOutput.shape == output.shape && logSumExp.shape == [b, h, nq],
                      "attentionBackward: output \(output.shape), gradOutput \(gradOutput.shape), logSumExp \(logSumExp.shape)")
         let acc = CUDABackend.accumulation(q.dtype)
-        let qs = contiguous(q), ks = contiguous(k), vs = contiguous(v)
-        let o = contiguous(output), go = contiguous(gradOutput), lse = converted(logSumExp, acc)
-        let dq = uninitialized(q.shape, q.dtype), dk = uninitialized(k.shape, k.dtype), dvT = uninitialized(v.shape, v.dtype)
+        let lse = converted(logSumExp, acc)
         let rows = b * h * nq
         if rows == 0 || nk == 0 {
             // No queries: no gradient reaches K/V; no keys: the output is zero whatever Q is.
+            let dq = uninitialized(q.shape, q.dtype), dk = uninitialized(k.shape, k.dtype), dvT = uninitialized(v.shape, v.dtype)
             fill(dq, with: 0); fill(dk, with: 0); fill(dvT, with: 0)
             return (dq, dk, dvT)
         }
         let delta = uninitialized([rows], acc)
-        ctx.launch("attention", q.dtype, "tk_attention_backward_rowdot", grid: CUDADeviceContext.grid(rows * 32), block: 256, [
-            ptr(delta), ptr(o), ptr(go), .int64(Int64(rows)), .int32(Int32(dv)),
-        ])
         if let width = flashWidth(q.dtype, nq: nq, nk: nk, d: d, dv: dv, causal: causal, widths: CUDAKernelSources.flashBackwardWidths) {
-            let tail: [KernelArg] = [ptr(lse), ptr(delta), .int64(Int64(nq)), .int64(Int64(nk)), .int32(Int32(d)), .float64(scale)]
+            // Every operand where it lies; each gradient in its input's layout.
+            let qs = flashOperand(q), ks = flashOperand(k), vs = flashOperand(v)
+            let o = flashOperand(output), go = flashOperand(gradOutput)
+            let dq = flashResult(like: qs), dk = flashResult(like: ks), dvT = flashResult(like: vs)
+            let layout = flashLayout(heads: h, [(FlashSlot.q, qs), (.k, ks), (.v, vs), (.o, o), (.go, go), (.dq, dq), (.dk, dk), (.dv, dvT)])
+            ctx.launch("flash_attention", q.dtype, "tk_flash_rowdot", grid: CUDADeviceContext.grid(rows * 32), block: 256, [
+                ptr(delta), ptr(o), ptr(go), .int64(Int64(rows)), .int64(Int64(nq)), .int32(Int32(dv)), .words(layout),
+            ])
+            let tail: [KernelArg] = [ptr(lse), ptr(delta), .int64(Int64(nq)), .int64(Int64(nk)), .int32(Int32(d)), .float64(scale), .words(layout)]
             ctx.launch("flash_attention", q.dtype, "tk_flash_backward_dq_d\(width)\(flashSuffix)", grid: b * h * ((nq + 63) / 64), block: 128,
                        [ptr(dq), ptr(qs), ptr(ks), ptr(vs), ptr(go)] + tail)
             ctx.launch("flash_attention", q.dtype, "tk_flash_backward_dkdv_d\(width)\(flashSuffix)", grid: b * h * ((nk + 63) / 64), block: 128,
                        [ptr(dk), ptr(dvT), ptr(qs), ptr(ks), ptr(vs), ptr(go)] + tail)
             return (dq, dk, dvT)
         }
+        let qs = contiguous(q), ks = contiguous(k), vs = contiguous(v)
+        let o = contiguous(output), go = contiguous(gradOutput)
+        let dq = uninitialized(q.shape, q.dtype), dk = uninitialized(k.shape, k.dtype), dvT = uninitialized(v.shape, v.dtype)
+        ctx.launch("attention", q.dtype, "tk_attention_backward_rowdot", grid: CUDADeviceContext.grid(rows * 32), block: 256, [
+            ptr(delta), ptr(o), ptr(go), .int64(Int64(rows)), .int32(Int32(dv)),
+        ])
         if usesAttentionGEMM(q.dtype, nq: nq, nk: nk, d: max(d, dv), causal: causal) {
             attentionBackwardByGEMM(qs, ks, vs, gradOutput: go, lse: lse, delta: delta, scale: scale, dq: dq, dk: dk, dv: dvT)
             return (dq, dk, dvT)
@@ -511,6 +528,39 @@ extension CUDABackend {
         guard CUDA.flashAttention, dtype == .float16 || dtype == .bfloat16, !causal, d == dv, nk > 0,
               max(nq, nk) * d <= Int(Int32.max), ctx.info.architecture >= 80 else { return nil }
         return widths.first { d <= $0 }
+    }
+
+    /// Operand slots of `TKFALayout` (FlashAttentionKernels.swift).
+    enum FlashSlot: Int { case q, k, v, o, go, dq, dk, dv }
+
+    /// `t` [B, H, N, D] as the flash kernels read it: itself when D is unit-stride, the other strides
+    /// are not negative and every row offset fits 32 bits (the kernels' row arithmetic); else a
+    /// contiguous copy.
+    func flashOperand(_ t: Tensor) -> Tensor {
+        let (n, d) = (t.shape[2], t.shape[3])
+        let st = t.strides
+        let fits = st.allSatisfy { $0 >= 0 } && (n - 1) * st[2] + d <= Int(Int32.max)
+        return (st[3] == 1 || d == 1) && fits ? t : contiguous(t)
+    }
+
+    /// A new [B, H, N, D] result laid out as `t`: token-major ([B, N, H, D] in memory, returned as its
+    /// [B, H, N, D] view) when `t`'s heads are closer together than its rows (the heads of a
+    /// [B, N, H·D] projection), so that merging the heads back is a view; else contiguous.
+    func flashResult(like t: Tensor) -> Tensor {
+        let (b, h, n, d) = (t.shape[0], t.shape[1], t.shape[2], t.shape[3])
+        guard h > 1, n > 1, t.strides[1] < t.strides[2] else { return uninitialized([b, h, n, d], t.dtype) }
+        let base = uninitialized([b, n, h, d], t.dtype)
+        return Tensor(storage: base.storage, shape: [b, h, n, d], dtype: t.dtype, strides: [n * h * d, d, h * d, 1])
+    }
+
+    /// `TKFALayout` words: the head count, then each slot's batch, head and row strides (slots not
+    /// given stay zero).
+    func flashLayout(heads: Int, _ operands: [(FlashSlot, Tensor)]) -> [Int64] {
+        var batch = [Int64](repeating: 0, count: 8), head = batch, row = batch
+        for (slot, t) in operands {
+            batch[slot.rawValue] = Int64(t.strides[0]); head[slot.rawValue] = Int64(t.strides[1]); row[slot.rawValue] = Int64(t.strides[2])
+        }
+        return [Int64(heads)] + batch + head + row
     }
 
     /// The kernel-name suffix of the flash build `CUDA.flashPipeline` selects.

@@ -98,10 +98,24 @@ public final class CUDABackend: Backend {
             precondition(s == 0, "cuMemcpyDtoDAsync: \(ctx.api.errorText(s))")
             return
         }
-        let g = CUDAGeometry(shape: source.shape, strides: [destination.strides, source.strides])
+        var g = CUDAGeometry(shape: source.shape, strides: [destination.strides, source.strides])
+        var unit = source.dtype.byteSize
+        if CUDA.fastCopies && source.dtype == destination.dtype {
+            if unit >= 2, let t = g.batchedTranspose() {
+                let grid = t.batches * ((t.p + 31) / 32) * ((t.q + 31) / 32)
+                ctx.launch("memory", nil, "tk_copy_transpose", grid: grid, block: 256, [
+                    ptr(destination), ptr(source), .int32(Int32(unit)), .int64(Int64(t.p)), .int64(Int64(t.q)),
+                    .int64(Int64(t.db)), .int64(Int64(t.dp)), .int64(Int64(t.sb)), .int64(Int64(t.sq)),
+                ])
+                return
+            }
+            if let v = g.vectorized(elementSize: unit, addresses: [address(destination), address(source)]) {
+                (g, unit) = v
+            }
+        }
         ctx.launch("memory", nil, "tk_copy", grid: CUDADeviceContext.grid(g.count), block: 256, [
             ptr(destination), .int32(CUDAKernelSources.code(destination.dtype)),
-            ptr(source), .int32(CUDAKernelSources.code(source.dtype)), .int32(Int32(source.dtype.byteSize)), .words(g.words),
+            ptr(source), .int32(CUDAKernelSources.code(source.dtype)), .int32(Int32(unit)), .words(g.words),
         ])
     }
 
@@ -236,13 +250,25 @@ public final class CUDABackend: Backend {
         }
     }
 
+    /// Whether an elementwise kernel over `g` takes its vector path (every operand contiguous and
+    /// 16-byte aligned; TK_VEC in the kernel prelude), for sizing its grid.
+    func vectorPath(_ g: CUDAGeometry, _ operands: [Tensor?]) -> Bool {
+        g.allContiguous && vectorAligned(operands)
+    }
+
+    /// Every operand (nil ones aside) 16-byte aligned, with vector access on (`CUDA.vectorAccess`).
+    func vectorAligned(_ operands: [Tensor?]) -> Bool {
+        CUDA.vectorAccess && operands.allSatisfy { t in t.map { address($0) % 16 == 0 } ?? true }
+    }
+
     public func unary(_ op: UnaryOp, _ x: Tensor) -> Tensor {
         CUDABackend.requireFloat(x.dtype, "unary \(op)")
         let out = uninitialized(x.shape, x.dtype)
         if x.numel == 0 { return out }
         let (code, p0, p1) = CUDABackend.unaryCode(op)
         let g = CUDAGeometry(shape: x.shape, strides: [x.strides])
-        ctx.launch("elementwise", x.dtype, "tk_unary", grid: CUDADeviceContext.grid(g.count), block: 256,
+        let grid = CUDADeviceContext.elementGrid(g.count, elementSize: x.dtype.byteSize, vector: vectorPath(g, [out, x]))
+        ctx.launch("elementwise", x.dtype, "tk_unary", grid: grid, block: 256,
                    [ptr(out), ptr(x), .int32(code), .float64(p0), .float64(p1), .words(g.words)])
         return out
     }
@@ -255,7 +281,8 @@ public final class CUDABackend: Backend {
         if x.numel == 0 { return out }
         let (code, p0, p1) = CUDABackend.unaryCode(op)
         let g = CUDAGeometry(shape: x.shape, strides: [x.strides, y.strides, gradOutput.strides])
-        ctx.launch("elementwise", x.dtype, "tk_unary_backward", grid: CUDADeviceContext.grid(g.count), block: 256,
+        let grid = CUDADeviceContext.elementGrid(g.count, elementSize: x.dtype.byteSize, vector: vectorPath(g, [out, x, y, gradOutput]))
+        ctx.launch("elementwise", x.dtype, "tk_unary_backward", grid: grid, block: 256,
                    [ptr(out), ptr(x), ptr(y), ptr(gradOutput), .int32(code), .float64(p0), .float64(p1), .words(g.words)])
         return out
     }
@@ -266,7 +293,8 @@ public final class CUDABackend: Backend {
         let out = uninitialized(a.shape, a.dtype)
         if a.numel == 0 { return out }
         let g = CUDAGeometry(shape: a.shape, strides: [a.strides, b.strides])
-        ctx.launch("elementwise", a.dtype, "tk_binary", grid: CUDADeviceContext.grid(g.count), block: 256,
+        let grid = CUDADeviceContext.elementGrid(g.count, elementSize: a.dtype.byteSize, vector: vectorPath(g, [out, a, b]))
+        ctx.launch("elementwise", a.dtype, "tk_binary", grid: grid, block: 256,
                    [ptr(out), ptr(a), ptr(b), .int32(CUDABackend.binaryCode(op)), .words(g.words)])
         return out
     }
@@ -282,13 +310,20 @@ public final class CUDABackend: Backend {
         return out
     }
 
+    /// The GEGLU kernels' grid: a thread per 16-byte vector when `inner` is whole vectors and every
+    /// operand is aligned (their vector path), else per element.
+    private func gegluGrid(rows: Int, inner: Int, _ dtype: DType, _ operands: [Tensor?]) -> Int {
+        let vector = inner % max(16 / dtype.byteSize, 1) == 0 && vectorAligned(operands)
+        return CUDADeviceContext.elementGrid(rows * inner, elementSize: dtype.byteSize, vector: vector)
+    }
+
     public func geglu(_ h: Tensor, bias: Tensor?) -> Tensor {
         let (rows, inner) = gegluShape(h, bias)
         let out = uninitialized(Array(h.shape.dropLast()) + [inner], h.dtype)
         if out.numel == 0 { return out }
-        let x = contiguous(h)
-        ctx.launch("elementwise", h.dtype, "tk_geglu_forward", grid: CUDADeviceContext.grid(rows * inner), block: 256, [
-            ptr(out), ptr(x), ptr(bias.map(contiguous)), .int64(Int64(rows)), .int64(Int64(inner)),
+        let x = contiguous(h), b = bias.map(contiguous)
+        ctx.launch("elementwise", h.dtype, "tk_geglu_forward", grid: gegluGrid(rows: rows, inner: inner, h.dtype, [out, x, b]), block: 256, [
+            ptr(out), ptr(x), ptr(b), .int64(Int64(rows)), .int64(Int64(inner)),
             .int32(rows * 2 * inner < Int(Int32.max) ? 1 : 0),
         ])
         return out
@@ -300,8 +335,9 @@ public final class CUDABackend: Backend {
                      "geglu backward: gradient \(gradOutput.shape) \(gradOutput.dtype) for h \(h.shape) \(h.dtype)")
         let out = uninitialized(h.shape, h.dtype)
         if out.numel == 0 { return out }
-        ctx.launch("elementwise", h.dtype, "tk_geglu_backward", grid: CUDADeviceContext.grid(rows * inner), block: 256, [
-            ptr(out), ptr(contiguous(gradOutput)), ptr(contiguous(h)), ptr(bias.map(contiguous)),
+        let go = contiguous(gradOutput), x = contiguous(h), b = bias.map(contiguous)
+        ctx.launch("elementwise", h.dtype, "tk_geglu_backward", grid: gegluGrid(rows: rows, inner: inner, h.dtype, [out, go, x, b]), block: 256, [
+            ptr(out), ptr(go), ptr(x), ptr(b),
             .int64(Int64(rows)), .int64(Int64(inner)), .int32(rows * 2 * inner < Int(Int32.max) ? 1 : 0),
         ])
         return out

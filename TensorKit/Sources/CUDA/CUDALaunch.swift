@@ -53,6 +53,12 @@ struct CUDAGeometry {
         strides = st
     }
 
+    /// Every operand contiguous over the (merged) shape: the kernels see all bits of the mask set.
+    var allContiguous: Bool {
+        let contiguous = Tensor.contiguousStrides(shape)
+        return strides.allSatisfy { $0 == contiguous }
+    }
+
     /// Words in TKGeom order: rank, count, contiguous mask, shape[8], strides[4][8].
     var words: [Int64] {
         var mask: Int64 = 0
@@ -66,6 +72,46 @@ struct CUDAGeometry {
             w += (0..<CUDAGeometry.maxRank).map { k < strides.count && $0 < shape.count ? Int64(strides[k][$0]) : 0 }
         }
         return w
+    }
+}
+
+extension CUDAGeometry {
+    /// A same-dtype copy (operands: destination, source) whose innermost axis is unit-stride on both
+    /// sides, moved in `unit`-byte units (16, 8 or 4; more than `elementSize`): the innermost length,
+    /// every other stride and both addresses must be whole units. The result addresses units
+    /// (`tk_copy` with elementSize = unit). nil when no wider unit fits.
+    func vectorized(elementSize: Int, addresses: [UInt64]) -> (geometry: CUDAGeometry, unit: Int)? {
+        guard strides.count == 2, let last = shape.indices.last, strides.allSatisfy({ $0[last] == 1 }) else { return nil }
+        for unit in [16, 8, 4] where unit > elementSize && unit % elementSize == 0 {
+            let k = unit / elementSize
+            guard shape[last] % k == 0, addresses.allSatisfy({ $0 % UInt64(unit) == 0 }),
+                  strides.allSatisfy({ st in st.dropLast().allSatisfy { $0 % k == 0 } }) else { continue }
+            var g = self
+            g.shape[last] /= k
+            g.strides = strides.map { st in st.dropLast().map { $0 / k } + [1] }
+            g.count = count / k
+            return (g, unit)
+        }
+        return nil
+    }
+
+    /// A copy (operands: destination, source) that is a batch of matrix transposes: the destination
+    /// unit-stride along its last merged axis q, the source along the axis p before it, so that
+    /// dst[b, p, q] sits at b·db + p·dp + q and src[b, p, q] at b·sb + p + q·sq (tk_copy_transpose).
+    /// Both p and q must be at least one 32-element tile long; nil otherwise.
+    func batchedTranspose() -> (batches: Int, p: Int, q: Int, db: Int, dp: Int, sb: Int, sq: Int)? {
+        guard strides.count == 2 else { return nil }
+        let (d, s) = (strides[0], strides[1])
+        let plan: (batches: Int, p: Int, q: Int, db: Int, dp: Int, sb: Int, sq: Int)
+        if shape.count == 2, d[1] == 1, s[0] == 1 {
+            plan = (1, shape[0], shape[1], 0, d[0], 0, s[1])
+        } else if shape.count == 3, d[2] == 1, s[1] == 1 {
+            plan = (shape[0], shape[1], shape[2], d[0], d[1], s[0], s[2])
+        } else {
+            return nil
+        }
+        guard plan.p >= 32, plan.q >= 32, plan.batches * ((plan.p + 31) / 32) * ((plan.q + 31) / 32) <= Int(Int32.max) else { return nil }
+        return plan
     }
 }
 
@@ -108,6 +154,14 @@ extension CUDADeviceContext {
 
     /// Grid for a grid-stride loop over `count` items with 256-thread blocks.
     static func grid(_ count: Int, block: Int = 256) -> Int { min((count + block - 1) / block, 1 << 20) }
+
+    /// Blocks of 256 threads for an elementwise kernel over `count` elements of `elementSize` bytes:
+    /// a thread per 16-byte vector when `vector` (the kernels' vector path: every operand contiguous
+    /// and 16-byte aligned, see TK_VEC), else a thread per element.
+    static func elementGrid(_ count: Int, elementSize: Int, vector: Bool) -> Int {
+        let perThread = vector ? max(16 / elementSize, 1) : 1
+        return grid((count + perThread - 1) / perThread)
+    }
 }
 
 /// Per-kernel timing for finding hot spots: with TENSORKIT_CUDA_PROFILE=1 every launch and GEMM

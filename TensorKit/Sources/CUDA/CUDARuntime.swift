@@ -88,6 +88,21 @@ public enum CUDA {
     /// multiprocessor). The op check sets 1 so that its small cases reach the kernel.
     nonisolated(unsafe) public static var convolutionMMAMinimumTiles: Int? = nil
 
+    /// Same-dtype strided copies in their fast forms: rows of whole 16/8/4-byte units moved as such
+    /// (the heads split off a [B, N, H·D] projection, channel slices of a concat), and batches of
+    /// matrix transposes (NCHW ↔ token layout) through shared-memory tiles (`tk_copy_transpose`).
+    /// Off: every strided copy takes the element-by-element `tk_copy`. On by default;
+    /// TENSORKIT_CUDA_FAST_COPY=0 turns it off.
+    nonisolated(unsafe) public static var fastCopies: Bool =
+        ProcessInfo.processInfo.environment["TENSORKIT_CUDA_FAST_COPY"] != "0"
+
+    /// Elementwise kernels (unary, its gradient, binary, bias+residual, GEGLU) load and store 16-byte
+    /// vectors when every operand is contiguous and aligned. Off (`false`, or TENSORKIT_CUDA_VECTORS=0):
+    /// an element per access everywhere. Read when a kernel family is first loaded on a device, so set
+    /// it before the first op runs there.
+    nonisolated(unsafe) public static var vectorAccess: Bool =
+        ProcessInfo.processInfo.environment["TENSORKIT_CUDA_VECTORS"] != "0"
+
     /// Which build of the flash kernels runs: pipelined (the default: each block copies the next
     /// key/value tile with cp.async while it computes on the current one, and reads tensor-core
     /// fragments with ldmatrix) or plain loads and stores (`false`, or TENSORKIT_CUDA_FLASH_PIPELINE=0),

@@ -134,6 +134,8 @@ public protocol Backend: AnyObject {
 
     /// q [B, H, Nq, D], k/v [B, H, Nk, D]: softmax(q kᵀ · scale [+ causal mask]) v without keeping the
     /// full score matrix. Returns the output and the per-row log-sum-exp [B, H, Nq] for backward.
+    /// Every tensor operand (here and in the backward) may be a strided view, and the output and the
+    /// gradients may come back as views (CUDA's flash path keeps q's, k's and v's layouts).
     func attention(q: Tensor, k: Tensor, v: Tensor, scale: Double, causal: Bool) -> (Tensor, Tensor)
     func attentionBackward(q: Tensor, k: Tensor, v: Tensor, output: Tensor, logSumExp: Tensor,
                            gradOutput: Tensor, scale: Double, causal: Bool) -> (Tensor, Tensor, Tensor)

@@ -168,18 +168,23 @@ extension Tensor {
 
 /// softmax(q kᵀ · scale [+ causal mask]) v over [B, H, N, D] tensors, computed in chunks so the full
 /// score matrix is never materialised (PyTorch's `F.scaled_dot_product_attention`; default scale 1/√D).
+/// The result may be a view (on CUDA's flash path it has q's memory layout, as PyTorch's SDPA output
+/// does).
 public func scaledDotProductAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, causal: Bool = false,
                                       scale: Double? = nil) -> Tensor {
     precondition(q.rank == 4 && k.rank == 4 && v.rank == 4, "attention expects [B, H, N, D] tensors, got \(q.shape), \(k.shape), \(v.shape)")
     precondition(q.shape[0] == k.shape[0] && q.shape[1] == k.shape[1] && k.shape[0...2] == v.shape[0...2] && q.shape[3] == k.shape[3],
                  "attention: incompatible shapes q \(q.shape), k \(k.shape), v \(v.shape)")
     let s = scale ?? 1 / Double(q.shape[3]).squareRoot()
-    let qs = q.detach().contiguous(), ks = k.detach().contiguous(), vs = v.detach().contiguous()
+    // Views go to the backend as they are: CUDA's flash kernels read the heads of a [B, N, H·D]
+    // projection in place and write the output (and the gradients) in the same layout, so splitting
+    // and merging heads costs no copies; other paths make what they need contiguous.
+    let qs = q.detach(), ks = k.detach(), vs = v.detach()
     let (out, lse) = backend(for: q.device).attention(q: qs, k: ks, v: vs, scale: s, causal: causal)
     let saved = out.detach()
     return Tensor.record(out, "attention", inputs: [q, k, v]) { g in
         let (dq, dk, dv) = backend(for: g.device).attentionBackward(
-            q: qs, k: ks, v: vs, output: saved, logSumExp: lse, gradOutput: g.contiguous(), scale: s, causal: causal)
+            q: qs, k: ks, v: vs, output: saved, logSumExp: lse, gradOutput: g, scale: s, causal: causal)
         return [dq, dk, dv]
     }
 }

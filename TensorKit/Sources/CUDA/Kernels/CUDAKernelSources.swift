@@ -46,7 +46,7 @@ public enum CUDAKernelSources {
 
     /// (family, body, kernels, typed?)
     static let families: [(String, String, [String], Bool)] = [
-        ("memory", memoryBody, ["tk_copy", "tk_fill", "tk_random"], false),
+        ("memory", memoryBody, ["tk_copy", "tk_copy_transpose", "tk_fill", "tk_random"], false),
         ("elementwise", elementwiseBody, ["tk_unary", "tk_unary_backward", "tk_binary", "tk_select",
                                           "tk_geglu_forward", "tk_geglu_backward"], true),
         ("reduce", reduceBody, ["tk_reduce_rows"], true),
@@ -71,7 +71,7 @@ public enum CUDAKernelSources {
         }
         let typed = entry.3
         precondition(typed == (dtype != nil), "kernel family \(family) is \(typed ? "" : "not ")typed")
-        let define = "#define TK_DTYPE \(dtype.map { code($0) } ?? 0)\n"
+        let define = "#define TK_DTYPE \(dtype.map { code($0) } ?? 0)\n" + (CUDA.vectorAccess ? "" : "#define TK_NO_VECTORS 1\n")
         return CUDAKernelSource(family: family, dtype: dtype, source: define + prelude + entry.1, kernels: entry.2)
     }
 

@@ -89,15 +89,41 @@ extern "C" __global__ void tk_col2im(T* image, const T* col, TKConv g, int small
    bias (inner = spatial size) or a linear layer's (inner = 1), with the residual add of the block
    that follows fused in. bias and residual may be null; out may be x. 32-bit index arithmetic
    when count < 2^31. */
+__device__ __forceinline__ i64 tk_bias_channel(i64 i, i64 channels, i64 inner, bool small) {
+    return small ? (i64)(((u32)i / (u32)inner) % (u32)channels) : (i / inner) % channels;
+}
+
 extern "C" __global__ void tk_bias_residual(T* out, const T* x, const T* bias, const T* residual,
                                             i64 count, i64 channels, i64 inner) {
     const bool small = count < 2147483648LL;
+    if (tk_vec_ok(out) && tk_vec_ok(x) && tk_vec_ok(residual)) {
+        /* 16-byte vectors of x, residual and out; the bias (small, cached) element by element. */
+        const i64 vecs = count / TK_VEC;
+        TK_GRID_LOOP(w, vecs) {
+            const tk_vec xv = ((const tk_vec*)x)[w];
+            tk_vec rv, z;
+            if (residual) rv = ((const tk_vec*)residual)[w];
+#pragma unroll
+            for (int e = 0; e < TK_VEC; ++e) {
+                ACC v = tk_ld(&xv.e[e]);
+                if (bias) v = v + tk_ld(bias + tk_bias_channel(w * TK_VEC + e, channels, inner, small));
+                if (residual) v = v + tk_ld(&rv.e[e]);
+                tk_st(&z.e[e], v);
+            }
+            ((tk_vec*)out)[w] = z;
+        }
+        TK_GRID_LOOP(t, count - vecs * TK_VEC) {
+            const i64 i = vecs * TK_VEC + t;
+            ACC v = tk_ld(x + i);
+            if (bias) v = v + tk_ld(bias + tk_bias_channel(i, channels, inner, small));
+            if (residual) v = v + tk_ld(residual + i);
+            tk_st(out + i, v);
+        }
+        return;
+    }
     TK_GRID_LOOP(i, count) {
         ACC v = tk_ld(x + i);
-        if (bias) {
-            const i64 c = small ? (i64)(((u32)i / (u32)inner) % (u32)channels) : (i / inner) % channels;
-            v = v + tk_ld(bias + c);
-        }
+        if (bias) v = v + tk_ld(bias + tk_bias_channel(i, channels, inner, small));
         if (residual) v = v + tk_ld(residual + i);
         tk_st(out + i, v);
     }

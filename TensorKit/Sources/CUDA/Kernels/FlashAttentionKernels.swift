@@ -31,6 +31,11 @@
 //
 // Non-causal only, d == dv, d ≤ 128 forward and ≤ 64 backward (the register budget); other shapes
 // take the cuBLAS or fused scalar paths. Only the float16/bfloat16 instantiations define kernel bodies.
+//
+// Operands need not be contiguous (`TKFALayout`): each has its own batch, head and row strides, with
+// the head dimension unit-stride. So the heads of a [B, N, H·D] projection are read in place, and
+// the output and the gradients are written in their inputs' layout: a transformer's attention takes
+// no head-split or head-merge copies, forward or backward.
 
 extension CUDAKernelSources {
     /// Padded head dimensions with a compiled flash kernel, forward and backward.
@@ -42,7 +47,7 @@ extension CUDAKernelSources {
     static let flashVariants = [(suffix: "", pipelined: true), (suffix: "_sync", pipelined: false)]
 
     static var flashAttentionKernels: [String] {
-        flashVariants.flatMap { v in
+        ["tk_flash_rowdot"] + flashVariants.flatMap { v in
             flashForwardWidths.map { "tk_flash_forward_d\($0)\(v.suffix)" }
                 + flashBackwardWidths.flatMap { ["tk_flash_backward_dq_d\($0)\(v.suffix)", "tk_flash_backward_dkdv_d\($0)\(v.suffix)"] }
         }
@@ -52,28 +57,35 @@ extension CUDAKernelSources {
         let kernels = flashVariants.flatMap { variant -> [String] in
             let (x, p) = (variant.suffix, variant.pipelined)
             let forward = flashForwardWidths.map { w in
+                // Up to width 80, four blocks of 128 threads per multiprocessor (≤ 128 registers; no
+                // spills at sm_80/sm_90): without the bound, width 80 took 138 and fitted only three.
                 """
-                extern "C" __global__ void tk_flash_forward_d\(w)\(x)(T* out, float* lse, const T* q, const T* k, const T* v,
-                        i64 nq, i64 nk, int d, double scale) {
-                    TK_FA_BODY(tk_fa_forward<\(w), \(p)>(out, lse, q, k, v, nq, nk, d, scale))
+                extern "C" __global__ void \(w <= 80 ? "__launch_bounds__(128, 4) " : "")tk_flash_forward_d\(w)\(x)(T* out, float* lse, const T* q, const T* k, const T* v,
+                        i64 nq, i64 nk, int d, double scale, TKFALayout lay) {
+                    TK_FA_BODY(tk_fa_forward<\(w), \(p)>(out, lse, q, k, v, nq, nk, d, scale, lay))
                 }
                 """
             }
             let backward = flashBackwardWidths.map { w in
                 """
                 extern "C" __global__ void tk_flash_backward_dq_d\(w)\(x)(T* dq, const T* q, const T* k, const T* v, const T* go,
-                        const float* lse, const float* delta, i64 nq, i64 nk, int d, double scale) {
-                    TK_FA_BODY(tk_fa_backward_dq<\(w), \(p)>(dq, q, k, v, go, lse, delta, nq, nk, d, scale))
+                        const float* lse, const float* delta, i64 nq, i64 nk, int d, double scale, TKFALayout lay) {
+                    TK_FA_BODY(tk_fa_backward_dq<\(w), \(p)>(dq, q, k, v, go, lse, delta, nq, nk, d, scale, lay))
                 }
                 extern "C" __global__ void tk_flash_backward_dkdv_d\(w)\(x)(T* dk, T* dv, const T* q, const T* k, const T* v,
-                        const T* go, const float* lse, const float* delta, i64 nq, i64 nk, int d, double scale) {
-                    TK_FA_BODY(tk_fa_backward_dkdv<\(w), \(p)>(dk, dv, q, k, v, go, lse, delta, nq, nk, d, scale))
+                        const T* go, const float* lse, const float* delta, i64 nq, i64 nk, int d, double scale, TKFALayout lay) {
+                    TK_FA_BODY(tk_fa_backward_dkdv<\(w), \(p)>(dk, dv, q, k, v, go, lse, delta, nq, nk, d, scale, lay))
                 }
                 """
             }
             return forward + backward
         }
-        return tensorCoreDevice + flashAttentionDevice + kernels.joined(separator: "\n") + "\n"
+        let rowdot = """
+            extern "C" __global__ void tk_flash_rowdot(float* delta, const T* o, const T* go, i64 rows, i64 nq, int d, TKFALayout lay) {
+                TK_FA_BODY(tk_fa_rowdot(delta, o, go, rows, nq, d, lay))
+            }
+            """
+        return tensorCoreDevice + flashAttentionDevice + ([rowdot] + kernels).joined(separator: "\n") + "\n"
     }
 
     /// Tensor-core helpers shared by the flash and convolution kernels (float16/bfloat16 only): the
@@ -170,16 +182,36 @@ __device__ __forceinline__ int tk_fa_advance(int it, int tiles, F stage) {
 """#
 
     static let flashAttentionDevice = #"""
+/* Where each operand's heads and rows lie (every dtype's kernels take it; only float16/bfloat16
+   ones read it): head (b, h) of operand s starts b·batch[s] + h·head[s] elements in, its rows are
+   row[s] elements apart and its d values adjacent. [B, H, N, D] contiguous is (H·N·D, N·D, D); the
+   heads of a [B, N, H·D] projection read in place are (N·H·D, D, H·D). Slots: TK_FA_Q … TK_FA_DV. */
+struct TKFALayout {
+    i64 heads;
+    i64 batch[8], head[8], row[8];
+};
+#define TK_FA_Q 0
+#define TK_FA_K 1
+#define TK_FA_V 2
+#define TK_FA_O 3
+#define TK_FA_GO 4
+#define TK_FA_DQ 5
+#define TK_FA_DK 6
+#define TK_FA_DV 7
+
 #if TK_DTYPE == 2 || TK_DTYPE == 3
 #define TK_FA_BODY(...) __VA_ARGS__;
 #define TK_FA_ROWS 64
 #define TK_FA_LOG2E 1.4426950408889634f
 #define TK_FA_LN2 0.6931471805599453f
 
+/* One head of one operand: its first element as raw 16-bit values and its row pitch (elements). */
+struct tk_fa_mat { const u16* p; int pitch; };
+
 /* Two adjacent values of row `row`, columns col and col + 1, of a [rows, d] matrix; zero outside. */
-__device__ __forceinline__ u32 tk_fa_pair(const u16* m, int row, int rows, int col, int d) {
+__device__ __forceinline__ u32 tk_fa_pair(tk_fa_mat m, int row, int rows, int col, int d) {
     if (row >= rows) return 0u;
-    const u16* p = m + row * d;
+    const u16* p = m.p + row * m.pitch;
     u32 lo = col < d ? (u32)p[col] : 0u;
     u32 hi = col + 1 < d ? (u32)p[col + 1] : 0u;
     return lo | (hi << 16);
@@ -187,7 +219,7 @@ __device__ __forceinline__ u32 tk_fa_pair(const u16* m, int row, int rows, int c
 
 /* The A fragments of rows r0..r0+15 of a [rows, d] matrix, DP/16 column steps of 16. */
 template <int DP>
-__device__ __forceinline__ void tk_fa_load_a(u32 (*a)[4], const u16* m, int r0, int rows, int d, int g, int t) {
+__device__ __forceinline__ void tk_fa_load_a(u32 (*a)[4], tk_fa_mat m, int r0, int rows, int d, int g, int t) {
 #pragma unroll
     for (int ks = 0; ks < DP / 16; ++ks) {
         const int c = ks * 16 + 2 * t;
@@ -199,29 +231,30 @@ __device__ __forceinline__ void tk_fa_load_a(u32 (*a)[4], const u16* m, int r0, 
 }
 
 /* Rows r0..r0+63 of a [rows, d] matrix into shared memory [64][DP + 8], zero-padded (the whole
-   block). P: 16-byte cp.async copies when every row starts 16-byte aligned (d % 8 == 0 and an
-   aligned base), which land at the caller's wait; otherwise plain 32- or 16-bit loads and stores. */
+   block). P: 16-byte cp.async copies when every row starts 16-byte aligned (d and the row pitch
+   multiples of 8, an aligned base), which land at the caller's wait; otherwise plain 32- or 16-bit
+   loads and stores. */
 template <int DP, bool P>
-__device__ __forceinline__ void tk_fa_load_tile(u16* s, const u16* m, int r0, int rows, int d) {
+__device__ __forceinline__ void tk_fa_load_tile(u16* s, tk_fa_mat m, int r0, int rows, int d) {
     const int pitch = DP + 8;
-    if (P && (d & 7) == 0 && (((u64)m) & 15u) == 0) {
+    if (P && ((d | m.pitch) & 7) == 0 && (((u64)m.p) & 15u) == 0) {
         for (int e = threadIdx.x; e < TK_FA_ROWS * (DP / 8); e += blockDim.x) {
             const int r = e / (DP / 8), c = 8 * (e % (DP / 8));
             const bool ok = r0 + r < rows && c < d;
-            tk_fa_copy16(s + r * pitch + c, ok ? m + (r0 + r) * d + c : m, ok);
+            tk_fa_copy16(s + r * pitch + c, ok ? m.p + (r0 + r) * m.pitch + c : m.p, ok);
         }
-    } else if ((d & 1) == 0 && (((u64)m) & 3u) == 0) {
+    } else if (((d | m.pitch) & 1) == 0 && (((u64)m.p) & 3u) == 0) {
         /* Pairs never straddle the row end when d is even: 32-bit loads and stores. */
         for (int e = threadIdx.x; e < TK_FA_ROWS * (DP / 2); e += blockDim.x) {
             const int r = e / (DP / 2), c = 2 * (e % (DP / 2));
             u32 w = 0u;
-            if (r0 + r < rows && c < d) w = *(const u32*)(m + (r0 + r) * d + c);
+            if (r0 + r < rows && c < d) w = *(const u32*)(m.p + (r0 + r) * m.pitch + c);
             *(u32*)(s + r * pitch + c) = w;
         }
     } else {
         for (int e = threadIdx.x; e < TK_FA_ROWS * DP; e += blockDim.x) {
             const int r = e / DP, c = e % DP;
-            s[r * pitch + c] = (r0 + r < rows && c < d) ? m[(r0 + r) * d + c] : (u16)0;
+            s[r * pitch + c] = (r0 + r < rows && c < d) ? m.p[(r0 + r) * m.pitch + c] : (u16)0;
         }
     }
 }
@@ -245,8 +278,16 @@ __device__ __forceinline__ tk_fa_place tk_fa_locate(i64 rows) {
     return { lane >> 2, lane & 3, lane, (int)((i64)blockIdx.x % blocks) * TK_FA_ROWS + warp * 16, (i64)blockIdx.x / blocks };
 }
 
-/* Head bh of a contiguous [BH, rows, d] tensor, as raw 16-bit values. */
-__device__ __forceinline__ const u16* tk_fa_head(const T* m, i64 bh, i64 rows, int d) { return (const u16*)m + bh * rows * d; }
+/* Head bh (= b·heads + h) of operand `slot`, read as raw 16-bit values; tk_fa_out: the same for an
+   output, in the storage type. */
+__device__ __forceinline__ i64 tk_fa_offset(const TKFALayout& at, int slot, i64 bh) {
+    const i64 b = bh / at.heads;
+    return b * at.batch[slot] + (bh - b * at.heads) * at.head[slot];
+}
+__device__ __forceinline__ tk_fa_mat tk_fa_head(const T* m, const TKFALayout& at, int slot, i64 bh) {
+    return { (const u16*)m + tk_fa_offset(at, slot, bh), (int)at.row[slot] };
+}
+__device__ __forceinline__ T* tk_fa_out(T* m, const TKFALayout& at, int slot, i64 bh) { return m + tk_fa_offset(at, slot, bh); }
 
 /* Shared tiles of the other side, double-buffered when two stages of two tiles fit in 46 KiB (head
    widths up to 80): a[s] and b[s] hold 64 rows each, la[s] and lb[s] 64 row statistics (dK/dV). */
@@ -341,17 +382,18 @@ __device__ __forceinline__ float tk_fa_quad_sum(float x) {
     return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
-/* Writes rows r0+g and r0+g+8 of a 16 × DP accumulator (times `mul`) into a [rows, d] matrix. */
+/* Writes rows r0+g and r0+g+8 of a 16 × DP accumulator (times `mul`) into a [rows, d] matrix whose
+   rows are `pitch` elements apart. */
 template <int DP>
-__device__ __forceinline__ void tk_fa_store(T* m, const float (*acc)[4], int r0, int rows, int d, float mul0, float mul1, int g, int t) {
+__device__ __forceinline__ void tk_fa_store(T* m, int pitch, const float (*acc)[4], int r0, int rows, int d, float mul0, float mul1, int g, int t) {
 #pragma unroll
     for (int dt = 0; dt < DP / 8; ++dt) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
             const int c = dt * 8 + 2 * t + e;
             if (c >= d) continue;
-            if (r0 + g < rows) tk_st(m + (r0 + g) * d + c, acc[dt][e] * mul0);
-            if (r0 + g + 8 < rows) tk_st(m + (r0 + g + 8) * d + c, acc[dt][2 + e] * mul1);
+            if (r0 + g < rows) tk_st(m + (r0 + g) * pitch + c, acc[dt][e] * mul0);
+            if (r0 + g + 8 < rows) tk_st(m + (r0 + g + 8) * pitch + c, acc[dt][2 + e] * mul1);
         }
     }
 }
@@ -360,8 +402,7 @@ __device__ __forceinline__ void tk_fa_store(T* m, const float (*acc)[4], int r0,
    into sm.b (buffer `advance` returns), the next pair's copies started (tk_fa_advance). */
 template <int DP>
 struct tk_fa_stream {
-    const u16* k;
-    const u16* v;
+    tk_fa_mat k, v;
     int keys, d;
     __device__ __forceinline__ int tiles() const { return (keys + TK_FA_ROWS - 1) / TK_FA_ROWS; }
     template <bool P>
@@ -373,22 +414,40 @@ struct tk_fa_stream {
     }
 };
 
-/* Grid: BH · ceil(nq / 64) blocks of 128 threads; q, k, v, out [BH, n, d] contiguous with n·d < 2³¹;
-   lse [BH, nq]. */
+/* The backward's delta[bh·nq + i] = Σ_c o[i, c] · dO[i, c] of head bh (operands TK_FA_O and TK_FA_GO
+   as laid out), a warp per row: tk_attention_backward_rowdot for the flash kernels' layouts, summed
+   in the same order. */
+__device__ __forceinline__ void tk_fa_rowdot(float* delta, const T* o, const T* go, i64 rows, i64 nq, int d,
+                                             const TKFALayout& lay) {
+    const int lane = threadIdx.x & 31;
+    const i64 warps = ((i64)gridDim.x * blockDim.x) >> 5;
+    for (i64 row = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; row < rows; row += warps) {
+        const i64 bh = row / nq, i = row - bh * nq;
+        const T* op = o + tk_fa_offset(lay, TK_FA_O, bh) + i * lay.row[TK_FA_O];
+        const T* gp = go + tk_fa_offset(lay, TK_FA_GO, bh) + i * lay.row[TK_FA_GO];
+        float s = 0.f;
+        for (int c = lane; c < d; c += 32) s += tk_ld(op + c) * tk_ld(gp + c);
+        s = tk_warp_sum(s);
+        if (lane == 0) delta[row] = s;
+    }
+}
+
+/* Grid: BH · ceil(nq / 64) blocks of 128 threads; q, k, v, out [B, H, n, d] laid out as `lay` says,
+   every row offset (n · pitch) < 2³¹; lse [BH, nq] contiguous. */
 template <int DP, bool P>
 __device__ __forceinline__ void tk_fa_forward(T* out, float* lse, const T* q, const T* k, const T* v,
-                                              i64 nq, i64 nk, int d, double scale) {
+                                              i64 nq, i64 nk, int d, double scale, const TKFALayout& lay) {
     __shared__ __align__(16) tk_fa_tiles<DP> sm;
     const tk_fa_place at = tk_fa_locate(nq);
     const int g = at.g, t = at.t, r0 = at.r0, rows = (int)nq, keys = (int)nk;
     const i64 bh = at.bh;
     const float c = (float)scale * TK_FA_LOG2E;
     u32 qa[DP / 16][4];
-    tk_fa_load_a<DP>(qa, tk_fa_head(q, bh, nq, d), r0, rows, d, g, t);
+    tk_fa_load_a<DP>(qa, tk_fa_head(q, lay, TK_FA_Q, bh), r0, rows, d, g, t);
     float o[DP / 8][4];
     tk_fa_zero<DP>(o);
     float m0 = -TK_INF, m1 = -TK_INF, l0 = 0.f, l1 = 0.f;
-    const tk_fa_stream<DP> kv{ tk_fa_head(k, bh, nk, d), tk_fa_head(v, bh, nk, d), keys, d };
+    const tk_fa_stream<DP> kv{ tk_fa_head(k, lay, TK_FA_K, bh), tk_fa_head(v, lay, TK_FA_V, bh), keys, d };
 
     for (int it = 0; it < kv.tiles(); ++it) {
         const int buf = kv.template advance<P>(sm, it);
@@ -426,8 +485,7 @@ __device__ __forceinline__ void tk_fa_forward(T* out, float* lse, const T* q, co
     }
     l0 = tk_fa_quad_sum(l0);
     l1 = tk_fa_quad_sum(l1);
-    T* oh = out + bh * nq * d;
-    tk_fa_store<DP>(oh, o, r0, rows, d, 1.f / l0, 1.f / l1, g, t);
+    tk_fa_store<DP>(tk_fa_out(out, lay, TK_FA_O, bh), (int)lay.row[TK_FA_O], o, r0, rows, d, 1.f / l0, 1.f / l1, g, t);
     if (t == 0) {
         if (r0 + g < rows) lse[bh * nq + r0 + g] = (m0 + log2f(l0)) * TK_FA_LN2;
         if (r0 + g + 8 < rows) lse[bh * nq + r0 + g + 8] = (m1 + log2f(l1)) * TK_FA_LN2;
@@ -437,15 +495,16 @@ __device__ __forceinline__ void tk_fa_forward(T* out, float* lse, const T* q, co
 /* dQ = scale · Σ_j dS·K with dS = P ⊙ (dP − delta), dP = dO·Vᵀ. Grid as the forward. */
 template <int DP, bool P>
 __device__ __forceinline__ void tk_fa_backward_dq(T* dq, const T* q, const T* k, const T* v, const T* go,
-                                                  const float* lse, const float* delta, i64 nq, i64 nk, int d, double scale) {
+                                                  const float* lse, const float* delta, i64 nq, i64 nk, int d, double scale,
+                                                  const TKFALayout& lay) {
     __shared__ __align__(16) tk_fa_tiles<DP> sm;
     const tk_fa_place at = tk_fa_locate(nq);
     const int g = at.g, t = at.t, r0 = at.r0, rows = (int)nq, keys = (int)nk;
     const i64 bh = at.bh;
     const float c = (float)scale * TK_FA_LOG2E;
     u32 qa[DP / 16][4], ga[DP / 16][4];
-    tk_fa_load_a<DP>(qa, tk_fa_head(q, bh, nq, d), r0, rows, d, g, t);
-    tk_fa_load_a<DP>(ga, tk_fa_head(go, bh, nq, d), r0, rows, d, g, t);
+    tk_fa_load_a<DP>(qa, tk_fa_head(q, lay, TK_FA_Q, bh), r0, rows, d, g, t);
+    tk_fa_load_a<DP>(ga, tk_fa_head(go, lay, TK_FA_GO, bh), r0, rows, d, g, t);
     /* This lane's two rows: their log-sum-exp (log2 units) and delta; zero past the end. */
     const bool in0 = r0 + g < rows, in1 = r0 + g + 8 < rows;
     const float* lh = lse + bh * nq + r0 + g;
@@ -454,7 +513,7 @@ __device__ __forceinline__ void tk_fa_backward_dq(T* dq, const T* q, const T* k,
     const float D0 = in0 ? dh[0] : 0.f, D1 = in1 ? dh[8] : 0.f;
     float acc[DP / 8][4];
     tk_fa_zero<DP>(acc);
-    const tk_fa_stream<DP> kv{ tk_fa_head(k, bh, nk, d), tk_fa_head(v, bh, nk, d), keys, d };
+    const tk_fa_stream<DP> kv{ tk_fa_head(k, lay, TK_FA_K, bh), tk_fa_head(v, lay, TK_FA_V, bh), keys, d };
 
     for (int it = 0; it < kv.tiles(); ++it) {
         const int buf = kv.template advance<P>(sm, it);
@@ -477,26 +536,26 @@ __device__ __forceinline__ void tk_fa_backward_dq(T* dq, const T* q, const T* k,
         tk_fa_mma_cols<DP, P>(acc, s, sm.a[buf], at.lane);
         __syncthreads();
     }
-    tk_fa_store<DP>(dq + bh * nq * d, acc, r0, rows, d, (float)scale, (float)scale, g, t);
+    tk_fa_store<DP>(tk_fa_out(dq, lay, TK_FA_DQ, bh), (int)lay.row[TK_FA_DQ], acc, r0, rows, d, (float)scale, (float)scale, g, t);
 }
 
 /* dV = Σ_i Pᵀ·dO and dK = scale · Σ_i dSᵀ·Q, a warp per 16 keys. Grid: BH · ceil(nk / 64) blocks. */
 template <int DP, bool P>
 __device__ __forceinline__ void tk_fa_backward_dkdv(T* dk, T* dv, const T* q, const T* k, const T* v, const T* go,
-                                                    const float* lse, const float* delta, i64 nq, i64 nk, int d, double scale) {
+                                                    const float* lse, const float* delta, i64 nq, i64 nk, int d, double scale,
+                                                    const TKFALayout& lay) {
     __shared__ __align__(16) tk_fa_tiles<DP> sm;
     const tk_fa_place at = tk_fa_locate(nk);
     const int g = at.g, t = at.t, r0 = at.r0, rows = (int)nq, keys = (int)nk;
     const i64 bh = at.bh;
     const float c = (float)scale * TK_FA_LOG2E;
     u32 ka[DP / 16][4], va[DP / 16][4];
-    tk_fa_load_a<DP>(ka, tk_fa_head(k, bh, nk, d), r0, keys, d, g, t);
-    tk_fa_load_a<DP>(va, tk_fa_head(v, bh, nk, d), r0, keys, d, g, t);
+    tk_fa_load_a<DP>(ka, tk_fa_head(k, lay, TK_FA_K, bh), r0, keys, d, g, t);
+    tk_fa_load_a<DP>(va, tk_fa_head(v, lay, TK_FA_V, bh), r0, keys, d, g, t);
     float accK[DP / 8][4], accV[DP / 8][4];
     tk_fa_zero<DP>(accK);
     tk_fa_zero<DP>(accV);
-    const u16* qh = tk_fa_head(q, bh, nq, d);
-    const u16* gh = tk_fa_head(go, bh, nq, d);
+    const tk_fa_mat qh = tk_fa_head(q, lay, TK_FA_Q, bh), gh = tk_fa_head(go, lay, TK_FA_GO, bh);
     const int tiles = (rows + TK_FA_ROWS - 1) / TK_FA_ROWS;
 
     for (int it = 0; it < tiles; ++it) {
@@ -531,8 +590,8 @@ __device__ __forceinline__ void tk_fa_backward_dkdv(T* dk, T* dv, const T* q, co
         tk_fa_mma_cols<DP, P>(accK, dpt, sm.a[buf], at.lane);
         __syncthreads();
     }
-    tk_fa_store<DP>(dk + bh * nk * d, accK, r0, keys, d, (float)scale, (float)scale, g, t);
-    tk_fa_store<DP>(dv + bh * nk * d, accV, r0, keys, d, 1.f, 1.f, g, t);
+    tk_fa_store<DP>(tk_fa_out(dk, lay, TK_FA_DK, bh), (int)lay.row[TK_FA_DK], accK, r0, keys, d, (float)scale, (float)scale, g, t);
+    tk_fa_store<DP>(tk_fa_out(dv, lay, TK_FA_DV, bh), (int)lay.row[TK_FA_DV], accV, r0, keys, d, 1.f, 1.f, g, t);
 }
 #else
 /* float32/float64: the kernels exist (one module per dtype) but are never launched. */

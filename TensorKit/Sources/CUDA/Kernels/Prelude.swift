@@ -58,6 +58,21 @@ typedef float ACC;
 #define TK_INF __int_as_float(0x7F800000)
 #endif
 
+/* TK_VEC elements of T in 16 bytes. Elementwise kernels whose operands are all contiguous and
+   16-byte aligned load and store a vector per thread and step: one 2-byte access per thread keeps
+   too few bytes in flight to fill the memory bus. The host sizes their grids the same way
+   (`CUDADeviceContext.elementGrid`). tk_vec_ok: p may be read a vector at a time (a null operand
+   may); never with TK_NO_VECTORS (`CUDA.vectorAccess` off). */
+#define TK_VEC (16 / (int)sizeof(T))
+struct __align__(16) tk_vec { T e[16 / sizeof(T)]; };
+__device__ __forceinline__ bool tk_vec_ok(const void* p) {
+#ifdef TK_NO_VECTORS
+    return false;
+#else
+    return (((u64)p) & 15u) == 0;
+#endif
+}
+
 /* Math on the accumulation type (explicit float/double entry points). */
 __device__ __forceinline__ float tk_exp(float x) { return expf(x); }
 __device__ __forceinline__ double tk_exp(double x) { return exp(x); }
