@@ -139,6 +139,28 @@ static void checkElementwise() {
         bad += tk_ld(&out[i]) != tk_ld(&want);
     }
     report("binary add, broadcast row (strided path)", bad, rows * cols, 0);
+    /* One value per row over rows of whole vectors (a time embedding over an image): the per-vector
+       path, the broadcast operand second (add) and first (sub: the operand order matters). */
+    const long wide = 64;
+    auto img = stored(rows * wide, 26, 1.f), per = stored(rows, 27, 1.f);
+    std::vector<T> o2(rows * wide);
+    for (int first = 0; first < 2; ++first) {
+        const TKGeom gb = first ? geometry({rows, wide}, {{1, 0}, {wide, 1}}) : geometry({rows, wide}, {{wide, 1}, {1, 0}});
+        const int op = first ? 1 : 0;
+        tk_host_launch(2, 64, [&] {
+            if (first) tk_binary(o2.data(), per.data(), img.data(), op, gb);
+            else tk_binary(o2.data(), img.data(), per.data(), op, gb);
+        });
+        bad = 0;
+        for (long i = 0; i < rows * wide; ++i) {
+            T want;
+            const ACC x = tk_ld(&img[i]), y = tk_ld(&per[i / wide]);
+            tk_st(&want, first ? y - x : x + y);
+            bad += tk_ld(&o2[i]) != tk_ld(&want);
+        }
+        report(first ? "binary sub, a value per row first (per-vector path)" : "binary add, a value per row second (per-vector path)",
+               bad, rows * wide, 0);
+    }
 }
 
 int main() {

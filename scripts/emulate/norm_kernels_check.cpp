@@ -101,9 +101,10 @@ static void checkGroupNorm(long n, long channels, long groups, long spatial, boo
     report(name + ": db", db, DB);
 }
 
-static void checkLayerNorm(long rows, long count, long chunkRows, bool affine) {
-    const std::string name = "layer norm " + std::to_string(rows) + "x" + std::to_string(count) + " chunks of "
-        + std::to_string(chunkRows) + (affine ? " affine" : "");
+/* warp: the warp-per-row kernels (tk_layer_norm_*_warp) for the forward and dx, else a block per row. */
+static void checkLayerNorm(long rows, long count, long chunkRows, bool affine, bool warp = false) {
+    const std::string name = std::string(warp ? "layer norm (warp per row) " : "layer norm ") + std::to_string(rows) + "x"
+        + std::to_string(count) + " chunks of " + std::to_string(chunkRows) + (affine ? " affine" : "");
     const long chunks = (rows + chunkRows - 1) / chunkRows, tiles = (count + 31) / 32;
     auto x = randomValues(rows * count, 5, -0.2f, 1.3f), w = randomValues(count, 6, 1.f, 0.5f), b = randomValues(count, 7);
     auto go = randomValues(rows * count, 8);
@@ -111,8 +112,13 @@ static void checkLayerNorm(long rows, long count, long chunkRows, bool affine) {
     const float* bp = affine ? b.data() : nullptr;
     std::vector<float> y(rows * count, NAN), mean(rows, NAN), rstd(rows, NAN), dx(rows * count, NAN), dw(count, NAN), db(count, NAN);
     std::vector<double> partial(2 * chunks * count, NAN);
-    tk_host_launch(3, 64, [&] { tk_layer_norm_forward(y.data(), mean.data(), rstd.data(), x.data(), wp, bp, rows, count, 1e-5); });
-    tk_host_launch(3, 64, [&] { tk_layer_norm_backward(dx.data(), go.data(), x.data(), wp, mean.data(), rstd.data(), rows, count); });
+    if (warp) {  /* 3 blocks of 2 warps: six rows at a time, each warp striding over the rest */
+        tk_host_launch(3, 64, [&] { tk_layer_norm_forward_warp(y.data(), mean.data(), rstd.data(), x.data(), wp, bp, rows, count, 1e-5); });
+        tk_host_launch(3, 64, [&] { tk_layer_norm_backward_warp(dx.data(), go.data(), x.data(), wp, mean.data(), rstd.data(), rows, count); });
+    } else {
+        tk_host_launch(3, 64, [&] { tk_layer_norm_forward(y.data(), mean.data(), rstd.data(), x.data(), wp, bp, rows, count, 1e-5); });
+        tk_host_launch(3, 64, [&] { tk_layer_norm_backward(dx.data(), go.data(), x.data(), wp, mean.data(), rstd.data(), rows, count); });
+    }
     tk_host_launch(2, 256, [&] {
         tk_layer_norm_params_partial(partial.data(), go.data(), x.data(), mean.data(), rstd.data(), rows, count, chunkRows, chunks);
     });
@@ -157,6 +163,9 @@ int main() {
     checkGroupNorm(1, 2, 1, 150, true, true, 1, 70);  // more chunks than threads per block (64)
     checkLayerNorm(140, 72, 64, true);              // three row chunks, a partial last column tile
     checkLayerNorm(5, 40, 128, false);
+    checkLayerNorm(140, 72, 64, true, true);        // a warp per row: rows wider than a warp, strided over
+    checkLayerNorm(7, 20, 128, false, true);        // rows narrower than a warp (lanes left idle)
+    checkLayerNorm(3, 320, 128, true, true);        // SD 1.5's first level width
     std::printf("norm kernels: %d failure(s)\n", failures);
     return failures ? 1 : 0;
 }

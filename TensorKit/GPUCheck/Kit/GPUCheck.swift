@@ -73,6 +73,9 @@ public enum GPUCheck {
         }
         return [
             Case("add (broadcast)", [f([4, 1, 33]), f([1, 5, 33])]) { $0[0] + $0[1] },
+            // A value per (sample, channel) over an image, on either side (ResNet blocks' time embedding).
+            Case("add per channel", [f([2, 8, 4, 8]), f([2, 8, 1, 1])]) { $0[0] + $0[1] },
+            Case("sub per channel first", [f([2, 8, 1, 1]), f([2, 8, 4, 8])]) { $0[0] - $0[1] },
             Case("sub", [f([6, 70]), f([6, 70])]) { $0[0] - $0[1] },
             Case("mul (broadcast)", [f([3, 8, 9]), f([8, 1])]) { $0[0] * $0[1] },
             Case("div", [f([5, 40]), pos([5, 40])]) { $0[0] / $0[1] },
@@ -209,6 +212,10 @@ public enum GPUCheck {
             // that leaves the last 32-column tile partial.
             Case("layer norm many rows", [f([3, 300, 72]), f([72]), f([72])]) {
                 layerNorm($0[0], normalizedShape: [72], weight: $0[1], bias: $0[2])
+            },
+            // Rows up to 2048 wide take a warp each (all the cases above); wider ones a block each.
+            Case("layer norm wide rows", [f([2, 3, 2100]), f([2100]), f([2100])]) {
+                layerNorm($0[0], normalizedShape: [2100], weight: $0[1], bias: $0[2])
             },
             Case("softmax", [f([6, 77])]) { $0[0].softmax() },
             Case("log softmax", [f([6, 77])]) { $0[0].logSoftmax() },

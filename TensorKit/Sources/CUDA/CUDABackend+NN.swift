@@ -325,6 +325,15 @@ extension CUDABackend {
         return (dx, weight == nil ? nil : dw, db)
     }
 
+    /// Rows of at most this many values are normalised a warp per row (8 per block, no barriers);
+    /// wider ones a block per row.
+    static let layerNormWarpMaximum = 2048
+
+    /// The layer-norm kernel (`base`, or its `_warp` form for narrow rows) and its grid of 256-thread blocks.
+    private func layerNormLaunch(_ base: String, rows: Int, count: Int) -> (String, Int) {
+        count <= CUDABackend.layerNormWarpMaximum ? (base + "_warp", min((rows + 7) / 8, 1 << 18)) : (base, min(rows, 1 << 18))
+    }
+
     public func layerNorm(_ x: Tensor, normalizedCount: Int, weight: Tensor?, bias: Tensor?, eps: Double) -> (Tensor, NormStatistics) {
         precondition(normalizedCount > 0 && x.numel % normalizedCount == 0,
                      "layerNorm kernel: input size \(x.shape) is not a multiple of \(normalizedCount)")
@@ -335,7 +344,8 @@ extension CUDABackend {
         let out = uninitialized(x.shape, x.dtype)
         let mean = uninitialized([rows], acc), rstd = uninitialized([rows], acc)
         if rows > 0 {
-            ctx.launch("norm", x.dtype, "tk_layer_norm_forward", grid: min(rows, 1 << 18), block: 256, [
+            let (kernel, grid) = layerNormLaunch("tk_layer_norm_forward", rows: rows, count: normalizedCount)
+            ctx.launch("norm", x.dtype, kernel, grid: grid, block: 256, [
                 ptr(out), ptr(mean), ptr(rstd), ptr(xs), ptr(weight.map(contiguous)), ptr(bias.map(contiguous)),
                 .int64(Int64(rows)), .int64(Int64(normalizedCount)), .float64(eps),
             ])
@@ -355,7 +365,8 @@ extension CUDABackend {
         let dx = uninitialized(x.shape, x.dtype)
         let w = weight.map(contiguous)
         if rows > 0 {
-            ctx.launch("norm", x.dtype, "tk_layer_norm_backward", grid: min(rows, 1 << 18), block: 256, [
+            let (kernel, grid) = layerNormLaunch("tk_layer_norm_backward", rows: rows, count: normalizedCount)
+            ctx.launch("norm", x.dtype, kernel, grid: grid, block: 256, [
                 ptr(dx), ptr(gs), ptr(xs), ptr(w), ptr(mean), ptr(rstd), .int64(Int64(rows)), .int64(Int64(normalizedCount)),
             ])
         }

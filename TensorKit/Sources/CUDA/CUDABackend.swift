@@ -293,7 +293,11 @@ public final class CUDABackend: Backend {
         let out = uninitialized(a.shape, a.dtype)
         if a.numel == 0 { return out }
         let g = CUDAGeometry(shape: a.shape, strides: [a.strides, b.strides])
-        let grid = CUDADeviceContext.elementGrid(g.count, elementSize: a.dtype.byteSize, vector: vectorPath(g, [out, a, b]))
+        // The kernel's vector paths: both operands contiguous, or one contiguous and the other one
+        // value per vector (its aligned vectors only are read).
+        let perVector = g.rowBroadcast(vector: max(16 / a.dtype.byteSize, 1))
+            && vectorAligned([out, g.strides[1].last == 0 ? a : b])
+        let grid = CUDADeviceContext.elementGrid(g.count, elementSize: a.dtype.byteSize, vector: vectorPath(g, [out, a, b]) || perVector)
         ctx.launch("elementwise", a.dtype, "tk_binary", grid: grid, block: 256,
                    [ptr(out), ptr(a), ptr(b), .int32(CUDABackend.binaryCode(op)), .words(g.words)])
         return out

@@ -59,6 +59,14 @@ struct CUDAGeometry {
         return strides.allSatisfy { $0 == contiguous }
     }
 
+    /// Two operands, one contiguous and the other constant along the innermost axis, whose length is
+    /// a multiple of `vector` elements (tk_binary's per-vector broadcast path).
+    func rowBroadcast(vector: Int) -> Bool {
+        guard strides.count == 2, let last = shape.indices.last, shape[last] % vector == 0 else { return false }
+        let contiguous = Tensor.contiguousStrides(shape)
+        return (strides[0] == contiguous && strides[1][last] == 0) || (strides[1] == contiguous && strides[0][last] == 0)
+    }
+
     /// Words in TKGeom order: rank, count, contiguous mask, shape[8], strides[4][8].
     var words: [Int64] {
         var mask: Int64 = 0

@@ -53,6 +53,7 @@ public enum CUDAKernelSources {
         ("norm", normBody, ["tk_group_norm_partial", "tk_group_norm_forward", "tk_group_norm_backward_partial",
                             "tk_group_norm_backward", "tk_group_norm_params",
                             "tk_layer_norm_forward", "tk_layer_norm_backward",
+                            "tk_layer_norm_forward_warp", "tk_layer_norm_backward_warp",
                             "tk_layer_norm_params_partial", "tk_layer_norm_params_reduce"], true),
         ("softmax", softmaxBody, ["tk_softmax_forward", "tk_softmax_backward"], true),
         ("attention", attentionBody, ["tk_attention_forward", "tk_attention_backward_rowdot",

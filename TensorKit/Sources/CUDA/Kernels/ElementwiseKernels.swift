@@ -143,6 +143,27 @@ extern "C" __global__ void tk_binary(T* out, const T* a, const T* b, int op, TKG
         }
         return;
     }
+    /* One operand contiguous, the other constant along the innermost axis, whose length is whole
+       vectors (a per-channel value over an image: a time embedding added to a [B, C, H, W]
+       activation): vectors of the first, one value of the other per vector. */
+    const int last = (int)g.rank - 1;
+    const bool rowA = (g.contiguous & 1) && g.strides[1][last] == 0, rowB = (g.contiguous & 2) && g.strides[0][last] == 0;
+    if ((rowA || rowB) && g.shape[last] % TK_VEC == 0 && tk_vec_ok(out) && tk_vec_ok(rowA ? a : b)) {
+        const tk_vec* full = (const tk_vec*)(rowA ? a : b);
+        const T* single = rowA ? b : a;
+        TK_GRID_LOOP(v, g.count / TK_VEC) {
+            const tk_vec xv = full[v];
+            const ACC y = tk_ld(single + tk_offset(g, rowA ? 1 : 0, v * TK_VEC));
+            tk_vec z;
+#pragma unroll
+            for (int e = 0; e < TK_VEC; ++e) {
+                const ACC x = tk_ld(&xv.e[e]);
+                tk_st(&z.e[e], rowA ? tk_binary_apply(op, x, y) : tk_binary_apply(op, y, x));
+            }
+            ((tk_vec*)out)[v] = z;
+        }
+        return;
+    }
     TK_GRID_LOOP(i, g.count) {
         tk_st(out + i, tk_binary_apply(op, tk_ld(a + tk_offset(g, 0, i)), tk_ld(b + tk_offset(g, 1, i))));
     }

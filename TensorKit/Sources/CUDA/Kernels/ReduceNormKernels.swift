@@ -31,19 +31,37 @@ extern "C" __global__ void tk_reduce_rows(T* out, const T* x, i64 rows, i64 inne
 """#
 
     static let normBody = #"""
-/* Mean and 1/sqrt(var + eps) of n contiguous values, corrected two-pass (as CPUNorm.swift). */
+/* Who works on one row: a whole block (WARP false: threads step blockDim.x, sums across the block
+   through `scratch`, barriers between rows) or one warp (WARP true: lanes step 32, sums by
+   shuffles, no barriers; 8 rows per block of 256 threads). Layer norm takes the warp for rows of at
+   most `CUDABackend.layerNormWarpMaximum` values (SD's 320 to 1280, CLIP's 768), where a block per
+   row left most of its threads idle and paid three block-wide reductions per row. */
+template <bool WARP> struct tk_team {
+    __device__ static int first() { return WARP ? (int)(threadIdx.x & 31) : (int)threadIdx.x; }
+    __device__ static int step() { return WARP ? 32 : (int)blockDim.x; }
+    __device__ static bool leader() { return first() == 0; }
+    __device__ static double sum(double v, double* scratch) { return WARP ? tk_warp_sum(v) : tk_block_sum(v, scratch); }
+    __device__ static i64 firstRow() { return WARP ? (((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5) : (i64)blockIdx.x; }
+    __device__ static i64 rowStep() { return WARP ? (((i64)gridDim.x * blockDim.x) >> 5) : (i64)gridDim.x; }
+    __device__ static void endRow() { if (!WARP) __syncthreads(); }
+};
+
+/* Mean and 1/sqrt(var + eps) of n contiguous values, corrected two-pass (as CPUNorm.swift), by the
+   team (block) or by the calling warp. */
+template <bool WARP = false>
 __device__ void tk_moments(const T* x, i64 n, double eps, double* scratch, double* meanOut, double* rstdOut) {
+    typedef tk_team<WARP> team;
     double s = 0.0;
-    for (i64 i = threadIdx.x; i < n; i += blockDim.x) s += (double)tk_ld(x + i);
-    double first = tk_block_sum(s, scratch) / (double)n;
+    for (i64 i = team::first(); i < n; i += team::step()) s += (double)tk_ld(x + i);
+    double first = team::sum(s, scratch) / (double)n;
     ACC m1 = (ACC)first;
     double d1 = 0.0, d2 = 0.0;
-    for (i64 i = threadIdx.x; i < n; i += blockDim.x) {
+    for (i64 i = team::first(); i < n; i += team::step()) {
         double d = (double)(tk_ld(x + i) - m1);
         d1 += d; d2 += d * d;
     }
-    d1 = tk_block_sum(d1, scratch);
-    d2 = tk_block_sum(d2, scratch);
+    d1 = team::sum(d1, scratch);
+    d2 = team::sum(d2, scratch);
     double shift = d1 / (double)n;
     double var = d2 / (double)n - shift * shift;
     if (var < 0.0) var = 0.0;
@@ -219,52 +237,76 @@ extern "C" __global__ void tk_group_norm_params(T* dw, T* dbias, const T* go, co
     }
 }
 
-/* x [rows, count] contiguous, one block per row; w/b [count] optional. */
-extern "C" __global__ void tk_layer_norm_forward(T* y, ACC* meanOut, ACC* rstdOut, const T* x, const T* w, const T* b,
-                                                 i64 rows, i64 count, double eps) {
-    __shared__ double scratch[32];
-    for (i64 row = blockIdx.x; row < rows; row += gridDim.x) {
+/* x [rows, count] contiguous, a team (block or warp, see tk_team) per row; w/b [count] optional. */
+template <bool WARP>
+__device__ __forceinline__ void tk_layer_norm_forward_rows(T* y, ACC* meanOut, ACC* rstdOut, const T* x, const T* w, const T* b,
+                                                           i64 rows, i64 count, double eps, double* scratch) {
+    typedef tk_team<WARP> team;
+    for (i64 row = team::firstRow(); row < rows; row += team::rowStep()) {
         const T* xr = x + row * count;
         T* yr = y + row * count;
         double mean, rstd;
-        tk_moments(xr, count, eps, scratch, &mean, &rstd);
+        tk_moments<WARP>(xr, count, eps, scratch, &mean, &rstd);
         ACC m = (ACC)mean, r = (ACC)rstd;
-        if (threadIdx.x == 0) { meanOut[row] = m; rstdOut[row] = r; }
-        for (i64 i = threadIdx.x; i < count; i += blockDim.x) {
+        if (team::leader()) { meanOut[row] = m; rstdOut[row] = r; }
+        for (i64 i = team::first(); i < count; i += team::step()) {
             ACC v = (tk_ld(xr + i) - m) * r;
             if (w) v *= tk_ld(w + i);
             if (b) v += tk_ld(b + i);
             tk_st(yr + i, v);
         }
-        __syncthreads();
+        team::endRow();
     }
 }
 
-extern "C" __global__ void tk_layer_norm_backward(T* dx, const T* go, const T* x, const T* w, const ACC* meanIn, const ACC* rstdIn,
-                                                  i64 rows, i64 count) {
-    __shared__ double scratch[32];
-    for (i64 row = blockIdx.x; row < rows; row += gridDim.x) {
+template <bool WARP>
+__device__ __forceinline__ void tk_layer_norm_backward_rows(T* dx, const T* go, const T* x, const T* w, const ACC* meanIn,
+                                                            const ACC* rstdIn, i64 rows, i64 count, double* scratch) {
+    typedef tk_team<WARP> team;
+    for (i64 row = team::firstRow(); row < rows; row += team::rowStep()) {
         const T* gr = go + row * count;
         const T* xr = x + row * count;
         T* dr = dx + row * count;
         ACC m = meanIn[row];
         double r = (double)rstdIn[row];
         double s1 = 0.0, s2 = 0.0;
-        for (i64 i = threadIdx.x; i < count; i += blockDim.x) {
+        for (i64 i = team::first(); i < count; i += team::step()) {
             ACC gv = tk_ld(gr + i) * (w ? tk_ld(w + i) : (ACC)1);
             s1 += (double)gv;
             s2 += (double)(gv * (tk_ld(xr + i) - m));
         }
-        s1 = tk_block_sum(s1, scratch);
-        s2 = tk_block_sum(s2, scratch);
+        s1 = team::sum(s1, scratch);
+        s2 = team::sum(s2, scratch);
         double n = (double)count;
         ACC bco = (ACC)(-r * r * r * s2 / n), cco = (ACC)(-r * s1 / n);
-        for (i64 i = threadIdx.x; i < count; i += blockDim.x) {
+        for (i64 i = team::first(); i < count; i += team::step()) {
             ACC wv = w ? tk_ld(w + i) : (ACC)1;
             tk_st(dr + i, tk_ld(gr + i) * (ACC)(r * (double)wv) + (tk_ld(xr + i) - m) * bco + cco);
         }
-        __syncthreads();
+        team::endRow();
     }
+}
+
+/* A block per row (wide rows). */
+extern "C" __global__ void tk_layer_norm_forward(T* y, ACC* meanOut, ACC* rstdOut, const T* x, const T* w, const T* b,
+                                                 i64 rows, i64 count, double eps) {
+    __shared__ double scratch[32];
+    tk_layer_norm_forward_rows<false>(y, meanOut, rstdOut, x, w, b, rows, count, eps, scratch);
+}
+extern "C" __global__ void tk_layer_norm_backward(T* dx, const T* go, const T* x, const T* w, const ACC* meanIn, const ACC* rstdIn,
+                                                  i64 rows, i64 count) {
+    __shared__ double scratch[32];
+    tk_layer_norm_backward_rows<false>(dx, go, x, w, meanIn, rstdIn, rows, count, scratch);
+}
+
+/* A warp per row (rows of at most CUDABackend.layerNormWarpMaximum values). */
+extern "C" __global__ void tk_layer_norm_forward_warp(T* y, ACC* meanOut, ACC* rstdOut, const T* x, const T* w, const T* b,
+                                                      i64 rows, i64 count, double eps) {
+    tk_layer_norm_forward_rows<true>(y, meanOut, rstdOut, x, w, b, rows, count, eps, 0);
+}
+extern "C" __global__ void tk_layer_norm_backward_warp(T* dx, const T* go, const T* x, const T* w, const ACC* meanIn,
+                                                       const ACC* rstdIn, i64 rows, i64 count) {
+    tk_layer_norm_backward_rows<true>(dx, go, x, w, meanIn, rstdIn, rows, count, 0);
 }
 
 /* Layer norm's dw[j] = Σ_rows g·(x-μ)·r and db[j] = Σ_rows g, in two deterministic passes (no
