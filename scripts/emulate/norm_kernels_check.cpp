@@ -35,11 +35,13 @@ static std::vector<float> randomValues(size_t n, unsigned seed, float mean = 0.f
 
 static double sigmoid(double z) { return 1 / (1 + std::exp(-z)); }
 
-/* `splits` chunks per group (the last ones may be short or empty); x ~ N(offset, spread). */
+/* `splits` chunks per group (the last ones may be short or empty); x ~ N(offset, spread). `whole`:
+   chunks rounded up to whole multiples of 8 elements, as CUDABackend.groupNormSplit cuts them (the
+   kernels' vector path when the channel planes are whole vectors too); else ceil(size / splits). */
 static void checkGroupNorm(long n, long channels, long groups, long spatial, bool affine, bool silu, int small,
-                           int splits = 1, float offset = 0.3f, float spread = 1.7f) {
+                           int splits = 1, float offset = 0.3f, float spread = 1.7f, bool whole = false) {
     const long per = channels / groups, size = per * spatial, blocks = n * groups, total = n * channels * spatial;
-    const long chunk = (size + splits - 1) / splits;
+    const long chunk = whole && splits > 1 ? ((size + splits - 1) / splits + 7) / 8 * 8 : (size + splits - 1) / splits;
     const std::string name = "group norm N" + std::to_string(n) + " C" + std::to_string(channels) + " G" + std::to_string(groups)
         + " S" + std::to_string(spatial) + (affine ? " affine" : "") + (silu ? " silu" : "") + (small ? " 32-bit" : "")
         + " " + std::to_string(splits) + "x" + std::to_string(chunk) + (offset != 0.3f ? " offset" : "");
@@ -161,6 +163,8 @@ int main() {
     checkGroupNorm(1, 4, 1, 3, true, true, 1, 5);   // 12 in chunks of 3: the fifth is empty
     checkGroupNorm(2, 4, 2, 40, true, true, 1, 3, 100.f, 0.05f);  // |mean| ≫ std: the shifted sums stay exact
     checkGroupNorm(1, 2, 1, 150, true, true, 1, 70);  // more chunks than threads per block (64)
+    checkGroupNorm(2, 8, 4, 16, true, true, 1);     // channel planes of whole vectors: the vector path
+    checkGroupNorm(1, 6, 3, 12, false, false, 0, 2, 0.3f, 1.7f, true);  // 24 in chunks of 16 and 8, vectors
     checkLayerNorm(140, 72, 64, true);              // three row chunks, a partial last column tile
     checkLayerNorm(5, 40, 128, false);
     checkLayerNorm(140, 72, 64, true, true);        // a warp per row: rows wider than a warp, strided over

@@ -283,10 +283,13 @@ extension CUDABackend {
     /// How the group-norm kernels cut each of `blocks` groups of `size` elements: into `splits`
     /// chunks of `chunk` elements, one thread block each, so that the grid has about four blocks per
     /// multiprocessor even at batch 1 (SD's 32 groups); no chunk below 4096 elements.
+    /// Chunks are whole multiples of 8 elements (the last may be shorter or empty), so that the
+    /// kernels' 16-byte vectors never cross one.
     func groupNormSplit(blocks: Int, size: Int) -> (splits: Int, chunk: Int, grid: Int) {
         let wanted = (4 * ctx.info.multiprocessors + blocks - 1) / blocks
         let splits = max(1, min(wanted, size / 4096))
-        return (splits, (size + splits - 1) / splits, min(blocks * splits, 1 << 18))
+        let chunk = splits == 1 ? size : ((size + splits - 1) / splits + 7) / 8 * 8
+        return (splits, chunk, min(blocks * splits, 1 << 18))
     }
 
     public func groupNormBackward(_ gradOutput: Tensor, x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?,

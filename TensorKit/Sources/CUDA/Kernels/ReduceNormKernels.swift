@@ -93,6 +93,12 @@ __device__ __forceinline__ tk_gn_job tk_gn_locate(i64 job, int splits, i64 size,
     const i64 blk = job / splits, lo = (job % splits) * chunk;
     return { blk, lo, lo + chunk < size ? lo + chunk : size };
 }
+/* Whether the group-norm sweeps move TK_VEC elements at a time: chunks, groups and channel planes
+   whole vectors (so no vector crosses a chunk, group or channel) and every array aligned. */
+__device__ __forceinline__ bool tk_gn_vectors(i64 chunk, i64 size, i64 spatial, const void* p, const void* q, const void* r) {
+    return chunk % TK_VEC == 0 && size % TK_VEC == 0 && spatial % TK_VEC == 0 && tk_vec_ok(p) && tk_vec_ok(q) && tk_vec_ok(r);
+}
+
 /* Σ over the group's chunks of part[2·job + which], shared out over the block's threads (the same
    order in every block of the group, whatever `splits`). */
 __device__ __forceinline__ double tk_gn_total(const double* part, i64 blk, int splits, int which, double* scratch) {
@@ -105,14 +111,26 @@ __device__ __forceinline__ double tk_gn_total(const double* part, i64 blk, int s
    shift that keeps the variance accurate when |mean| ≫ std, as the two-pass formula does). */
 extern "C" __global__ void tk_group_norm_partial(double* part, const T* x, i64 blocks, i64 size, i64 chunk, int splits) {
     __shared__ double scratch[32];
+    const bool vec = tk_gn_vectors(chunk, size, TK_VEC, x, x, x);
     for (i64 job = blockIdx.x; job < blocks * splits; job += gridDim.x) {
         const tk_gn_job at = tk_gn_locate(job, splits, size, chunk);
         const T* xb = x + at.blk * size;
         const ACC p = tk_ld(xb);
         double s1 = 0.0, s2 = 0.0;
-        for (i64 i = at.lo + threadIdx.x; i < at.hi; i += blockDim.x) {
-            double d = (double)(tk_ld(xb + i) - p);
-            s1 += d; s2 += d * d;
+        if (vec) {
+            for (i64 v = at.lo / TK_VEC + threadIdx.x; v < at.hi / TK_VEC; v += blockDim.x) {
+                const tk_vec xv = ((const tk_vec*)xb)[v];
+#pragma unroll
+                for (int e = 0; e < TK_VEC; ++e) {
+                    double d = (double)(tk_ld(&xv.e[e]) - p);
+                    s1 += d; s2 += d * d;
+                }
+            }
+        } else {
+            for (i64 i = at.lo + threadIdx.x; i < at.hi; i += blockDim.x) {
+                double d = (double)(tk_ld(xb + i) - p);
+                s1 += d; s2 += d * d;
+            }
         }
         s1 = tk_block_sum(s1, scratch);
         s2 = tk_block_sum(s2, scratch);
@@ -128,6 +146,7 @@ extern "C" __global__ void tk_group_norm_forward(T* y, ACC* meanOut, ACC* rstdOu
                                                  i64 chunk, int splits, double eps, int silu, int small) {
     __shared__ double scratch[32];
     i64 per = channels / groups, size = per * spatial;
+    const bool vec = tk_gn_vectors(chunk, size, spatial, x, y, x);
     for (i64 job = blockIdx.x; job < blocks * splits; job += gridDim.x) {
         const tk_gn_job at = tk_gn_locate(job, splits, size, chunk);
         const T* xb = x + at.blk * size;
@@ -138,6 +157,22 @@ extern "C" __global__ void tk_group_norm_forward(T* y, ACC* meanOut, ACC* rstdOu
         ACC m = (ACC)((double)tk_ld(xb) + shift), r = (ACC)(1.0 / sqrt(var + eps));
         if (at.lo == 0 && threadIdx.x == 0) { meanOut[at.blk] = m; rstdOut[at.blk] = r; }
         i64 c0 = (at.blk % groups) * per;
+        if (vec) {
+            for (i64 v = at.lo / TK_VEC + threadIdx.x; v < at.hi / TK_VEC; v += blockDim.x) {
+                const i64 c = c0 + tk_div_small(v * TK_VEC, spatial, small);
+                const ACC scale = w ? r * tk_ld(w + c) : r;
+                const ACC shiftc = b ? tk_ld(b + c) : (ACC)0;
+                const tk_vec xv = ((const tk_vec*)xb)[v];
+                tk_vec out;
+#pragma unroll
+                for (int e = 0; e < TK_VEC; ++e) {
+                    const ACC z = (tk_ld(&xv.e[e]) - m) * scale + shiftc;
+                    tk_st(&out.e[e], silu ? tk_silu(z) : z);
+                }
+                ((tk_vec*)yb)[v] = out;
+            }
+            continue;
+        }
         for (i64 i = at.lo + threadIdx.x; i < at.hi; i += blockDim.x) {
             i64 c = c0 + tk_div_small(i, spatial, small);
             ACC scale = w ? r * tk_ld(w + c) : r;
@@ -166,6 +201,15 @@ __device__ __forceinline__ tk_gn_grad tk_gn_grad_at(const T* go, const T* x, con
     return { w ? tk_ld(w + c) : (ACC)1, xc, tk_group_norm_upstream(tk_ld(go + at), xc, rstd, w, b, c, silu) };
 }
 
+/* Vector v (elements v·TK_VEC …, one channel c) of group blk in the backward sweeps: x and the
+   output gradient as stored, and the channel's weight (1 without). */
+struct tk_gn_gradv { tk_vec x, g; ACC wc; i64 c; };
+__device__ __forceinline__ tk_gn_gradv tk_gn_grad_vector(const T* go, const T* x, const T* w, i64 blk, i64 v,
+                                                         i64 groups, i64 per, i64 spatial, int small) {
+    const i64 base = blk * per * spatial, c = (blk % groups) * per + tk_div_small(v * TK_VEC, spatial, small);
+    return { ((const tk_vec*)(x + base))[v], ((const tk_vec*)(go + base))[v], w ? tk_ld(w + c) : (ACC)1, c };
+}
+
 /* dx for group norm: with dŷ = g·w, dx = r·dŷ - r·mean(dŷ) - r³·mean(dŷ·(x-μ))·(x-μ); with `silu`,
    g is first multiplied by silu'(z) (recomputed in both sweeps, nothing stored). First kernel: a
    chunk's Σ dŷ and Σ dŷ·(x-μ); second: dx over a chunk. Chunks as tk_group_norm_partial's. */
@@ -174,15 +218,29 @@ extern "C" __global__ void tk_group_norm_backward_partial(double* part, const T*
                                                           i64 groups, i64 spatial, i64 chunk, int splits, int silu, int small) {
     __shared__ double scratch[32];
     i64 per = channels / groups, size = per * spatial;
+    const bool vec = tk_gn_vectors(chunk, size, spatial, go, x, x);
     for (i64 job = blockIdx.x; job < blocks * splits; job += gridDim.x) {
         const tk_gn_job at = tk_gn_locate(job, splits, size, chunk);
         const ACC m = meanIn[at.blk], ra = rstdIn[at.blk];
         double s1 = 0.0, s2 = 0.0;
-        for (i64 i = at.lo + threadIdx.x; i < at.hi; i += blockDim.x) {
-            const tk_gn_grad e = tk_gn_grad_at(go, x, w, b, m, ra, at.blk, i, groups, per, spatial, silu, small);
-            ACC gv = e.g * e.wc;
-            s1 += (double)gv;
-            s2 += (double)(gv * e.xc);
+        if (vec) {
+            for (i64 v = at.lo / TK_VEC + threadIdx.x; v < at.hi / TK_VEC; v += blockDim.x) {
+                const tk_gn_gradv e = tk_gn_grad_vector(go, x, w, at.blk, v, groups, per, spatial, small);
+#pragma unroll
+                for (int k = 0; k < TK_VEC; ++k) {
+                    const ACC xc = tk_ld(&e.x.e[k]) - m;
+                    const ACC gv = tk_group_norm_upstream(tk_ld(&e.g.e[k]), xc, ra, w, b, e.c, silu) * e.wc;
+                    s1 += (double)gv;
+                    s2 += (double)(gv * xc);
+                }
+            }
+        } else {
+            for (i64 i = at.lo + threadIdx.x; i < at.hi; i += blockDim.x) {
+                const tk_gn_grad e = tk_gn_grad_at(go, x, w, b, m, ra, at.blk, i, groups, per, spatial, silu, small);
+                ACC gv = e.g * e.wc;
+                s1 += (double)gv;
+                s2 += (double)(gv * e.xc);
+            }
         }
         s1 = tk_block_sum(s1, scratch);
         s2 = tk_block_sum(s2, scratch);
@@ -197,6 +255,7 @@ extern "C" __global__ void tk_group_norm_backward(T* dx, const T* go, const T* x
                                                   i64 chunk, int splits, int silu, int small) {
     __shared__ double scratch[32];
     i64 per = channels / groups, size = per * spatial;
+    const bool vec = tk_gn_vectors(chunk, size, spatial, go, x, dx);
     for (i64 job = blockIdx.x; job < blocks * splits; job += gridDim.x) {
         const tk_gn_job at = tk_gn_locate(job, splits, size, chunk);
         T* db = dx + at.blk * size;
@@ -204,6 +263,20 @@ extern "C" __global__ void tk_group_norm_backward(T* dx, const T* go, const T* x
         double r = (double)ra, count = (double)size;
         ACC bco = (ACC)(-r * r * r * tk_gn_total(part, at.blk, splits, 1, scratch) / count);
         ACC cco = (ACC)(-r * tk_gn_total(part, at.blk, splits, 0, scratch) / count);
+        if (vec) {
+            for (i64 v = at.lo / TK_VEC + threadIdx.x; v < at.hi / TK_VEC; v += blockDim.x) {
+                const tk_gn_gradv e = tk_gn_grad_vector(go, x, w, at.blk, v, groups, per, spatial, small);
+                tk_vec out;
+#pragma unroll
+                for (int k = 0; k < TK_VEC; ++k) {
+                    const ACC xc = tk_ld(&e.x.e[k]) - m;
+                    const ACC g = tk_group_norm_upstream(tk_ld(&e.g.e[k]), xc, ra, w, b, e.c, silu);
+                    tk_st(&out.e[k], g * (ACC)(r * (double)e.wc) + xc * bco + cco);
+                }
+                ((tk_vec*)db)[v] = out;
+            }
+            continue;
+        }
         for (i64 i = at.lo + threadIdx.x; i < at.hi; i += blockDim.x) {
             const tk_gn_grad e = tk_gn_grad_at(go, x, w, b, m, ra, at.blk, i, groups, per, spatial, silu, small);
             tk_st(db + i, e.g * (ACC)(r * (double)e.wc) + e.xc * bco + cco);
