@@ -110,6 +110,13 @@ final class CUDACopyPlanTests: XCTestCase {
         let m = Tensor.zeros([50, 33], dtype: .float16).transposed(0, 1)
         let wide = Tensor.zeros([33, 64], dtype: .float16).slice(1, 8, 58)
         check("matrix into a slice", source: View(m), destination: View(wide), es: 2, expect: .transpose)
+        // The tensor-core convolution's channels-last operands: its own plan is the one the planner
+        // makes for the permuted view (whose moves the checks above carry out byte by byte).
+        let image = Tensor.zeros([3, 40, 6, 7], dtype: .float16)
+        let permuted = image.permute([0, 2, 3, 1])
+        check("NCHW → NHWC", source: View(permuted), destination: View(contiguous: Array(permuted.shape)), es: 2, expect: .transpose)
+        XCTAssertEqual(CUDAGeometry(shape: Array(permuted.shape), strides: [Tensor.contiguousStrides(Array(permuted.shape)), Array(permuted.strides)])
+                        .batchedTranspose(), CUDABackend.channelsLastPlan(n: 3, c: 40, inner: 42))
         // Under a tile on one side: the element-wise kernel.
         let thin = Tensor.zeros([2, 3, 100], dtype: .float16).transposed(1, 2)
         check("3 channels", source: View(thin), destination: View(contiguous: [2, 100, 3]), es: 2, expect: .none)

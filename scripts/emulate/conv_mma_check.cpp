@@ -1,5 +1,5 @@
-// Runs TensorKit's tensor-core convolution (tk_conv_mma, and tk_channels_last which prepares its
-// operands) under cuda_host.h and compares it with convolutions computed in double from the same
+// Runs TensorKit's tensor-core convolution (tk_conv_mma; its channels-last operands are made here by
+// a loop) under cuda_host.h and compares it with convolutions computed in double from the same
 // stored inputs: forward with and without bias and residual, several M and N tiles, stride 2, a
 // dilated 5×3 window, eight input channels (every K step crosses taps), and the stride-1 input
 // gradient (`flip`, weights transposed to [c, kh, kw, o]). Built and run by CUDAKernelEmulationTests
@@ -41,18 +41,12 @@ struct Conv { long n, c, h, w, o, kh, kw, sh, sw, ph, pw, dh, dw; };
 static long outH(const Conv& k) { return (k.h + 2 * k.ph - k.dh * (k.kh - 1) - 1) / k.sh + 1; }
 static long outW(const Conv& k) { return (k.w + 2 * k.pw - k.dw * (k.kw - 1) - 1) / k.sw + 1; }
 
-/* in [n, c, hw] -> [n, hw, c] by the kernel, checked exactly. */
-static std::vector<T> channelsLast(const std::vector<T>& in, long n, long c, long hw, bool check) {
+/* in [n, c, hw] -> [n, hw, c], the operands' layout (the backend makes it with tk_copy_transpose,
+   which memory_kernels_check.cpp checks). */
+static std::vector<T> channelsLast(const std::vector<T>& in, long n, long c, long hw) {
     std::vector<T> out(n * hw * c);
-    const long blocks = n * ((c + 31) / 32) * ((hw + 31) / 32);
-    tk_host_launch((int)blocks, 256, [&] { tk_channels_last(out.data(), in.data(), n, c, hw); });
-    if (check) {
-        size_t bad = 0;
-        for (long i = 0; i < n; ++i) for (long ch = 0; ch < c; ++ch) for (long q = 0; q < hw; ++q)
-            if (value(out, (i * hw + q) * c + ch) != value(in, (i * c + ch) * hw + q)) ++bad;
-        report("channels last [" + std::to_string(n) + ", " + std::to_string(c) + ", " + std::to_string(hw) + "] ("
-               + std::to_string(bad) + " differ)", bad ? 1.0 : 0.0, 1.0);
-    }
+    for (long i = 0; i < n; ++i) for (long ch = 0; ch < c; ++ch) for (long q = 0; q < hw; ++q)
+        out[(i * hw + q) * c + ch] = in[(i * c + ch) * hw + q];
     return out;
 }
 
@@ -60,8 +54,8 @@ static void forward(const std::string& label, const Conv& k, bool withBias, bool
     const long oh = outH(k), ow = outW(k), L = oh * ow;
     auto x = stored(k.n * k.c * k.h * k.w, 1), w = stored(k.o * k.c * k.kh * k.kw, 2);
     auto bias = stored(k.o, 3), residual = stored(k.n * k.o * L, 4);
-    auto xl = channelsLast(x, k.n, k.c, k.h * k.w, true);
-    auto wl = channelsLast(w, k.o, k.c, k.kh * k.kw, false);
+    auto xl = channelsLast(x, k.n, k.c, k.h * k.w);
+    auto wl = channelsLast(w, k.o, k.c, k.kh * k.kw);
     std::vector<T> out(k.n * k.o * L);
     TKConvMMA g{ k.n, k.c, k.h, k.w, k.kh, k.kw, oh, ow, k.sh, k.sw, k.ph, k.pw, k.dh, k.dw, k.o };
     const long blocks = ((k.n * L + 127) / 128) * ((k.o + 127) / 128);
@@ -89,8 +83,8 @@ static void forward(const std::string& label, const Conv& k, bool withBias, bool
 static void inputGradient(const std::string& label, const Conv& k) {
     const long oh = outH(k), ow = outW(k);
     auto gy = stored(k.n * k.o * oh * ow, 5), w = stored(k.o * k.c * k.kh * k.kw, 6);
-    auto gl = channelsLast(gy, k.n, k.o, oh * ow, false);
-    auto wt = channelsLast(w, 1, k.o, k.c * k.kh * k.kw, false);  /* [c, kh, kw, o] */
+    auto gl = channelsLast(gy, k.n, k.o, oh * ow);
+    auto wt = channelsLast(w, 1, k.o, k.c * k.kh * k.kw);  /* [c, kh, kw, o] */
     std::vector<T> dx(k.n * k.c * k.h * k.w);
     TKConvMMA g{ k.n, k.o, oh, ow, k.kh, k.kw, k.h, k.w, 1, 1, k.kh - 1 - k.ph, k.kw - 1 - k.pw, 1, 1, k.c };
     const long blocks = ((k.n * k.h * k.w + 127) / 128) * ((k.c + 127) / 128);

@@ -103,16 +103,20 @@ extension CUDABackend {
             && tiles >= (CUDA.convolutionMMAMinimumTiles ?? 2 * ctx.info.multiprocessors)
     }
 
-    /// A contiguous [n, c, h, w] (or any [n, c, *]) tensor as a channels-last copy [n, *, c].
+    /// A [n, c, h, w] (or any [n, c, *]) tensor as a channels-last copy [n, *, c]: per image, the
+    /// [c, inner] matrix transposed (`transposeCopy`).
     func channelsLast(_ x: Tensor) -> Tensor {
         let n = x.shape[0], c = x.shape[1], inner = x.shape.dropFirst(2).reduce(1, *)
         let src = contiguous(x)
         let out = uninitialized([n] + Array(x.shape.dropFirst(2)) + [c], x.dtype)
         if out.numel == 0 { return out }
-        ctx.launch("conv_mma", x.dtype, "tk_channels_last", grid: n * ((c + 31) / 32) * ((inner + 31) / 32), block: 256, [
-            ptr(out), ptr(src), .int64(Int64(n)), .int64(Int64(c)), .int64(Int64(inner)),
-        ])
+        transposeCopy(into: out, from: src, CUDABackend.channelsLastPlan(n: n, c: c, inner: inner))
         return out
+    }
+
+    /// Contiguous [n, c, inner] into contiguous [n, inner, c]: per image the [c, inner] matrix transposed.
+    static func channelsLastPlan(n: Int, c: Int, inner: Int) -> CUDATransposePlan {
+        CUDATransposePlan(batches: n, p: inner, q: c, db: inner * c, dp: c, sb: c * inner, sq: inner)
     }
 
     /// out (NCHW, contiguous) = the convolution of the channels-last input with weights [o, kh, kw, c]

@@ -102,11 +102,7 @@ public final class CUDABackend: Backend {
         var unit = source.dtype.byteSize
         if CUDA.fastCopies && source.dtype == destination.dtype {
             if unit >= 2, let t = g.batchedTranspose() {
-                let grid = t.batches * ((t.p + 31) / 32) * ((t.q + 31) / 32)
-                ctx.launch("memory", nil, "tk_copy_transpose", grid: grid, block: 256, [
-                    ptr(destination), ptr(source), .int32(Int32(unit)), .int64(Int64(t.p)), .int64(Int64(t.q)),
-                    .int64(Int64(t.db)), .int64(Int64(t.dp)), .int64(Int64(t.sb)), .int64(Int64(t.sq)),
-                ])
+                transposeCopy(into: destination, from: source, t)
                 return
             }
             if let v = g.vectorized(elementSize: unit, addresses: [address(destination), address(source)]) {
@@ -116,6 +112,17 @@ public final class CUDABackend: Backend {
         ctx.launch("memory", nil, "tk_copy", grid: CUDADeviceContext.grid(g.count), block: 256, [
             ptr(destination), .int32(CUDAKernelSources.code(destination.dtype)),
             ptr(source), .int32(CUDAKernelSources.code(source.dtype)), .int32(Int32(unit)), .words(g.words),
+        ])
+    }
+
+    /// The copy `t` describes (`CUDATransposePlan`) through `tk_copy_transpose`'s shared tiles;
+    /// 2-, 4- or 8-byte elements.
+    func transposeCopy(into destination: Tensor, from source: Tensor, _ t: CUDATransposePlan) {
+        precondition([2, 4, 8].contains(source.dtype.byteSize) && source.dtype == destination.dtype,
+                     "transposeCopy: \(source.dtype) into \(destination.dtype)")
+        ctx.launch("memory", nil, "tk_copy_transpose", grid: t.blocks, block: 256, [
+            ptr(destination), ptr(source), .int32(Int32(source.dtype.byteSize)), .int64(Int64(t.p)), .int64(Int64(t.q)),
+            .int64(Int64(t.db)), .int64(Int64(t.dp)), .int64(Int64(t.sb)), .int64(Int64(t.sq)),
         ])
     }
 

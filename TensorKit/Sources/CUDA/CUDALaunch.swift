@@ -103,24 +103,31 @@ extension CUDAGeometry {
         return nil
     }
 
-    /// A copy (operands: destination, source) that is a batch of matrix transposes: the destination
-    /// unit-stride along its last merged axis q, the source along the axis p before it, so that
-    /// dst[b, p, q] sits at b·db + p·dp + q and src[b, p, q] at b·sb + p + q·sq (tk_copy_transpose).
-    /// Both p and q must be at least one 32-element tile long; nil otherwise.
-    func batchedTranspose() -> (batches: Int, p: Int, q: Int, db: Int, dp: Int, sb: Int, sq: Int)? {
+    /// A copy (operands: destination, source) that is a batch of matrix transposes (see
+    /// `CUDATransposePlan`), the destination unit-stride along its last merged axis and the source
+    /// along the one before; both at least one 32-element tile long. nil otherwise.
+    func batchedTranspose() -> CUDATransposePlan? {
         guard strides.count == 2 else { return nil }
         let (d, s) = (strides[0], strides[1])
-        let plan: (batches: Int, p: Int, q: Int, db: Int, dp: Int, sb: Int, sq: Int)
+        let plan: CUDATransposePlan
         if shape.count == 2, d[1] == 1, s[0] == 1 {
-            plan = (1, shape[0], shape[1], 0, d[0], 0, s[1])
+            plan = CUDATransposePlan(batches: 1, p: shape[0], q: shape[1], db: 0, dp: d[0], sb: 0, sq: s[1])
         } else if shape.count == 3, d[2] == 1, s[1] == 1 {
-            plan = (shape[0], shape[1], shape[2], d[0], d[1], s[0], s[2])
+            plan = CUDATransposePlan(batches: shape[0], p: shape[1], q: shape[2], db: d[0], dp: d[1], sb: s[0], sq: s[2])
         } else {
             return nil
         }
-        guard plan.p >= 32, plan.q >= 32, plan.batches * ((plan.p + 31) / 32) * ((plan.q + 31) / 32) <= Int(Int32.max) else { return nil }
+        guard plan.p >= 32, plan.q >= 32, plan.blocks <= Int(Int32.max) else { return nil }
         return plan
     }
+}
+
+/// `tk_copy_transpose`'s copy: dst[b, p, q] at b·db + p·dp + q from src[b, p, q] at b·sb + p + q·sq
+/// (element offsets from each tensor's start), for b < batches, p < p, q < q.
+struct CUDATransposePlan: Equatable {
+    var batches, p, q, db, dp, sb, sq: Int
+    /// One 256-thread block per (batch, 32 p, 32 q) tile.
+    var blocks: Int { batches * ((p + 31) / 32) * ((q + 31) / 32) }
 }
 
 extension CUDADeviceContext {

@@ -20,7 +20,7 @@
 // im2col path. Only the float16/bfloat16 instantiations define a kernel body.
 
 extension CUDAKernelSources {
-    static let convMMAKernels = ["tk_conv_mma", "tk_channels_last"]
+    static let convMMAKernels = ["tk_conv_mma"]
 
     static var convMMABody: String { tensorCoreDevice + convMMADevice }
 
@@ -30,24 +30,6 @@ struct TKConvMMA {
     i64 n, c, h, w, kh, kw, oh, ow;
     i64 sh, sw, ph, pw, dh, dw, o;
 };
-
-/* in [n, c, hw] -> out [n, hw, c] (channels last) through a 32 × 33 shared tile, so that both the
-   reads (along hw) and the writes (along c) are coalesced. Blocks of 256 threads, one per
-   (image, 32 channels, 32 pixels). */
-extern "C" __global__ void tk_channels_last(T* out, const T* in, i64 n, i64 c, i64 hw) {
-    __shared__ T tile[32][33];
-    const i64 tilesC = (c + 31) / 32, tilesP = (hw + 31) / 32;
-    const i64 b = blockIdx.x, img = b / (tilesC * tilesP), rest = b - img * tilesC * tilesP;
-    const i64 c0 = (rest / tilesP) * 32, q0 = (rest % tilesP) * 32;
-    const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
-    for (int j = ty; j < 32; j += 8) {
-        if (c0 + j < c && q0 + tx < hw) tile[j][tx] = in[(img * c + c0 + j) * hw + q0 + tx];
-    }
-    __syncthreads();
-    for (int j = ty; j < 32; j += 8) {
-        if (q0 + j < hw && c0 + tx < c) out[(img * hw + q0 + j) * c + c0 + tx] = tile[tx][j];
-    }
-}
 
 #if TK_DTYPE == 2 || TK_DTYPE == 3
 #define TK_CM_BM 128
