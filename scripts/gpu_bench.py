@@ -608,8 +608,9 @@ def main_orchestrator(a):
                                                   "--sample_num_steps", str(d["sample_num_steps"]),
                                                   "--reward", "jpeg_compressibility", "--prompts", prompts_file,
                                                   "--logdir", logdir, "--run_name", "r", "--quiet", "--save_freq", "1000",
-                                                  # TRL trains without gradient checkpointing; no report sampling
-                                                  "--gradient_checkpointing", "false", "--report_prompts", "0"],
+                                                  # TRL trains without gradient checkpointing; ours decides
+                                                  # (auto, the default: off when a pass fits); no report sampling
+                                                  "--gradient_checkpointing", "auto", "--report_prompts", "0"],
                                       240)
             metrics = os.path.join(logdir, "r", "metrics.jsonl")
             if os.path.exists(metrics):
@@ -760,6 +761,10 @@ def render(R, cfg, a):
         if m:
             note.append(f"ours sampling {fmt(m.get('sampling_seconds'), ' s')}, reward_mean "
                         f"{fmt(m.get('reward_mean'), '', 3)}")
+            if m.get("gradient_checkpointing") is not None:
+                note.append(f"ours gradient checkpointing auto: {'on' if m['gradient_checkpointing'] else 'off'} "
+                            f"(pass estimated {fmt(m.get('checkpointing_estimate_mib'), ' MiB', 0)}, "
+                            f"{fmt(m.get('checkpointing_available_mib'), ' MiB', 0)} available)")
             if eps and eps[0].get("reward_mean") is not None:
                 note.append(f"TRL epoch 0 reward_mean {eps[0]['reward_mean']:.3f}")
         d = cfg["ddpo"]

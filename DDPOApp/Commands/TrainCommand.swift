@@ -30,7 +30,7 @@ enum TrainCommand {
         OptionSpec(name: "lora_alpha", kind: .value, valueName: "X", help: "LoRA alpha (default: the rank, TRL's choice)"),
         OptionSpec(name: "device", kind: .value, valueName: "cpu|cuda:N", help: "where to run (default: the first GPU, else cpu; or $DDPO_DEVICE)"),
         OptionSpec(name: "gradient_checkpointing", kind: .value, valueName: "auto|true|false",
-                   help: "recompute UNet block activations in the training pass (auto: on a GPU for SD-sized UNets)"),
+                   help: "recompute UNet block activations in the training pass (auto: on a GPU, only when a measured training pass would not fit in its memory otherwise)"),
         OptionSpec(name: "report_prompts", kind: .value, valueName: "N", help: "prompts in the report's before/after comparison (default 4)"),
         OptionSpec(name: "quiet", kind: .bool, help: "no progress output"),
     ]
@@ -247,14 +247,12 @@ enum TrainCommand {
         } catch { throw AppError("\(command): --model: \(error)", exitCode: 1) }
         if plan.device.isGPU {
             CUDA.allowTF32 = plan.config.allow_tf32
-            // auto: SD-sized UNets (≥ 100 M parameters) checkpoint their blocks on a GPU; the small
-            // ones and CPU runs keep every activation (faster, and memory is not the limit there).
-            let parameters = pipeline.unet.parameters().reduce(0) { $0 + $1.numel }
-            pipeline.unet.gradientCheckpointing = plan.gradientCheckpointing ?? (parameters >= 100_000_000)
-            progress.line("ddpo train: \(plan.device.name), mixed precision \(precision.rawValue), gradient checkpointing \(pipeline.unet.gradientCheckpointing ? "on" : "off")")
-        } else if let on = plan.gradientCheckpointing {
-            pipeline.unet.gradientCheckpointing = on
+            let checkpointing = plan.gradientCheckpointing.map { $0 ? "on" : "off" } ?? "auto (decided before the first training pass)"
+            progress.line("ddpo train: \(plan.device.name), mixed precision \(precision.rawValue), gradient checkpointing \(checkpointing)")
         }
+        // auto: the trainer measures a training pass on a GPU and checkpoints only when it would not
+        // fit (CheckpointingPlan); CPU runs keep every activation (memory is not the limit there).
+        if let on = plan.gradientCheckpointing { pipeline.unet.gradientCheckpointing = on }
         do { try fm.createDirectory(at: run, withIntermediateDirectories: true) }
         catch { throw AppError("\(command): cannot create the run folder \(run.path): \(error.localizedDescription)", exitCode: 1) }
         try plan.config.write(to: run.appendingPathComponent("ddpo_config.json"))
@@ -268,6 +266,7 @@ enum TrainCommand {
         let trainer = try DDPOTrainer(config: plan.config, reward: plan.reward, prompts: plan.prompts, pipeline: pipeline,
                                       precision: plan.device.precisionSupport, runDirectory: run)
         trainer.logger = logger
+        if plan.gradientCheckpointing == nil { trainer.gradientCheckpointing = .auto }
 
         var curve = previousCurve(run.appendingPathComponent("metrics.jsonl"), before: trainer.nextEpoch)
         var report = RunReport(title: "DDPO run \(plan.config.run_name)", status: "", settings: [], curve: curve)
@@ -311,27 +310,31 @@ enum TrainCommand {
                 catch { progress.line("ddpo train: warning: report.html not written: \(error)") }
             case let .checkpoint(epoch, url):
                 progress.line("epoch \(epoch): checkpoint \(url.path)")
+            case let .checkpointing(decision):
+                progress.line("ddpo train: \(decision.summary)")
             }
         }
-        trainer.imageSamplesHook = { batches, step, logger in
+        // The last sample batch of each epoch: captioned here (the report shows it), encoded and
+        // written in the background while the epoch trains.
+        let sampleWriter = SampleWriter(tensorBoard: tensorBoard)
+        trainer.imageSamplesHook = { batches, step, _ in
             guard let last = batches.last else { return }
             let captioned = try ImageGrid.captionedImages(last)
             let epoch = trainer.nextEpoch
             let folder = run.appendingPathComponent("samples").appendingPathComponent(String(format: "epoch_%03d", epoch))
             try fm.createDirectory(at: folder, withIntermediateDirectories: true)
-            for (i, item) in captioned.enumerated() {
-                try writeAtomically(item.image, to: folder.appendingPathComponent(String(format: "%02d_%@.png", i, slug(last.prompts[i]))))
-            }
-            let grid = ImageGrid.make(captioned.map(\.image), columns: min(8, captioned.count))
-            try writeAtomically(grid, to: folder.appendingPathComponent("grid.png"))
-            logger?.logImages([(caption: "samples", image: grid)] + captioned, step: step)
+            let names = captioned.indices.map { String(format: "%02d_%@.png", $0, slug(last.prompts[$0])) }
+            try sampleWriter.submit(captioned, names: names, folder: folder, step: step)
             report.lastBatch = captioned
             report.lastBatchEpoch = epoch
         }
 
         if trainer.nextEpoch > 0 { progress.line("ddpo train: resumed at epoch \(trainer.nextEpoch), global step \(trainer.globalStep)") }
-        do { try trainer.train() }
-        catch { throw AppError("\(command): \(error)", exitCode: 1) }
+        do {
+            defer { try? sampleWriter.finish() }     // a training error still leaves the queued images
+            try trainer.train()
+            try sampleWriter.finish()
+        } catch { throw AppError("\(command): \(error)", exitCode: 1) }
 
         // After: the same prompts and seeds, then the user's take-away in final/.
         if !fixed.isEmpty {

@@ -69,6 +69,8 @@ public enum DDPOEvent {
     case step(DDPOStepMetrics)
     case epoch(DDPOEpochMetrics)
     case checkpoint(epoch: Int, url: URL)
+    /// The `auto` gradient-checkpointing decision, made before the first training pass.
+    case checkpointing(CheckpointingPlan)
 }
 
 /// Training stopped on a non-finite quantity, or a reward or hook failed: names the epoch, the step
@@ -93,6 +95,15 @@ public final class DDPOTrainer {
     public var logger: DDPOLogger?
     /// Metrics and progress as they happen.
     public var onEvent: ((DDPOEvent) -> Void)?
+    /// Who decides whether the UNet checkpoints its blocks in the training passes: `.auto` lets the
+    /// trainer measure a pass on a GPU before the first one and checkpoint only when it would not fit
+    /// (`CheckpointingPlan`); `.unchanged` (the default) keeps `unet.gradientCheckpointing`.
+    public var gradientCheckpointing: GradientCheckpointingPolicy = .unchanged
+    /// What `.auto` measures with; nil: the CUDA allocator of the UNet's device (none on the CPU,
+    /// where `.auto` keeps the UNet's setting).
+    public var memoryMeter: TrainingMemoryMeter?
+    /// The `.auto` decision once it is made.
+    public private(set) var checkpointingPlan: CheckpointingPlan?
 
     /// The next epoch to run (after a resume: the checkpoint's epoch + 1).
     public private(set) var nextEpoch = 0
@@ -255,6 +266,18 @@ public final class DDPOTrainer {
 
         let samplingSeconds = Date().timeIntervalSince(epochStart)
         CUDA.flushProfile("epoch \(epoch): sampling and rewards")
+        // The sampling peak, kept across the probes of the checkpointing decision (they reset it).
+        var samplingPeak = 0
+        if case .cuda(let index) = device { samplingPeak = CUDA.memoryStats(index).peakInUse }
+        if gradientCheckpointing == .auto, checkpointingPlan == nil, let meter = memoryMeter ?? defaultMemoryMeter(device) {
+            let plan = planCheckpointing(samples, meter: meter)
+            pipeline.unet.gradientCheckpointing = plan.checkpointing
+            checkpointingPlan = plan
+            logger?.log(["gradient_checkpointing": plan.checkpointing ? 1 : 0,
+                         "checkpointing_estimate_mib": Double(plan.estimatedBytes) / 1_048_576,
+                         "checkpointing_available_mib": Double(plan.availableBytes) / 1_048_576], step: globalStep)
+            onEvent?(.checkpointing(plan))
+        }
         let wasTraining = pipeline.unet.isTraining
         pipeline.unet.train()
         defer { pipeline.unet.train(wasTraining) }
@@ -268,13 +291,61 @@ public final class DDPOTrainer {
             try? CUDA.synchronize(index)
             timing["epoch_seconds"] = Date().timeIntervalSince(epochStart)
             let stats = CUDA.memoryStats(index)
-            timing["gpu_peak_mib"] = Double(stats.peakInUse) / 1_048_576
+            timing["gpu_peak_mib"] = Double(max(stats.peakInUse, samplingPeak)) / 1_048_576
             timing["gpu_in_use_mib"] = Double(stats.inUse) / 1_048_576
             timing["gpu_cached_mib"] = Double(stats.cached) / 1_048_576
         }
         if let lossScaler { timing["loss_scale"] = lossScaler.scale }
         logger?.log(timing, step: globalStep)
         CUDA.flushProfile("epoch \(epoch): training")
+    }
+
+    private func defaultMemoryMeter(_ device: Device) -> TrainingMemoryMeter? {
+        if case .cuda(let index) = device { return CUDATrainingMemoryMeter(index: index) }
+        return nil
+    }
+
+    /// Measures the training pass (the guided prediction and its backward, checkpointing off) at the
+    /// first train batch's prompts and timesteps on its latents cut to smaller sizes, and decides.
+    /// Leaves no gradients, the UNet's mode and checkpointing as they were, and no generator moved.
+    private func planCheckpointing(_ samples: [Sample], meter: TrainingMemoryMeter) -> CheckpointingPlan {
+        let unet = pipeline.unet
+        let chosen = Array(samples.prefix(config.train_batch_size))
+        let shape = chosen[0].latents.shape    // [T+1, C, h, w]
+        let (height, width) = (shape[2], shape[3])
+        let multiple = 1 << max(0, unet.config.down_block_types.count - 1)
+        let embeds = Tensor.stack(chosen.map(\.promptEmbedding), axis: 0)
+        let negative = config.train_cfg
+            ? negativeEmbedding.expand([chosen.count] + Array(negativeEmbedding.shape.dropFirst()))
+            : nil
+        let timesteps = chosen.map { $0.timesteps[0] }
+        let (wasCheckpointing, wasTraining) = (unet.gradientCheckpointing, unet.isTraining)
+        unet.gradientCheckpointing = false
+        unet.eval()     // dropout draws nothing from its generators
+        defer { unet.gradientCheckpointing = wasCheckpointing; unet.train(wasTraining) }
+        optimizer.zeroGrad()
+        var probes: [CheckpointingPlan.Probe] = []
+        for size in CheckpointingPlan.probeSizes(height: height, width: width, multiple: multiple) {
+            let latents = Tensor.stack(chosen.map {
+                $0.latents.slice(0, 0, 1).squeezeFirst().slice(1, 0, size.height).slice(2, 0, size.width).contiguous()
+            }, axis: 0)
+            let bytes = meter.peakBytes {
+                let prediction = pipeline.noisePrediction(
+                    latents: latents, timesteps: timesteps, promptEmbeddings: embeds, negativePromptEmbeddings: negative,
+                    guidanceScale: config.train_cfg ? config.sample_guidance_scale : 1)
+                prediction.sum().backward()
+            }
+            optimizer.zeroGrad()
+            probes.append(CheckpointingPlan.Probe(pixels: size.height * size.width, bytes: bytes))
+        }
+        // AdamW's two moments, in the parameters' dtype on their device, appear at the first
+        // optimizer step (8-bit AdamW keeps its state on the host).
+        var reserved = 0
+        if globalStep == 0, optimizer is AdamW {
+            reserved = optimizer.parameters.reduce(0) { $0 + 2 * $1.numel * $1.dtype.byteSize }
+        }
+        return CheckpointingPlan.decide(probes: probes, pixels: height * width, reservedBytes: reserved,
+                                        availableBytes: meter.availableBytes())
     }
 
     private func trainInnerEpoch(_ samples: [Sample], epoch: Int, inner: Int) throws {

@@ -105,6 +105,30 @@ final class CUDALoaderTests: XCTestCase {
         XCTAssertEqual(fake.used, 0)
     }
 
+    /// Requested bytes are the sizes asked for, not the buckets: 1000 (bucket 1024) and 3 MiB + 1
+    /// (bucket 4 MiB) request 3 146 729 bytes; the peak survives a free and restarts at a reset.
+    func testAllocatorCountsRequestedBytesBesideBuckets() {
+        let alloc = CUDACachingAllocator(raw: FakeDevice(capacity: 64 << 20))
+        let a = alloc.allocate(1000)!
+        let b = alloc.allocate((3 << 20) + 1)!
+        var s = alloc.statistics
+        XCTAssertEqual(s.inUse, 1024 + (4 << 20))
+        XCTAssertEqual(s.requestedInUse, 3_146_729)
+        XCTAssertEqual(s.peakRequested, 3_146_729)
+        alloc.free(b)
+        s = alloc.statistics
+        XCTAssertEqual(s.requestedInUse, 1000)
+        XCTAssertEqual(s.peakRequested, 3_146_729)
+        let c = alloc.allocate(3 << 20)!          // the cached 4 MiB block, a different request
+        XCTAssertEqual(c, b)
+        XCTAssertEqual(alloc.statistics.requestedInUse, 1000 + 3_145_728)
+        alloc.free(c)
+        alloc.resetPeak()
+        XCTAssertEqual(alloc.statistics.peakRequested, 1000)
+        alloc.free(a)
+        XCTAssertEqual(alloc.statistics.requestedInUse, 0)
+    }
+
     func testAllocatorReleasesCacheAndRetriesOnOOM() {
         let fake = FakeDevice(capacity: 8 << 20)
         let alloc = CUDACachingAllocator(raw: fake)

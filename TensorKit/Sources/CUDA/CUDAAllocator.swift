@@ -24,6 +24,10 @@ public struct CUDAMemoryStats: Sendable, CustomStringConvertible {
     public var cached = 0
     /// Largest `inUse` seen.
     public var peakInUse = 0
+    /// Bytes the live tensors asked for (before rounding to buckets), and the largest value seen:
+    /// a sum that scales exactly with tensor sizes, which memory estimates extrapolate from.
+    public var requestedInUse = 0
+    public var peakRequested = 0
     /// Calls that reached the raw allocator, and calls served from the cache.
     public var rawAllocations = 0
     public var cacheHits = 0
@@ -41,7 +45,7 @@ public final class CUDACachingAllocator: @unchecked Sendable {
     private let raw: CUDARawAllocator
     private let lock = NSLock()
     private var freeLists: [Int: [UInt64]] = [:]
-    private var live: [UInt64: Int] = [:]
+    private var live: [UInt64: (size: Int, requested: Int)] = [:]
     private var stats = CUDAMemoryStats()
 
     public init(raw: CUDARawAllocator) { self.raw = raw }
@@ -63,29 +67,32 @@ public final class CUDACachingAllocator: @unchecked Sendable {
             freeLists[size] = list.isEmpty ? nil : list
             stats.cached -= size
             stats.cacheHits += 1
-            return track(address, size)
+            return track(address, size, byteCount)
         }
-        if let address = raw.rawAllocate(size) { stats.rawAllocations += 1; return track(address, size) }
+        if let address = raw.rawAllocate(size) { stats.rawAllocations += 1; return track(address, size, byteCount) }
         stats.oomRetries += 1
         releaseCachedLocked()
-        if let address = raw.rawAllocate(size) { stats.rawAllocations += 1; return track(address, size) }
+        if let address = raw.rawAllocate(size) { stats.rawAllocations += 1; return track(address, size, byteCount) }
         return nil
     }
 
-    private func track(_ address: UInt64, _ size: Int) -> UInt64 {
-        live[address] = size
+    private func track(_ address: UInt64, _ size: Int, _ requested: Int) -> UInt64 {
+        live[address] = (size, requested)
         stats.inUse += size
         stats.peakInUse = max(stats.peakInUse, stats.inUse)
+        stats.requestedInUse += requested
+        stats.peakRequested = max(stats.peakRequested, stats.requestedInUse)
         return address
     }
 
     /// Returns a block to its free list.
     public func free(_ address: UInt64) {
         lock.lock(); defer { lock.unlock() }
-        guard let size = live.removeValue(forKey: address) else {
+        guard let (size, requested) = live.removeValue(forKey: address) else {
             preconditionFailure("CUDA allocator: freeing unknown address 0x\(String(address, radix: 16))")
         }
         stats.inUse -= size
+        stats.requestedInUse -= requested
         stats.cached += size
         freeLists[size, default: []].append(address)
     }
@@ -110,5 +117,6 @@ public final class CUDACachingAllocator: @unchecked Sendable {
     public func resetPeak() {
         lock.lock(); defer { lock.unlock() }
         stats.peakInUse = stats.inUse
+        stats.peakRequested = stats.requestedInUse
     }
 }

@@ -125,7 +125,18 @@ public enum CUDA {
         (try? CUDADeviceContext.get(index))?.allocator.statistics ?? CUDAMemoryStats()
     }
 
-    /// Starts a new peak: `peakInUse` becomes the memory in use now.
+    /// The driver's free and total memory of device `index` in bytes (`cuMemGetInfo`), nil without
+    /// the device. Free memory does not count the caching allocator's cached blocks, which it gives
+    /// back before an allocation fails: what a new allocation can get is `free + memoryStats().cached`.
+    public static func deviceMemory(_ index: Int = 0) -> (free: Int, total: Int)? {
+        guard let ctx = try? CUDADeviceContext.get(index) else { return nil }
+        ctx.makeCurrent()
+        var free = 0, total = 0
+        guard ctx.api.cuMemGetInfo(&free, &total) == 0 else { return nil }
+        return (free, total)
+    }
+
+    /// Starts a new peak: `peakInUse` and `peakRequested` become the memory in use now.
     public static func resetPeakMemory(_ index: Int = 0) { (try? CUDADeviceContext.get(index))?.allocator.resetPeak() }
 
     /// Returns cached (unused) device memory to the driver.
