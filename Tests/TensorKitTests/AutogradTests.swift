@@ -19,6 +19,34 @@ final class AutogradTests: XCTestCase {
         XCTAssertEqual(b.grad?.item(), 2)
     }
 
+    /// Leaf gradients own their memory. The seed a caller passes, and a gradient that reaches two
+    /// leaves (add's backward passes it through to both), are copied, so writing into one leaf's
+    /// `.grad` (as clipGradNorm, the loss scaler and the optimizers do) changes nothing else. A
+    /// backward kernel's fresh output is kept as it is (values: silu'(0) = 0.5 and
+    /// silu'(1) = σ(1)(1 + 1 − σ(1)) = 0.7310586 · 1.2689414 = 0.9276705, by hand).
+    func testLeafGradientsOwnTheirMemory() {
+        let seed = Tensor([0.5, -1, 2], shape: [3])
+        let x = Tensor([1, 2, 3], shape: [3]).requiringGrad()
+        x.backward(seed)
+        XCTAssertFalse(x.grad!.storage === seed.storage)
+
+        let a = Tensor([1, 2, 3], shape: [3]).requiringGrad(), b = Tensor([4, 5, 6], shape: [3]).requiringGrad()
+        (a + b).backward(seed)
+        XCTAssertFalse(a.grad!.storage === b.grad!.storage)
+        XCTAssertFalse(a.grad!.storage === seed.storage)
+        XCTAssertFalse(b.grad!.storage === seed.storage)
+        a.grad!.assign(Tensor.zeros([3]))
+        XCTAssertEqual(b.grad!.toArray(), [0.5, -1, 2])
+        XCTAssertEqual(seed.toArray(), [0.5, -1, 2])
+
+        let z = Tensor([0, 1], shape: [2]).requiringGrad()
+        z.silu().backward(Tensor([1, 1], shape: [2]))
+        let g = z.grad!.toArray()
+        XCTAssertEqual(g[0], 0.5, accuracy: 1e-6)
+        XCTAssertEqual(g[1], 0.9276705, accuracy: 1e-6)
+        XCTAssertTrue(z.grad!.isContiguous)
+    }
+
     func testNoGradScopeRecordsNothing() {
         let x = Tensor([1, 2], shape: [2]).requiringGrad()
         let y = withNoGrad { (x * 2).exp() }

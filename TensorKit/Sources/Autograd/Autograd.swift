@@ -94,31 +94,46 @@ extension Tensor {
         }
 
         var pending: [ObjectIdentifier: Tensor] = [:]
-        func accumulate(_ grad: Tensor, into tensor: Tensor) {
+        /// `owned`: `grad` was made by a backward function and this is the caller's only reference.
+        func accumulate(_ grad: inout Tensor, into tensor: Tensor, owned: Bool) {
             if let node = tensor.gradFn {
                 let id = ObjectIdentifier(node)
                 pending[id] = pending[id].map { $0 + grad } ?? grad
             } else if tensor.requiresGrad {
-                let g = grad.dtype == tensor.dtype ? grad : grad.to(tensor.dtype)
                 if let existing = tensor.grad {
-                    tensor.grad = existing + g
+                    tensor.grad = existing + (grad.dtype == tensor.dtype ? grad : grad.to(tensor.dtype))
+                } else if grad.dtype != tensor.dtype {
+                    tensor.grad = grad.to(tensor.dtype)         // a new contiguous tensor
+                } else if owned, isKnownUniquelyReferenced(&grad), isKnownUniquelyReferenced(&grad.storage),
+                          grad.isContiguous, grad.offset == 0, grad.numel * grad.dtype.byteSize == grad.storage.byteCount {
+                    // Nothing else can reach this tensor or its memory (a backward kernel's fresh
+                    // output): the leaf takes it as it is, as PyTorch's AccumulateGrad steals a
+                    // gradient nobody else holds.
+                    tensor.grad = grad
                 } else {
                     // Own the memory: a gradient that aliases another tensor must not be mutated later.
-                    tensor.grad = g.contiguousCopy()
+                    tensor.grad = grad.contiguousCopy()
                 }
             }
         }
-        for (root, seed) in roots { accumulate(seed, into: root) }
+        for (root, seed) in roots {
+            var seed = seed
+            accumulate(&seed, into: root, owned: false)
+        }
 
         for node in order.reversed() {
             guard let gradOutput = pending.removeValue(forKey: ObjectIdentifier(node)),
                   let backward = node.backward else { continue }
-            let grads = backward(gradOutput)
+            var grads = backward(gradOutput)
             precondition(grads.count == node.inputs.count, "\(node.name): backward returned \(grads.count) grads for \(node.inputs.count) inputs")
-            for (input, grad) in zip(node.inputs, grads) {
-                guard let grad, input.requiresGrad else { continue }
+            for (i, input) in node.inputs.enumerated() {
+                // Moved out of the array, so that a fresh gradient is referenced only here.
+                var taken: Tensor? = nil
+                swap(&taken, &grads[i])
+                guard var grad = taken, input.requiresGrad else { continue }
+                taken = nil
                 precondition(grad.shape == input.shape, "\(node.name): gradient shape \(grad.shape) != input shape \(input.shape)")
-                accumulate(grad, into: input)
+                accumulate(&grad, into: input, owned: true)
             }
             if !retainGraph {
                 node.backward = nil

@@ -71,8 +71,15 @@ func broadcastMapRun<Op: BinaryElementOp>(_ op: Op, _ layout: StridedLayout, _ a
                                           _ b: UnsafePointer<Op.Element>, _ out: UnsafeMutablePointer<Op.Element>,
                                           _ range: Range<Int>) {
     let sa = layout.innerStride(0), sb = layout.innerStride(1)
+    // The unit-stride cases are spelled out: with `i * sa` the compiler does not vectorise the loop.
     if sa == 1 && sb == 1 {
         for i in range { out[i] = op.apply(a[i], b[i]) }
+    } else if sa == 1 && sb == 0 {
+        let bv = b[0]
+        for i in range { out[i] = op.apply(a[i], bv) }
+    } else if sa == 0 && sb == 1 {
+        let av = a[0]
+        for i in range { out[i] = op.apply(av, b[i]) }
     } else if sb == 0 {
         let bv = b[0]
         for i in range { out[i] = op.apply(a[i * sa], bv) }
@@ -94,6 +101,12 @@ func broadcastMapRows<Op: BinaryElementOp>(_ op: Op, _ layout: StridedLayout, _ 
         let dst = out + row * n, ar = a + o[0], br = b + o[1]
         if sa == 1 && sb == 1 {
             for i in 0..<n { dst[i] = op.apply(ar[i], br[i]) }
+        } else if sa == 1 && sb == 0 {
+            let bv = br[0]
+            for i in 0..<n { dst[i] = op.apply(ar[i], bv) }
+        } else if sa == 0 && sb == 1 {
+            let av = ar[0]
+            for i in 0..<n { dst[i] = op.apply(av, br[i]) }
         } else if sb == 0 {
             let bv = br[0]
             for i in 0..<n { dst[i] = op.apply(ar[i * sa], bv) }
