@@ -273,6 +273,7 @@ public enum GPUCheck {
         let filter = arguments.first { !$0.hasPrefix("-") }
         let start = Date()
         rows.append(checkRandom())
+        rows.append(checkUploads())
         for c in cases where filter.map({ c.name.contains($0) }) ?? true {
             for dtype in c.dtypes { rows.append(check(c, dtype)) }
         }
@@ -303,6 +304,24 @@ public enum GPUCheck {
         }
         return Row(op: "philox randn/rand", dtype: .float32, error: worst, pass: worst <= 1e-6,
                    seconds: Date().timeIntervalSince(t0), note: "")
+    }
+
+    /// Host-to-device copies come back exactly: 100 small tensors uploaded back to back behind a
+    /// long matmul, so the pinned ring (`TENSORKIT_CUDA_UPLOAD_RING`) comes round to slots whose
+    /// copies may still be queued, then uploads of exactly one slot and of more than one.
+    static func checkUploads() -> Row {
+        let t0 = Date()
+        let busy = Tensor.randn([2048, 2048], seed: 3, device: device)
+        _ = busy.matmul(busy).matmul(busy)  // queued; the uploads below are ordered after it
+        var sent: [Tensor] = []
+        for i in 0..<100 { sent.append(Tensor.randn([1 + (i * 977) % 20_000], seed: UInt64(100 + i))) }
+        sent.append(Tensor.randn([1 << 18], seed: 7))          // 1 MiB of float32: one whole slot
+        sent.append(Tensor.randn([(1 << 18) + 1], seed: 8))    // one value more: the waiting path
+        let onDevice = sent.map { $0.copied(to: device) }
+        var mismatched = 0
+        for (a, b) in zip(onDevice, sent) where a.toArray() != b.toArray() { mismatched += 1 }
+        return Row(op: "upload ring", dtype: .float32, error: Double(mismatched), pass: mismatched == 0,
+                   seconds: Date().timeIntervalSince(t0), note: mismatched == 0 ? "" : "\(mismatched) of \(sent.count) uploads differ")
     }
 
     static func relativeError(_ a: [Double], _ b: [Double]) -> Double {

@@ -44,6 +44,7 @@ public final class CUDABackend: Backend {
     }
 
     public func allocate(byteCount: Int) -> Storage { deviceStorage(byteCount, zeroed: true) }
+    public func allocateUninitialized(byteCount: Int) -> Storage { deviceStorage(byteCount, zeroed: false) }
 
     func empty(_ shape: [Int], _ dtype: DType) -> Tensor {
         Tensor(storage: deviceStorage(shape.reduce(1, *) * dtype.byteSize, zeroed: true), shape: shape, dtype: dtype)
@@ -155,6 +156,10 @@ public final class CUDABackend: Backend {
 
     func upload(from host: UnsafeRawPointer, to device: UInt64, _ bytes: Int) {
         if bytes == 0 { return }
+        if CUDA.uploadRing, let ring = ctx.uploadRingIfSmall(bytes) {
+            ring.upload(from: host, to: device, bytes)
+            return
+        }
         ctx.stagingLock.lock(); defer { ctx.stagingLock.unlock() }
         let staging = ctx.stagingBuffer(min(bytes, CUDABackend.stagingChunk))
         var done = 0

@@ -35,6 +35,8 @@ struct CUDADriverAPI {
                                                UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
                                                UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> CUresult
     typealias FnGetErrorString = @convention(c) (CUresult, UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> CUresult
+    typealias FnEventCreate = @convention(c) (UnsafeMutablePointer<CUhandle>?, UInt32) -> CUresult
+    typealias FnEventRecord = @convention(c) (CUhandle, CUhandle) -> CUresult
 
     let library: DynamicLibrary
     let cuInit: FnInit
@@ -62,6 +64,10 @@ struct CUDADriverAPI {
     let cuLaunchKernel: FnLaunchKernel
     let cuGetErrorString: FnGetErrorString
     let cuGetErrorName: FnGetErrorString
+    /// Events, for the small-upload ring (`CUDAUploadRing`); nil if the driver lacks them (uploads then wait).
+    let cuEventCreate: FnEventCreate?
+    let cuEventRecord: FnEventRecord?
+    let cuEventSynchronize: FnHandleIn?
 
     init(_ lib: DynamicLibrary) throws {
         library = lib
@@ -90,6 +96,9 @@ struct CUDADriverAPI {
         cuLaunchKernel = try lib.require("cuLaunchKernel", as: FnLaunchKernel.self)
         cuGetErrorString = try lib.require("cuGetErrorString", as: FnGetErrorString.self)
         cuGetErrorName = try lib.require("cuGetErrorName", as: FnGetErrorString.self)
+        cuEventCreate = lib.symbol("cuEventCreate", as: FnEventCreate.self)
+        cuEventRecord = lib.symbol("cuEventRecord", as: FnEventRecord.self)
+        cuEventSynchronize = lib.symbol("cuEventSynchronize", as: FnHandleIn.self)
     }
 
     /// "CUDA_ERROR_OUT_OF_MEMORY: out of memory".
@@ -106,6 +115,7 @@ struct CUDADriverAPI {
     }
 
     static let outOfMemory: CUresult = 2
+    static let eventDisableTiming: UInt32 = 2
     static let attributeMultiprocessorCount: Int32 = 16
     static let attributeComputeCapabilityMajor: Int32 = 75
     static let attributeComputeCapabilityMinor: Int32 = 76

@@ -96,6 +96,13 @@ public enum CUDA {
     nonisolated(unsafe) public static var fastCopies: Bool =
         ProcessInfo.processInfo.environment["TENSORKIT_CUDA_FAST_COPY"] != "0"
 
+    /// Host-to-device copies of up to 1 MiB (scheduler coefficients, timestep embeddings, a step's
+    /// noise) go through their own slots of pinned memory and do not wait for the device
+    /// (`CUDAUploadRing`). Off (`false`, or TENSORKIT_CUDA_UPLOAD_RING=0): every upload waits for
+    /// the stream to drain, as larger ones always do.
+    nonisolated(unsafe) public static var uploadRing: Bool =
+        ProcessInfo.processInfo.environment["TENSORKIT_CUDA_UPLOAD_RING"] != "0"
+
     /// Elementwise kernels (unary, its gradient, binary, bias+residual, GEGLU) load and store 16-byte
     /// vectors when every operand is contiguous and aligned. Off (`false`, or TENSORKIT_CUDA_VECTORS=0):
     /// an element per access everywhere. Read when a kernel family is first loaded on a device, so set
@@ -231,6 +238,43 @@ final class CUDADeviceContext: @unchecked Sendable {
     private var staging: UnsafeMutableRawPointer?
     private var stagingSize = 0
     let stagingLock = NSLock()
+    /// The small-upload ring, made at the first small upload (`.some(nil)`: it could not be made).
+    private var uploadRingState: CUDAUploadRing?? = nil
+    private let uploadRingLock = NSLock()
+    static let uploadSlotBytes = 1 << 20
+
+    /// The small-upload ring (32 slots of 1 MiB) when `bytes` fits a slot; nil for a larger upload,
+    /// or if the driver has no events or the pinned memory cannot be had.
+    func uploadRingIfSmall(_ bytes: Int) -> CUDAUploadRing? {
+        guard bytes <= Self.uploadSlotBytes else { return nil }
+        uploadRingLock.lock(); defer { uploadRingLock.unlock() }
+        if let made = uploadRingState { return made }
+        let ring = makeUploadRing()
+        uploadRingState = .some(ring)
+        return ring
+    }
+
+    private func makeUploadRing() -> CUDAUploadRing? {
+        guard let create = api.cuEventCreate, let record = api.cuEventRecord, let wait = api.cuEventSynchronize else { return nil }
+        let (api, context, stream) = (self.api, self.context, self.stream)
+        return CUDAUploadRing(slots: 32, slotBytes: Self.uploadSlotBytes, driver: CUDAUploadRingDriver(
+            allocatePinned: { bytes in
+                _ = api.cuCtxSetCurrent(context)
+                var p: UnsafeMutableRawPointer?
+                return api.cuMemAllocHost(&p, bytes) == 0 ? p : nil
+            },
+            createEvent: {
+                _ = api.cuCtxSetCurrent(context)
+                var event: CUhandle = nil
+                return create(&event, CUDADriverAPI.eventDisableTiming) == 0 ? event : nil
+            },
+            copyAsync: { destination, source, bytes in
+                _ = api.cuCtxSetCurrent(context)
+                return api.cuMemcpyHtoDAsync(destination, source, bytes, stream)
+            },
+            record: { event in record(event, stream) },
+            wait: { event in wait(event) }))
+    }
 
     nonisolated(unsafe) private static var contexts: [Int: CUDADeviceContext] = [:]
     private static let contextsLock = NSLock()
