@@ -313,8 +313,24 @@ def child_sample_ref(c):
     images = run(steps)
     c.sync()
     seconds = time.perf_counter() - t0
-    write_result(c.a.result, {"sampling_seconds": seconds, "peak_mib": c.peak_mib(), "steps": steps,
-                              "images": list(images.shape), "finite": bool(torch.isfinite(images).all())})
+    peak = c.peak_mib()
+    # The same run again in three timed parts, as `ddpo sample --timing` splits ours: the text
+    # encoder, the denoising loop (output_type="latent"), the VAE decode.
+    t0 = time.perf_counter()
+    cond, uncond = pipe.encode_prompt(SAMPLE_PROMPTS, dev, 1, True)
+    c.sync()
+    t1 = time.perf_counter()
+    latents = pipe(prompt_embeds=cond, negative_prompt_embeds=uncond, num_inference_steps=steps, guidance_scale=7.5,
+                   eta=0.0, output_type="latent", height=c.cfg["image"], width=c.cfg["image"],
+                   generator=torch.Generator(device=dev).manual_seed(0)).images
+    c.sync()
+    t2 = time.perf_counter()
+    pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)
+    c.sync()
+    t3 = time.perf_counter()
+    write_result(c.a.result, {"sampling_seconds": seconds, "peak_mib": peak, "steps": steps,
+                              "images": list(images.shape), "finite": bool(torch.isfinite(images).all()),
+                              "text_seconds": t1 - t0, "denoise_seconds": t2 - t1, "decode_seconds": t3 - t2})
 
 
 def child_ddpo_ref(c):
@@ -735,6 +751,12 @@ def render(R, cfg, a):
         row(f"sampling: {cfg['sample_steps']} DDIM steps, 2 prompts, {cfg['image']}², CFG 7.5 (s)", ours_cell,
             err(S) or fmt(r_s, " s", 2), ratio(o_s, r_s), mem(oj.get("peak_mib"), S.get("peak_mib")),
             "load excluded; text encoding + VAE decode included"
+            + (f"; ours: text {fmt(oj['text_seconds'], ' s', 3)}, denoising {fmt(oj['denoise_seconds'], ' s', 3)}, "
+               f"decode {fmt(oj['decode_seconds'], ' s', 3)}, {oj.get('raw_allocations', '?')} device allocations"
+               if "denoise_seconds" in oj else "")
+            + (f"; diffusers (a second run, in parts): text {fmt(S['text_seconds'], ' s', 3)}, denoising "
+               f"{fmt(S['denoise_seconds'], ' s', 3)}, decode {fmt(S['decode_seconds'], ' s', 3)}"
+               if "denoise_seconds" in S else "")
             + ("" if S.get("finite", True) else "; ref images NOT finite"))
         conv_ab_row(R.get("sample_ours_im2col"), S, "sampling_seconds", " s")
         conv_ab_row(R.get("sample_ours_scalar"), S, "sampling_seconds", " s",
@@ -759,8 +781,9 @@ def render(R, cfg, a):
         if "partial" in (D or {}):
             note.append(f"TRL: {D['partial'][:120]}")
         if m:
-            note.append(f"ours sampling {fmt(m.get('sampling_seconds'), ' s')}, reward_mean "
-                        f"{fmt(m.get('reward_mean'), '', 3)}")
+            note.append(f"ours sampling {fmt(m.get('sampling_seconds'), ' s')} (models "
+                        f"{fmt(m.get('sampling_model_seconds'), ' s')}, reward {fmt(m.get('sampling_reward_seconds'), ' s')}), "
+                        f"reward_mean {fmt(m.get('reward_mean'), '', 3)}")
             if m.get("gradient_checkpointing") is not None:
                 note.append(f"ours gradient checkpointing auto: {'on' if m['gradient_checkpointing'] else 'off'} "
                             f"(pass estimated {fmt(m.get('checkpointing_estimate_mib'), ' MiB', 0)}, "

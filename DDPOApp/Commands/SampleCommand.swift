@@ -24,7 +24,7 @@ enum SampleCommand {
         OptionSpec(name: "out", kind: .value, valueName: "DIR", help: "output folder (default: samples)"),
         OptionSpec(name: "device", kind: .value, valueName: "cpu|cuda:N", help: "where to run (default: the first GPU, else cpu; or $DDPO_DEVICE)"),
         OptionSpec(name: "mixed_precision", kind: .value, valueName: "no|fp16|bf16", help: "half-precision weights and activations on a GPU (default fp16 there, no on a CPU)"),
-        OptionSpec(name: "timing", kind: .bool, help: "print {\"sampling_seconds\", \"peak_mib\"} as JSON after sampling"),
+        OptionSpec(name: "timing", kind: .bool, help: "print {\"sampling_seconds\" (also split into text_seconds, denoise_seconds, decode_seconds), \"peak_mib\", \"raw_allocations\"} as JSON after sampling"),
         OptionSpec(name: "warmup_steps", kind: .value, valueName: "INT", help: "first run the same prompts for this many steps, untimed and discarded (default 0; benchmarks: kernels, cuBLAS and the allocator warm)"),
         OptionSpec(name: "quiet", kind: .bool, help: "no progress output"),
     ]
@@ -105,7 +105,7 @@ enum SampleCommand {
             request.height = height
             request.width = width
         }
-        let output: SamplingOutput
+        var output: SamplingOutput
         // Under fp16/bf16 the float32 work is the VAE decode: TF32 there, as PyTorch's cuDNN default.
         if case .cuda = choice.device { CUDA.allowTF32 = precision != .no }
         if warmupSteps > 0 {
@@ -115,14 +115,34 @@ enum SampleCommand {
             do { _ = try pipeline.sample(warmup, generator: &generator).images?.copied(to: .cpu) }
             catch { throw AppError("\(command): warm-up: \(error)", exitCode: 1) }
         }
-        if case .cuda(let index) = choice.device { CUDA.resetPeakMemory(index) }
+        var rawAllocationsBefore = 0
+        if case .cuda(let index) = choice.device {
+            CUDA.resetPeakMemory(index)
+            rawAllocationsBefore = CUDA.memoryStats(index).rawAllocations
+        }
         CUDA.resetProfile()
+        // Three parts, timed apart (`--timing`): the text encoder, the denoising loop, the VAE
+        // decode. Each ends by waiting for the device; `sample` would run the same calls in one go.
+        func synchronize() { if case .cuda(let index) = choice.device { try? CUDA.synchronize(index) } }
         let started = Date()
+        var split: (text: Double, denoise: Double) = (0, 0)
         do {
             var generator = PhiloxGenerator(seed: UInt64(bitPattern: Int64(seed)))
-            output = try pipeline.sample(request, generator: &generator) { p in
+            var timed = request
+            timed.promptEmbeddings = try pipeline.encodePrompts(request.prompts, clipSkip: request.clipSkip)
+            if request.usesGuidance {
+                timed.negativePromptEmbeddings = try pipeline.encodePrompts(
+                    request.negativePrompts ?? Array(repeating: "", count: request.prompts.count), clipSkip: request.clipSkip)
+            }
+            synchronize()
+            split.text = Date().timeIntervalSince(started)
+            timed.decode = false
+            output = try pipeline.sample(timed, generator: &generator) { p in
                 progress.update("sampling", done: p.step, total: p.total)
             }
+            synchronize()
+            split.denoise = Date().timeIntervalSince(started) - split.text
+            output.images = pipeline.decodeLatents(output.latents)
         } catch { throw AppError("\(command): \(error)", exitCode: 1) }
         guard let images = output.images?.copied(to: .cpu) else { throw AppError("\(command): the pipeline decoded no images", exitCode: 1) }
         let seconds = Date().timeIntervalSince(started)   // the copy to the host waited for the device
@@ -140,9 +160,16 @@ enum SampleCommand {
                             to: out.appendingPathComponent("samples.safetensors").path)
         progress.line("\(command): wrote \(pngs.count) PNGs and samples.safetensors to \(out.path)")
         if parsed.bool("timing") ?? false {
-            var peak = 0.0
-            if case .cuda(let index) = choice.device { peak = Double(CUDA.memoryStats(index).peakInUse) / 1_048_576 }
-            print(String(format: "{\"sampling_seconds\": %.4f, \"peak_mib\": %.1f, \"device\": \"%@\"}", seconds, peak, choice.name))
+            // raw_allocations: device allocations (cuMemAlloc, which can stall the GPU) made by the timed run.
+            var peak = 0.0, rawAllocations = 0
+            if case .cuda(let index) = choice.device {
+                let stats = CUDA.memoryStats(index)
+                peak = Double(stats.peakInUse) / 1_048_576
+                rawAllocations = stats.rawAllocations - rawAllocationsBefore
+            }
+            print(String(format: "{\"sampling_seconds\": %.4f, \"text_seconds\": %.4f, \"denoise_seconds\": %.4f, \"decode_seconds\": %.4f, "
+                         + "\"peak_mib\": %.1f, \"raw_allocations\": %d, \"device\": \"%@\"}",
+                         seconds, split.text, split.denoise, seconds - split.text - split.denoise, peak, rawAllocations, choice.name))
         }
     }
 

@@ -199,7 +199,12 @@ public final class DDPOTrainer {
         let rewards = RewardQueue(reward: reward, workers: config.async_reward_computation ? config.max_workers : 0)
 
         let negatives = negativeEmbedding.expand([batchSize] + Array(negativeEmbedding.shape.dropFirst()))
+        // Where the sampling part's time goes (logged beside sampling_seconds): the models (text
+        // encoder, denoising loop, VAE decode; the log-probabilities' read waits for them) and the
+        // reward (computed in `submit` without async workers, waited for in `results`).
+        var modelSeconds = 0.0, rewardSeconds = 0.0
         for b in 0..<batches {
+            let modelStart = Date()
             let picked = prompts.batch(batchSize)
             let texts = picked.map(\.prompt)
             let embeddings = try pipeline.encodePrompts(texts)
@@ -211,12 +216,15 @@ public final class DDPOTrainer {
                 self?.onEvent?(.sampling(epoch: epoch, batch: b, batches: batches, progress: p))
             }
             let logProbs = trajectory.logProbs.toArray()
+            modelSeconds += Date().timeIntervalSince(modelStart)
             if let bad = logProbs.firstIndex(where: { !$0.isFinite }) {
                 throw failure(epoch, "sampling log-probability",
                               "sample batch \(b), sample \(bad / config.sample_num_steps), step \(bad % config.sample_num_steps) is \(logProbs[bad])")
             }
             let images = trajectory.images!
+            let rewardStart = Date()
             rewards.submit(images: images, prompts: texts, metadata: picked.map(\.metadata))
+            rewardSeconds += Date().timeIntervalSince(rewardStart)
             let steps = trajectory.timesteps.toArray().map { Int($0) }
             for i in 0..<texts.count {
                 samples.append(Sample(promptEmbedding: embeddings.slice(0, i, i + 1).reshape(Array(embeddings.shape.dropFirst())),
@@ -232,9 +240,11 @@ public final class DDPOTrainer {
         }
 
         let outputs: [RewardOutput]
+        let rewardWait = Date()
         do { outputs = try rewards.results() } catch {
             throw failure(epoch, "reward", "\(reward.name) failed: \(error)")
         }
+        rewardSeconds += Date().timeIntervalSince(rewardWait)
         var allRewards: [Double] = []
         for (b, output) in outputs.enumerated() {
             if let bad = output.rewards.firstIndex(where: { !$0.isFinite }) {
@@ -286,7 +296,8 @@ public final class DDPOTrainer {
         }
         // Timing and, on a GPU, the allocator's peak for this epoch.
         var timing = ["epoch": Double(epoch), "epoch_seconds": Date().timeIntervalSince(epochStart),
-                      "sampling_seconds": samplingSeconds]
+                      "sampling_seconds": samplingSeconds, "sampling_model_seconds": modelSeconds,
+                      "sampling_reward_seconds": rewardSeconds]
         if case .cuda(let index) = device {
             try? CUDA.synchronize(index)
             timing["epoch_seconds"] = Date().timeIntervalSince(epochStart)
@@ -360,7 +371,9 @@ public final class DDPOTrainer {
             ? negativeEmbedding.expand([config.train_batch_size] + Array(negativeEmbedding.shape.dropFirst()))
             : nil
         var passes = 0
-        var window: (loss: [Double], kl: [Double], clip: [Double]) = ([], [], [])
+        // Each pass's loss statistics stay on the device until the optimizer step, which reads the
+        // window's at once: the host then never waits for the device between passes.
+        var window: [(statistics: Tensor, trainBatch: Int, timestepIndex: Int)] = []
 
         for start in stride(from: 0, to: total, by: config.train_batch_size) {
             let members = Array(start..<min(start + config.train_batch_size, total))
@@ -387,24 +400,24 @@ public final class DDPOTrainer {
                                                         eta: config.sample_eta, prevSample: next, noise: nil)
                 let out = PPOLoss.compute(logProbNew: scored.logProb, logProbOld: oldLogProbs, advantages: advantages,
                                           clipRange: config.train_clip_range, advantageClipMax: config.train_adv_clip_max)
-                let lossValue = out.loss.item()
-                guard lossValue.isFinite, out.approxKL.isFinite else {
-                    throw failure(epoch, "loss", "inner epoch \(inner), train batch \(start / config.train_batch_size), timestep index \(j): loss \(lossValue), approx_kl \(out.approxKL) (a non-finite log-probability of the current model)")
-                }
                 // accelerate divides the loss by the number of accumulated passes (and multiplies
                 // it by the loss scale under fp16).
                 (out.loss * ((lossScaler?.scale ?? 1) / Double(accumulation))).backward()
-                window.loss.append(lossValue)
-                window.kl.append(out.approxKL)
-                window.clip.append(out.clipFraction)
+                window.append((out.statistics, start / config.train_batch_size, j))
                 passes += 1
                 if passes % accumulation == 0 {
+                    // One read for the window's statistics. A non-finite loss stops training before
+                    // the update (its gradients went into the accumulated ones).
+                    let values = Self.readStatistics(window.map(\.statistics))
+                    for (pass, v) in zip(window, values) where !(v.loss.isFinite && v.approxKL.isFinite) {
+                        throw failure(epoch, "loss", "inner epoch \(inner), train batch \(pass.trainBatch), timestep index \(pass.timestepIndex): loss \(v.loss), approx_kl \(v.approxKL) (a non-finite log-probability of the current model)")
+                    }
                     lossScaler?.unscale(parameters)
                     let norm = clipGradNorm(parameters, maxNorm: config.train_max_grad_norm)
                     if lossScaler != nil, !lossScaler!.update(gradientNorm: norm) {
                         // An inf/NaN gradient under fp16: skip this update (GradScaler's rule).
                         optimizer.zeroGrad()
-                        window = ([], [], [])
+                        window = []
                         continue
                     }
                     guard norm.isFinite else {
@@ -413,19 +426,32 @@ public final class DDPOTrainer {
                     optimizer.step()
                     optimizer.zeroGrad()
                     func average(_ v: [Double]) -> Double { v.reduce(0, +) / Double(max(v.count, 1)) }
-                    let m = DDPOStepMetrics(epoch: epoch, innerEpoch: inner, globalStep: globalStep, loss: average(window.loss),
-                                            approxKL: average(window.kl), clipFraction: average(window.clip))
+                    let m = DDPOStepMetrics(epoch: epoch, innerEpoch: inner, globalStep: globalStep, loss: average(values.map(\.loss)),
+                                            approxKL: average(values.map(\.approxKL)), clipFraction: average(values.map(\.clipFraction)))
                     logger?.log(["loss": m.loss, "approx_kl": m.approxKL, "clipfrac": m.clipFraction,
                                  "epoch": Double(epoch), "inner_epoch": Double(inner)], step: globalStep)
                     onEvent?(.step(m))
                     globalStep += 1
-                    window = ([], [], [])
+                    window = []
                 }
             }
         }
         guard passes % accumulation == 0 else {
             throw failure(epoch, "gradient accumulation", "inner epoch \(inner) ended between optimizer steps (\(passes) passes, \(accumulation) per step)")
         }
+    }
+
+    /// Each pass's (loss, approx_kl, clipfrac) from its `PPOLossOutput.statistics`, read back in one transfer.
+    static func readStatistics(_ statistics: [Tensor]) -> [(loss: Double, approxKL: Double, clipFraction: Double)] {
+        guard let first = statistics.first else { return [] }
+        let values = withNoGrad { Tensor.concat(statistics.map { $0.to(first.dtype) }, axis: 0).toArray() }
+        var result: [(loss: Double, approxKL: Double, clipFraction: Double)] = []
+        var offset = 0
+        for t in statistics {
+            result.append(PPOLossOutput.values(of: Array(values[offset..<offset + t.numel])))
+            offset += t.numel
+        }
+        return result
     }
 
     private func failure(_ epoch: Int, _ quantity: String, _ message: String) -> DDPOTrainingError {

@@ -11,14 +11,28 @@ import Foundation
 //     let out = PPOLoss.compute(logProbNew: logp, logProbOld: sample.logProbs, advantages: sample.advantages,
 //                               clipRange: config.trainClipRange, advantageClipMax: config.trainAdvClipMax)
 //     out.loss.backward()          // gradient flows into logp_new only
-//     log(out.approxKL, out.clipFraction)
+//     log(out.approxKL, out.clipFraction)   // each read waits for the device; `out.statistics` defers it
 
-/// The loss (a differentiable scalar tensor) and the two logged statistics.
+/// The loss (a differentiable scalar tensor) and the two logged statistics. The statistics stay on
+/// the loss's device until read: `approxKL` and `clipFraction` read them back (each read waits for
+/// the device), and `statistics` holds both for reading many passes at once (the trainer reads a
+/// whole optimizer step's worth with one transfer).
 public struct PPOLossOutput {
     /// 0-d tensor, differentiable with respect to `logProbNew`.
     public var loss: Tensor
-    public var approxKL: Double
-    public var clipFraction: Double
+    /// [2 + B], no gradient: the loss, ½·mean((logp_new − logp_old)²), then 1 for each sample whose
+    /// ratio is clipped (|ratio − 1| > ε) and 0 otherwise. `PPOLossOutput.values(of:)` reads it.
+    public var statistics: Tensor
+
+    public var approxKL: Double { Self.values(of: statistics.toArray()).approxKL }
+    public var clipFraction: Double { Self.values(of: statistics.toArray()).clipFraction }
+
+    /// The loss, approx_kl and clipfrac from the values of `statistics`.
+    public static func values(of statistics: [Double]) -> (loss: Double, approxKL: Double, clipFraction: Double) {
+        precondition(statistics.count >= 2, "PPOLossOutput.values: expected [loss, approx_kl, clipped…], got \(statistics.count) values")
+        let clipped = statistics.dropFirst(2)
+        return (statistics[0], statistics[1], clipped.reduce(0, +) / Double(max(clipped.count, 1)))
+    }
 }
 
 public enum PPOLoss {
@@ -38,11 +52,11 @@ public enum PPOLoss {
         let unclipped = (adv * -1) * ratio
         let clipped = (adv * -1) * ratio.clamp(min: 1 - clipRange, max: 1 + clipRange)
         let loss = unclipped.maximum(clipped).mean()
-        let (kl, fraction) = withNoGrad { () -> (Double, Double) in
-            let kl = 0.5 * (delta * delta).mean().item()
-            let outside = (ratio.detach() - 1).abs().gt(clipRange).toArray()
-            return (kl, outside.reduce(0, +) / Double(max(outside.count, 1)))
+        let statistics = withNoGrad { () -> Tensor in
+            let kl = (delta * delta).mean() * 0.5
+            let outside = (ratio.detach() - 1).abs().gt(clipRange).reshape([-1])
+            return Tensor.concat([loss.detach().reshape([1]).to(kl.dtype), kl.reshape([1]), outside.to(kl.dtype)], axis: 0)
         }
-        return PPOLossOutput(loss: loss, approxKL: kl, clipFraction: fraction)
+        return PPOLossOutput(loss: loss, statistics: statistics)
     }
 }

@@ -46,6 +46,15 @@ final class TrainCommandTests: XCTestCase {
         let objects = try lines.map { try XCTUnwrap(JSONValue(parsing: Data($0.utf8)).objectValue) }
         XCTAssertEqual(objects.filter { $0["reward_mean"] != nil }.map { $0["epoch"]?.doubleValue }, [0, 1])
         XCTAssertEqual(objects.filter { $0["loss"] != nil }.count, 4)
+        // Each epoch's timing line: the sampling part's model and reward times lie within it.
+        let timings = objects.filter { $0["epoch_seconds"] != nil }
+        XCTAssertEqual(timings.count, 2)
+        for t in timings {
+            let parts = try ["epoch_seconds", "sampling_seconds", "sampling_model_seconds", "sampling_reward_seconds"].map {
+                try XCTUnwrap(t[$0]?.doubleValue, "\($0) missing from \(t)")
+            }
+            XCTAssertTrue(parts[2] > 0 && parts[3] > 0 && parts[2] + parts[3] <= parts[1] && parts[1] <= parts[0], "\(parts)")
+        }
 
         // Samples, checkpoints, report, final model.
         for epoch in 0..<2 {

@@ -163,6 +163,24 @@ final class OptimizerTests: XCTestCase {
         for (p, g) in zip(f32, grads) { p.grad = Tensor(g, shape: p.shape, dtype: .float32) }
         let total32 = f32.flatMap { $0.grad!.toArray() }.map { $0 * $0 }.reduce(0, +).squareRoot()
         XCTAssertEqual(clipGradNorm(f32, maxNorm: 1.0), total32, accuracy: 1e-9)
+
+        // Strided gradients take the tensor path (as on a GPU): partial sums on the device, read
+        // back together. [3, 4] and [2, 1, 3] become permuted views; [5] stays contiguous.
+        let strided = makeParameters(.float64)
+        func resetStrided() {
+            for (p, g) in zip(strided, grads) {
+                let order = Array((0..<p.rank).reversed())
+                p.grad = Tensor(g, shape: order.map { p.shape[$0] }, dtype: .float64).permute(order)
+            }
+        }
+        resetStrided()
+        XCTAssertFalse(strided[0].grad!.isContiguous)
+        let permutedValues = strided.map { $0.grad!.toArray() }
+        XCTAssertEqual(clipGradNorm(strided, maxNorm: 1.0), total, accuracy: 1e-12)
+        for (p, g) in zip(strided, permutedValues) { assertClose(p.grad!.toArray(), g.map { $0 * coef }, atol: 1e-14, rtol: 1e-12) }
+        resetStrided()
+        let maxAll = grads.flatMap { $0 }.map { abs($0) }.max()!
+        XCTAssertEqual(clipGradNorm(strided, maxNorm: 1e9, normType: .infinity), maxAll, accuracy: 1e-12)
     }
 
     /// Two identical runs; the second is interrupted after `cut` steps, its optimizer state saved to

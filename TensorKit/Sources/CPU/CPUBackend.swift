@@ -7,6 +7,7 @@ public final class CPUBackend: Backend {
     public let device: Device = .cpu
 
     public func allocate(byteCount: Int) -> Storage { Storage(cpuByteCount: byteCount) }
+    public func allocateUninitialized(byteCount: Int) -> Storage { Storage(cpuUninitializedByteCount: byteCount) }
 
     /// A new zero-filled contiguous CPU tensor.
     @inline(__always) func empty(_ shape: [Int], _ dtype: DType) -> Tensor {

@@ -66,6 +66,9 @@ public protocol Backend: AnyObject {
 
     // Memory
     func allocate(byteCount: Int) -> Storage
+    /// Memory whose contents are left as they are, for an output every element of which is written
+    /// next (a cast, a concatenation, random draws). Skips `allocate`'s zero fill.
+    func allocateUninitialized(byteCount: Int) -> Storage
     /// Copies `source` (same device, any strides, any dtype) into `destination` (same shape).
     func copy(_ source: Tensor, into destination: Tensor)
     /// Returns a contiguous copy of `source` on `device`. Same-device copies go to that device's

@@ -41,10 +41,17 @@ public final class Tensor: @unchecked Sendable {
         self.init(storage: storage, shape: shape, dtype: dtype)
     }
 
+    /// A new tensor whose elements are not set: only for an output the caller writes completely
+    /// before anyone reads it.
+    convenience init(unfilled shape: [Int], dtype: DType, device: Device) {
+        let storage = backend(for: device).allocateUninitialized(byteCount: shape.reduce(1, *) * dtype.byteSize)
+        self.init(storage: storage, shape: shape, dtype: dtype)
+    }
+
     /// A tensor holding `values` (row-major) converted to `dtype`.
     public convenience init(_ values: [Double], shape: [Int], dtype: DType = .float32, device: Device = .cpu) {
         precondition(values.count == shape.reduce(1, *), "\(values.count) values do not fill shape \(shape)")
-        self.init(zeros: shape, dtype: dtype, device: .cpu)
+        self.init(unfilled: shape, dtype: dtype, device: .cpu)
         values.withUnsafeBufferPointer { writeElements(from: $0, into: self) }
         if device != .cpu { self.moveStorage(to: device) }
     }

@@ -165,8 +165,9 @@ extension Tensor {
     // MARK: factories
 
     public static func full(_ shape: [Int], _ value: Double, dtype: DType = .float32, device: Device = .cpu) -> Tensor {
-        let t = Tensor(zeros: shape, dtype: dtype, device: device)
-        if value != 0 { backend(for: device).fill(t, with: value) }
+        if value == 0 { return Tensor(zeros: shape, dtype: dtype, device: device) }
+        let t = Tensor(unfilled: shape, dtype: dtype, device: device)
+        backend(for: device).fill(t, with: value)
         return t
     }
 
@@ -189,7 +190,7 @@ extension Tensor {
     /// Standard-normal draws from `generator` (advances it).
     public static func randn(_ shape: [Int], generator: inout PhiloxGenerator, mean: Double = 0, std: Double = 1,
                              dtype: DType = .float32, device: Device = .cpu) -> Tensor {
-        let t = Tensor(zeros: shape, dtype: dtype, device: device)
+        let t = Tensor(unfilled: shape, dtype: dtype, device: device)
         let offset = generator.reserve(t.numel)
         backend(for: device).randomFill(t, .normal(mean: mean, std: std), seed: generator.seed, offset: offset)
         return t
@@ -198,7 +199,7 @@ extension Tensor {
     /// Uniform draws in [low, high) from `generator` (advances it).
     public static func rand(_ shape: [Int], generator: inout PhiloxGenerator, low: Double = 0, high: Double = 1,
                             dtype: DType = .float32, device: Device = .cpu) -> Tensor {
-        let t = Tensor(zeros: shape, dtype: dtype, device: device)
+        let t = Tensor(unfilled: shape, dtype: dtype, device: device)
         let offset = generator.reserve(t.numel)
         backend(for: device).randomFill(t, .uniform(low: low, high: high), seed: generator.seed, offset: offset)
         return t

@@ -14,7 +14,7 @@ extension Tensor {
         }
         var shape = first.shape
         shape[a] = tensors.reduce(0) { $0 + $1.shape[a] }
-        let out = Tensor(zeros: shape, dtype: first.dtype, device: first.device)
+        let out = Tensor(unfilled: shape, dtype: first.dtype, device: first.device)  // the inputs cover it
         var start = 0
         var bounds: [(Int, Int)] = []
         for t in tensors {

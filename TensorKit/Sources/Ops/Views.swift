@@ -120,7 +120,7 @@ extension Tensor {
     /// Conversion to another dtype (differentiable between floating types).
     public func to(_ target: DType) -> Tensor {
         if target == dtype { return self }
-        let out = Tensor(zeros: shape, dtype: target, device: device)
+        let out = Tensor(unfilled: shape, dtype: target, device: device)
         backend(for: device).copy(self, into: out)
         let source = dtype
         if source.isFloatingPoint && target.isFloatingPoint {

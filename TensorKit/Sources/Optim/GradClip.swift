@@ -11,7 +11,7 @@ public func clipGradNorm(_ parameters: [Tensor], maxNorm: Double, normType: Doub
     precondition(normType > 0, "clipGradNorm: normType must be positive, got \(normType)")
     let grads = parameters.compactMap { $0.grad }
     if grads.isEmpty { return 0 }
-    let norms = grads.map { gradNorm($0, normType) }
+    let norms = gradNorms(grads, normType)
     let total: Double
     if normType == .infinity {
         total = norms.reduce(0) { Swift.max($0, $1) }
@@ -28,7 +28,38 @@ public func clipGradNorm(_ parameters: [Tensor], maxNorm: Double, normType: Doub
     return total
 }
 
-/// The `p`-norm of one tensor's elements.
+/// The `p`-norm of each gradient. Contiguous CPU gradients are summed here; the others as tensor
+/// operations on their device, whose results are read back in one transfer per device and dtype (a read
+/// per gradient made the host wait for the device once per parameter).
+private func gradNorms(_ grads: [Tensor], _ p: Double) -> [Double] {
+    var norms = [Double](repeating: 0, count: grads.count)
+    var pending: [(device: Device, dtype: DType, items: [(index: Int, partial: Tensor)])] = []
+    for (i, g) in grads.enumerated() {
+        if g.isFusedUpdatable {
+            norms[i] = gradNorm(g, p)
+            continue
+        }
+        // max |x| for the inf-norm, else Σ|x|^p, in the gradient's dtype.
+        let partial = withNoGrad { () -> Tensor in
+            let a = g.abs()
+            return p == .infinity ? a.max() : a.pow(p).sum()
+        }
+        if let k = pending.firstIndex(where: { $0.device == partial.device && $0.dtype == partial.dtype }) {
+            pending[k].items.append((i, partial))
+        } else {
+            pending.append((partial.device, partial.dtype, [(i, partial)]))
+        }
+    }
+    for group in pending {
+        let values = withNoGrad { Tensor.stack(group.items.map(\.partial), axis: 0).toArray() }
+        for (item, value) in zip(group.items, values) {
+            norms[item.index] = p == .infinity ? value : Foundation.pow(value, 1 / p)
+        }
+    }
+    return norms
+}
+
+/// The `p`-norm of a contiguous CPU tensor's elements.
 private func gradNorm(_ g: Tensor, _ p: Double) -> Double {
     func run<T: CPUFloat>(_ ptr: UnsafeMutablePointer<T>) -> Double {
         let n = g.numel
@@ -45,15 +76,7 @@ private func gradNorm(_ g: Tensor, _ p: Double) -> Double {
         for i in 0..<n { s += Foundation.pow(Swift.abs(Double(ptr[i])), p) }
         return Foundation.pow(s, 1 / p)
     }
-    if g.isFusedUpdatable {
-        return g.dtype == .float32 ? run(g.pointer(as: Float.self)) : run(g.pointer(as: Double.self))
-    }
-    // Other devices or layouts: tensor operations, one scalar read back.
-    return withNoGrad {
-        let a = g.abs()
-        if p == .infinity { return a.max().item() }
-        return Foundation.pow(a.pow(p).sum().item(), 1 / p)
-    }
+    return g.dtype == .float32 ? run(g.pointer(as: Float.self)) : run(g.pointer(as: Double.self))
 }
 
 private func scaleInPlace(_ g: Tensor, by factor: Double) {
