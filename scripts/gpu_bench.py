@@ -23,10 +23,13 @@ failure or a timeout becomes a row "failed: <reason>" and the script goes on):
             loading, cuBLAS set-up or allocator growth in the timed call). On CUDA ours runs again
             with TENSORKIT_CUDA_CONV_MMA=0, an A/B row; and, while 260 s remain (the epoch needs ~200), with
             TENSORKIT_CUDA_VECTORS=0 and TENSORKIT_CUDA_FAST_COPY=0 (element-wise access), another.
+            The note splits each side into text encoding, denoising and VAE decode (ours in its timed
+            run; diffusers' in a second run in parts: encode_prompt, output_type="latent", vae.decode).
   ddpo      one DDPO epoch with TRL's blog settings (sample batch 6 x 4 batches, train batch 3,
             50 steps, fp16, LoRA rank 4, jpeg_compressibility, a fixed animal prompt list):
             TRL DDPOTrainer.step (epoch 0; epoch 1 too when time allows) vs `ddpo train
-            --num_epochs 1` (its metrics.jsonl's epoch_seconds).
+            --num_epochs 1` (its metrics.jsonl's epoch_seconds; the note adds our sampling part's
+            time in the models and in the reward).
   profile   (opt-in: --phases ...,profile) ours only, TENSORKIT_CUDA_PROFILE=1: a one-batch DDPO
             epoch (10 steps), the same with TENSORKIT_CUDA_CONV_MMA=0 when time allows, and a
             10-step sampling run; the per-kernel tables, sampling and training apart, are in
