@@ -417,7 +417,8 @@ public final class CUDABackend: Backend {
         let cType = outputType == .float32 ? CUBLASAPI.r32F : type
         ctx.makeCurrent()
         let profile = CUDAProfile.begin(ctx)
-        defer { CUDAProfile.end(profile, ctx, "cublas gemm \(dtype)") }
+        // A row of its own for GEMMs with a dimension of at most 16: LoRA's rank-r products.
+        defer { CUDAProfile.end(profile, ctx, "cublas gemm \(dtype)" + (min(m, n, k) <= 16 ? " (a dimension ≤ 16)" : "")) }
         var alpha32 = Float(alpha), beta32 = Float(beta), alpha64 = alpha, beta64 = beta
         let status: Int32 = withUnsafePointer(to: &alpha32) { a32 in
             withUnsafePointer(to: &beta32) { b32 in

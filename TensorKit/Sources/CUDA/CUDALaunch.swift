@@ -192,8 +192,10 @@ enum CUDAProfile {
         return Date().timeIntervalSinceReferenceDate
     }
 
-    static func end(_ start: Double?, _ ctx: CUDADeviceContext, _ name: String) {
+    /// Adds the launch begun at `start` to the row `name` (built only when profiling).
+    static func end(_ start: Double?, _ ctx: CUDADeviceContext, _ name: @autoclosure () -> String) {
         guard let start else { return }
+        let name = name()
         _ = ctx.api.cuStreamSynchronize(ctx.stream)
         let row = rows[name] ?? (0, 0)
         rows[name] = (row.calls + 1, row.seconds + Date().timeIntervalSinceReferenceDate - start)
