@@ -102,16 +102,40 @@ final class AutogradTests: XCTestCase {
 
     func testGraphIsReleasedAfterBackward() {
         let x = Tensor([1], shape: [1]).requiringGrad()
-        weak var weakIntermediate: Tensor?
+        weak var weakIntermediate: Storage?
         var y: Tensor
         do {
             let intermediate = x * 2
-            weakIntermediate = intermediate
-            y = intermediate.exp()
+            weakIntermediate = intermediate.storage
+            y = intermediate * intermediate         // mul's backward reads both of its inputs
         }
-        XCTAssertNotNil(weakIntermediate)   // held by y's graph
+        XCTAssertNotNil(weakIntermediate)   // its memory is held by y's backward
         y.sum().backward()
         XCTAssertNil(weakIntermediate)      // freed with the graph
+        XCTAssertEqual(x.grad?.toArray(), [8])  // d(4x²)/dx at 1
         _ = y
+    }
+
+    /// The graph routes gradients without holding the tensors it routes them through: an
+    /// intermediate's memory that no backward function reads is freed as soon as the caller drops it, while
+    /// the gradient still flows through its node.
+    func testGraphKeepsOnlyWhatBackwardReads() {
+        let x = Tensor([0.5, -1], shape: [2], dtype: .float64).requiringGrad()
+        weak var weakScaled: Storage?
+        weak var weakShifted: Storage?
+        var y: Tensor
+        do {
+            let scaled = x * 3                      // backward needs only the constant
+            let shifted = scaled + 1                // backward needs nothing
+            weakScaled = scaled.storage
+            weakShifted = shifted.storage
+            y = shifted.exp()                       // backward reads its output, not its input
+        }
+        XCTAssertNil(weakScaled)
+        XCTAssertNil(weakShifted)
+        y.sum().backward()
+        // d/dx exp(3x + 1) = 3·exp(3x + 1), worked out by hand.
+        let expected = [0.5, -1.0].map { 3 * Foundation.exp(3 * $0 + 1) }
+        for (got, want) in zip(x.grad!.toArray(), expected) { XCTAssertEqual(got, want, accuracy: 1e-12) }
     }
 }

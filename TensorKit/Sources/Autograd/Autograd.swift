@@ -1,17 +1,44 @@
 import Foundation
 
-/// One recorded operation: the tensors it read and how to map the output gradient to theirs.
+/// One recorded operation: where each input's gradient goes, and how to map the output gradient to
+/// theirs.
+///
+/// The node keeps no input tensor alive, only each input's route (as PyTorch's edges): the node that
+/// made it, the leaf that accumulates its gradient, or nothing when it needs none. An intermediate
+/// result lives on only if a backward function kept it (its `saved` tensors), so a forward pass holds
+/// what backward reads, not every tensor it made: the matmul output that a bias pass replaced, the
+/// LoRA delta that was added in, the activation that only a frozen layer read.
 public final class GradNode {
     public let name: String
-    var inputs: [Tensor]
+    var edges: [GradEdge]
     /// Maps the gradient of the output to one gradient per input (nil: no gradient for that input).
     var backward: ((Tensor) -> [Tensor?])?
 
     init(name: String, inputs: [Tensor], backward: @escaping (Tensor) -> [Tensor?]) {
         self.name = name
-        self.inputs = inputs
+        self.edges = inputs.map(GradEdge.init)
         self.backward = backward
     }
+}
+
+/// Where one input's gradient goes.
+enum GradEdge {
+    /// The input was made by a recorded operation: its gradient is summed there. The shape checks
+    /// the gradient a backward function returns.
+    case node(GradNode, shape: [Int])
+    /// A leaf that requires a gradient (a parameter, an input marked `requiringGrad()`): its `grad`
+    /// accumulates.
+    case leaf(Tensor)
+    /// No gradient is needed.
+    case none
+
+    init(_ input: Tensor) {
+        if let node = input.gradFn { self = .node(node, shape: Array(input.shape)) }
+        else if input.requiresGrad { self = .leaf(input) }
+        else { self = .none }
+    }
+
+    var node: GradNode? { if case .node(let node, _) = self { return node }; return nil }
 }
 
 /// Whether operations record a graph. Thread-local, so a sampling thread can run without grad
@@ -82,9 +109,9 @@ extension Tensor {
             guard let node = root.gradFn, visited.insert(ObjectIdentifier(node)).inserted else { continue }
             stack.append((node, 0))
             while let (node, next) = stack.popLast() {
-                if next < node.inputs.count {
+                if next < node.edges.count {
                     stack.append((node, next + 1))
-                    if let child = node.inputs[next].gradFn, visited.insert(ObjectIdentifier(child)).inserted {
+                    if let child = node.edges[next].node, visited.insert(ObjectIdentifier(child)).inserted {
                         stack.append((child, 0))
                     }
                 } else {
@@ -94,50 +121,58 @@ extension Tensor {
         }
 
         var pending: [ObjectIdentifier: Tensor] = [:]
+        func accumulate(_ grad: Tensor, into node: GradNode) {
+            let id = ObjectIdentifier(node)
+            pending[id] = pending[id].map { $0 + grad } ?? grad
+        }
         /// `owned`: `grad` was made by a backward function and this is the caller's only reference.
-        func accumulate(_ grad: inout Tensor, into tensor: Tensor, owned: Bool) {
-            if let node = tensor.gradFn {
-                let id = ObjectIdentifier(node)
-                pending[id] = pending[id].map { $0 + grad } ?? grad
-            } else if tensor.requiresGrad {
-                if let existing = tensor.grad {
-                    tensor.grad = existing + (grad.dtype == tensor.dtype ? grad : grad.to(tensor.dtype))
-                } else if grad.dtype != tensor.dtype {
-                    tensor.grad = grad.to(tensor.dtype)         // a new contiguous tensor
-                } else if owned, isKnownUniquelyReferenced(&grad), isKnownUniquelyReferenced(&grad.storage),
-                          grad.isContiguous, grad.offset == 0, grad.numel * grad.dtype.byteSize == grad.storage.byteCount {
-                    // Nothing else can reach this tensor or its memory (a backward kernel's fresh
-                    // output): the leaf takes it as it is, as PyTorch's AccumulateGrad steals a
-                    // gradient nobody else holds.
-                    tensor.grad = grad
-                } else {
-                    // Own the memory: a gradient that aliases another tensor must not be mutated later.
-                    tensor.grad = grad.contiguousCopy()
-                }
+        func accumulate(_ grad: inout Tensor, intoLeaf tensor: Tensor, owned: Bool) {
+            if let existing = tensor.grad {
+                tensor.grad = existing + (grad.dtype == tensor.dtype ? grad : grad.to(tensor.dtype))
+            } else if grad.dtype != tensor.dtype {
+                tensor.grad = grad.to(tensor.dtype)         // a new contiguous tensor
+            } else if owned, isKnownUniquelyReferenced(&grad), isKnownUniquelyReferenced(&grad.storage),
+                      grad.isContiguous, grad.offset == 0, grad.numel * grad.dtype.byteSize == grad.storage.byteCount {
+                // Nothing else can reach this tensor or its memory (a backward kernel's fresh
+                // output): the leaf takes it as it is, as PyTorch's AccumulateGrad steals a
+                // gradient nobody else holds.
+                tensor.grad = grad
+            } else {
+                // Own the memory: a gradient that aliases another tensor must not be mutated later.
+                tensor.grad = grad.contiguousCopy()
             }
         }
         for (root, seed) in roots {
             var seed = seed
-            accumulate(&seed, into: root, owned: false)
+            if let node = root.gradFn { accumulate(seed, into: node) }
+            else if root.requiresGrad { accumulate(&seed, intoLeaf: root, owned: false) }
         }
 
         for node in order.reversed() {
             guard let gradOutput = pending.removeValue(forKey: ObjectIdentifier(node)),
                   let backward = node.backward else { continue }
             var grads = backward(gradOutput)
-            precondition(grads.count == node.inputs.count, "\(node.name): backward returned \(grads.count) grads for \(node.inputs.count) inputs")
-            for (i, input) in node.inputs.enumerated() {
+            precondition(grads.count == node.edges.count, "\(node.name): backward returned \(grads.count) grads for \(node.edges.count) inputs")
+            for (i, edge) in node.edges.enumerated() {
                 // Moved out of the array, so that a fresh gradient is referenced only here.
                 var taken: Tensor? = nil
                 swap(&taken, &grads[i])
-                guard var grad = taken, input.requiresGrad else { continue }
+                guard var grad = taken else { continue }
                 taken = nil
-                precondition(grad.shape == input.shape, "\(node.name): gradient shape \(grad.shape) != input shape \(input.shape)")
-                accumulate(&grad, into: input, owned: true)
+                switch edge {
+                case .node(let child, let shape):
+                    precondition(grad.shape == shape, "\(node.name): gradient shape \(grad.shape) != input shape \(shape)")
+                    accumulate(grad, into: child)
+                case .leaf(let leaf):
+                    precondition(grad.shape == leaf.shape, "\(node.name): gradient shape \(grad.shape) != input shape \(leaf.shape)")
+                    accumulate(&grad, intoLeaf: leaf, owned: true)
+                case .none:
+                    continue
+                }
             }
             if !retainGraph {
                 node.backward = nil
-                node.inputs = []
+                node.edges = []
             }
         }
     }
