@@ -17,6 +17,9 @@
 # (2 prompts, CFG 7.5, 512², VAE decode) and a DDPO epoch at TRL's settings cut to one sample batch
 # (6 prompts, 10 steps, train batch 3, LoRA), the host time and the null driver's counts; for the
 # epoch also per training pass and per optimizer step, from three epochs that differ in one of them.
+# Last, that epoch once more with TENSORKIT_CUDA_MEMORY_TRACE=1: its peak of device memory (the
+# caching allocator's accounting, exact on the null driver) and the call sites of what was live at
+# the peak (named by scripts/symbolize-trace.sh when addr2line is installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -118,3 +121,21 @@ print("|---|---|---|")
 for k in ["host ms (training part)", "launches", "gemms", "stream syncs", "downloads", "uploads", "memsets", "device copies"]:
     print(f"| {k} | {(full[k] - half[k]) / 10:.1f} | {full[k] - accumulated[k]:.1f} |")
 EOF
+
+echo "== Device memory: the same epoch (6 samples x 10 steps, train batch 3, no checkpointing), what is live at its peak"
+TENSORKIT_CUDA_MEMORY_TRACE=1 "$DDPO" train --model "$MODEL" --device cuda:0 --mixed_precision fp16 --num_epochs 1 \
+    --sample_batch_size 6 --sample_num_batches_per_epoch 1 --train_batch_size 3 --sample_num_steps 10 \
+    --reward jpeg_compressibility --prompts "$WORK/prompts.txt" --logdir "$WORK/logs-memory" --run_name r --quiet \
+    --save_freq 1000 --gradient_checkpointing false --report_prompts 0 2> "$WORK/trace.txt" >/dev/null \
+    || { echo "host-overhead: ddpo train failed:"; tail -20 "$WORK/trace.txt"; exit 1; }
+python3 -c "
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+e = [r for r in rows if 'gpu_peak_mib' in r][-1]
+print('gpu_peak_mib %.1f, gpu_in_use_mib %.1f (at the end), gpu_cached_mib %.1f' % (e['gpu_peak_mib'], e['gpu_in_use_mib'], e['gpu_cached_mib']))
+" "$WORK/logs-memory/r/metrics.jsonl"
+if command -v addr2line >/dev/null && command -v swift >/dev/null; then
+    grep -v "^null-cuda" "$WORK/trace.txt" | scripts/symbolize-trace.sh --short 4 | head -60
+else
+    grep -v "^null-cuda" "$WORK/trace.txt" | head -60
+fi

@@ -59,4 +59,11 @@ struct DeviceChoice {
         pipeline.vaeDecodeDType = precision.vaeDecodeDType
         return pipeline.to(device)
     }
+
+    /// On a GPU with `TENSORKIT_CUDA_MEMORY_TRACE` set: what was live at the last memory peak, by
+    /// allocating call stack, on standard error (`scripts/symbolize-trace.sh` names the frames).
+    func reportMemoryTrace(command: String) {
+        guard case .cuda(let index) = device, let trace = CUDA.memoryTrace(index) else { return }
+        FileHandle.standardError.write(Data("\(command): \(trace)\n".utf8))
+    }
 }

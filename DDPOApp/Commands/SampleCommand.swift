@@ -159,6 +159,7 @@ enum SampleCommand {
         try saveSafeTensors(["images": images.to(.float32).contiguous(), "latents": output.latents.to(.float32).contiguous()],
                             to: out.appendingPathComponent("samples.safetensors").path)
         progress.line("\(command): wrote \(pngs.count) PNGs and samples.safetensors to \(out.path)")
+        choice.reportMemoryTrace(command: command)
         if parsed.bool("timing") ?? false {
             // raw_allocations: device allocations (cuMemAlloc, which can stall the GPU) made by the timed run.
             var peak = 0.0, rawAllocations = 0

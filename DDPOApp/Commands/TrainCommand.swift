@@ -345,6 +345,7 @@ enum TrainCommand {
         report.status = "Finished: \(plan.config.num_epochs) epochs; this invocation took \(ProgressReporter.clock(elapsed))."
         try writeAtomically(report.html(), to: run.appendingPathComponent("report.html"))
         let final = try writeFinal(plan, pipeline: pipeline, report: report, command: commandText, seconds: elapsed)
+        plan.device.reportMemoryTrace(command: "ddpo train")
         progress.line("ddpo train: done in \(ProgressReporter.clock(elapsed)); report \(run.appendingPathComponent("report.html").path); model \(final.path)")
     }
 

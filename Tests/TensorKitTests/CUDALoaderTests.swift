@@ -129,6 +129,52 @@ final class CUDALoaderTests: XCTestCase {
         XCTAssertEqual(alloc.statistics.requestedInUse, 0)
     }
 
+    /// The trace attributes the blocks live at the peak to the call stacks that made them (bucket
+    /// sizes: 2 MiB → 2 MiB, 5 MiB → 6 MiB), counts blocks below its minimum apart (1000 → 1024
+    /// bytes), ignores what is allocated below the peak, and starts again at a reset. The stacks are
+    /// given by the test here; the next test checks the real ones.
+    func testAllocatorTraceAttributesThePeakToCallSites() {
+        let alloc = CUDACachingAllocator(raw: FakeDevice(capacity: 64 << 20))
+        var stack = ["here"]
+        alloc.traceFrames = { stack }
+        _ = alloc.allocate(4096)
+        XCTAssertNil(alloc.trace)                               // off by default
+        alloc.traceMinimumBytes = 1 << 20
+        _ = alloc.allocate(2 << 20)
+        _ = alloc.allocate(2 << 20)
+        stack = ["there", "caller"]
+        let big = alloc.allocate(5 << 20)!
+        _ = alloc.allocate(1000)
+        alloc.free(big)
+        stack = ["elsewhere"]
+        _ = alloc.allocate(1 << 20)                             // below the peak: not in the trace
+        guard let trace = alloc.trace else { return XCTFail("no trace") }
+        XCTAssertEqual(trace.peakBytes, 4096 + (4 << 20) + (6 << 20) + 1024)
+        XCTAssertEqual(trace.untracedBytes, 4096 + 1024)
+        XCTAssertEqual(trace.sites.map(\.bytes), [6 << 20, 4 << 20])
+        XCTAssertEqual(trace.sites.map(\.blocks), [1, 2])
+        XCTAssertEqual(trace.sites.map(\.frames), [["there", "caller"], ["here"]])
+        alloc.resetPeak()
+        let after = alloc.trace!
+        XCTAssertEqual(after.peakBytes, 4096 + (4 << 20) + 1024 + (1 << 20))
+        XCTAssertEqual(after.sites.map(\.frames), [["here"], ["elsewhere"]])
+    }
+
+    @inline(never) private func allocateHere(_ alloc: CUDACachingAllocator) -> UInt64 { alloc.allocate(2 << 20)! }
+    @inline(never) private func allocateThere(_ alloc: CUDACachingAllocator) -> UInt64 { alloc.allocate(4 << 20)! }
+
+    /// Without a test's stacks the sites are the real call stacks: two callers, two sites.
+    func testAllocatorTraceRecordsCallStacks() {
+        let alloc = CUDACachingAllocator(raw: FakeDevice(capacity: 64 << 20))
+        alloc.traceMinimumBytes = 0
+        _ = allocateHere(alloc)
+        _ = allocateThere(alloc)
+        let sites = alloc.trace!.sites
+        XCTAssertEqual(sites.map(\.bytes), [4 << 20, 2 << 20])
+        XCTAssertTrue(sites.allSatisfy { !$0.frames.isEmpty })
+        XCTAssertNotEqual(sites[0].frames, sites[1].frames)
+    }
+
     func testAllocatorReleasesCacheAndRetriesOnOOM() {
         let fake = FakeDevice(capacity: 8 << 20)
         let alloc = CUDACachingAllocator(raw: fake)

@@ -41,12 +41,58 @@ public struct CUDAMemoryStats: Sendable, CustomStringConvertible {
     }
 }
 
+/// What was live at an allocator's peak, by the call stack that allocated it (`CUDA.memoryTrace`).
+public struct CUDAMemoryTrace: Sendable, CustomStringConvertible {
+    /// Blocks at the peak from one call stack: their bytes (bucket sizes) and count, and the stack
+    /// (`Thread.callStackSymbols` lines, innermost first, the allocator's own frames left out; on
+    /// Linux a line names the binary and an offset, which `scripts/symbolize-trace.sh` turns into
+    /// Swift names).
+    public struct Site: Sendable {
+        public var bytes: Int
+        public var blocks: Int
+        public var frames: [String]
+    }
+    /// The peak in use (bucket sizes), as `CUDAMemoryStats.peakInUse` at the time.
+    public var peakBytes: Int
+    /// Blocks below the trace's minimum size, not attributed.
+    public var untracedBytes: Int
+    /// Largest first.
+    public var sites: [Site]
+
+    public var description: String {
+        func mib(_ b: Int) -> String { String(format: "%.1f MiB", Double(b) / 1_048_576) }
+        var lines = ["memory trace: peak \(mib(peakBytes)); \(mib(untracedBytes)) in blocks below the trace's minimum size"]
+        for site in sites {
+            lines.append("  \(mib(site.bytes)) in \(site.blocks) block\(site.blocks == 1 ? "" : "s"), allocated at:")
+            lines += site.frames.map { "      " + $0 }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
 public final class CUDACachingAllocator: @unchecked Sendable {
     private let raw: CUDARawAllocator
     private let lock = NSLock()
     private var freeLists: [Int: [UInt64]] = [:]
     private var live: [UInt64: (size: Int, requested: Int)] = [:]
     private var stats = CUDAMemoryStats()
+
+    /// Records the call stack of every allocation of at least this many bytes and keeps, at each new
+    /// peak, which stacks the live blocks came from (`trace`). nil (the default): nothing recorded.
+    /// Each traced allocation costs a stack walk, so this is for finding out where memory goes, not
+    /// for timed runs. `TENSORKIT_CUDA_MEMORY_TRACE=<MiB>` sets it when a device is first used.
+    public var traceMinimumBytes: Int? {
+        get { lock.lock(); defer { lock.unlock() }; return traceMinimum }
+        set { lock.lock(); defer { lock.unlock() }; traceMinimum = newValue }
+    }
+    private var traceMinimum: Int?
+    /// Replaces the call stack in tests.
+    var traceFrames: (() -> [String])?
+    private var siteOfBlock: [UInt64: Int] = [:]
+    private var siteIndex: [[String]: Int] = [:]
+    private var siteFrames: [[String]] = []
+    /// (bucket size, site or nil when untraced) of each block live at the last peak.
+    private var peakBlocks: [(size: Int, site: Int?)] = []
 
     public init(raw: CUDARawAllocator) { self.raw = raw }
 
@@ -79,6 +125,12 @@ public final class CUDACachingAllocator: @unchecked Sendable {
     private func track(_ address: UInt64, _ size: Int, _ requested: Int) -> UInt64 {
         live[address] = (size, requested)
         stats.inUse += size
+        if let minimum = traceMinimum {
+            if requested >= minimum {
+                siteOfBlock[address] = site(traceFrames?() ?? Array(Thread.callStackSymbols.dropFirst(3).prefix(24)))
+            }
+            if stats.inUse > stats.peakInUse { snapshotPeak() }
+        }
         stats.peakInUse = max(stats.peakInUse, stats.inUse)
         stats.requestedInUse += requested
         stats.peakRequested = max(stats.peakRequested, stats.requestedInUse)
@@ -95,6 +147,35 @@ public final class CUDACachingAllocator: @unchecked Sendable {
         stats.requestedInUse -= requested
         stats.cached += size
         freeLists[size, default: []].append(address)
+        if traceMinimum != nil { siteOfBlock[address] = nil }
+    }
+
+    private func site(_ frames: [String]) -> Int {
+        if let index = siteIndex[frames] { return index }
+        siteFrames.append(frames)
+        siteIndex[frames] = siteFrames.count - 1
+        return siteFrames.count - 1
+    }
+
+    private func snapshotPeak() {
+        peakBlocks = live.map { (address, block) in (block.size, siteOfBlock[address]) }
+    }
+
+    /// The live blocks at the last peak (since the last `resetPeak`) by call site, or nil when
+    /// `traceMinimumBytes` is not set.
+    public var trace: CUDAMemoryTrace? {
+        lock.lock(); defer { lock.unlock() }
+        guard traceMinimum != nil else { return nil }
+        var bySite: [Int: (bytes: Int, blocks: Int)] = [:]
+        var untraced = 0
+        for block in peakBlocks {
+            guard let site = block.site else { untraced += block.size; continue }
+            let entry = bySite[site] ?? (0, 0)
+            bySite[site] = (entry.bytes + block.size, entry.blocks + 1)
+        }
+        let sites = bySite.map { CUDAMemoryTrace.Site(bytes: $0.value.bytes, blocks: $0.value.blocks, frames: siteFrames[$0.key]) }
+            .sorted { $0.bytes != $1.bytes ? $0.bytes > $1.bytes : $0.frames.lexicographicallyPrecedes($1.frames) }
+        return CUDAMemoryTrace(peakBytes: peakBlocks.reduce(0) { $0 + $1.size }, untracedBytes: untraced, sites: sites)
     }
 
     /// Gives every cached block back to the raw allocator.
@@ -118,5 +199,6 @@ public final class CUDACachingAllocator: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         stats.peakInUse = stats.inUse
         stats.peakRequested = stats.requestedInUse
+        if traceMinimum != nil { snapshotPeak() }
     }
 }

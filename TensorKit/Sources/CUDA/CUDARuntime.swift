@@ -143,6 +143,13 @@ public enum CUDA {
         return (free, total)
     }
 
+    /// What was live at device `index`'s last peak (since the last `resetPeakMemory`), by the call
+    /// stack that allocated it; nil unless tracing is on (`TENSORKIT_CUDA_MEMORY_TRACE=<MiB>`: blocks
+    /// of at least that size are attributed). `ddpo train` and `ddpo sample` print it at the end.
+    public static func memoryTrace(_ index: Int = 0) -> CUDAMemoryTrace? {
+        (try? CUDADeviceContext.get(index))?.allocator.trace
+    }
+
     /// Starts a new peak: `peakInUse` and `peakRequested` become the memory in use now.
     public static func resetPeakMemory(_ index: Int = 0) { (try? CUDADeviceContext.get(index))?.allocator.resetPeak() }
 
@@ -310,6 +317,9 @@ final class CUDADeviceContext: @unchecked Sendable {
         try blas.check(blas.cublasSetStream(handle, s), "cublasSetStream")
         blasHandle = handle
         allocator = CUDACachingAllocator(raw: CUDADriverAllocator(api: api, context: ctx))
+        if let mib = ProcessInfo.processInfo.environment["TENSORKIT_CUDA_MEMORY_TRACE"].flatMap(Double.init), mib >= 0 {
+            allocator.traceMinimumBytes = Int(mib * 1_048_576)
+        }
 
         var name = [CChar](repeating: 0, count: 256)
         _ = api.cuDeviceGetName(&name, 256, device)
