@@ -140,10 +140,10 @@ public final class StableDiffusionPipeline {
     /// the VAE in float32 and sets float16 here, so the decoder runs as diffusers' and TRL's fp16
     /// pipelines run it. The VAE's own weights stay: a batch whose images in this type are not all
     /// finite (SD's decoder can overflow float16) is decoded again with them. nil (default): the
-    /// VAE's dtype. The decoder's copy in this type is made from the VAE's weights at the next
-    /// decode; set this again after changing them.
+    /// VAE's dtype. The decoder's copy in this type is made from the VAE's weights by `to(_:)` or
+    /// the next decode; set this again after changing them.
     public var vaeDecodeDType: DType? { didSet { halfDecoder = nil } }
-    /// The decoder in `vaeDecodeDType`, made by `decodeLatents` when first needed.
+    /// The decoder in `vaeDecodeDType`, made by `to(_:)` or, failing that, by the first `decodeLatents`.
     private var halfDecoder: VAEDecoder?
     /// Batches `decodeLatents` decoded again in the VAE's dtype after a non-finite `vaeDecodeDType` result.
     public private(set) var vaeDecodeFallbacks = 0
@@ -169,6 +169,9 @@ public final class StableDiffusionPipeline {
     public func to(_ device: Device) -> StableDiffusionPipeline {
         for module in [textEncoder, unet, vae] as [Module] { _ = module.to(device) }
         halfDecoder = nil
+        // Made now, beside the weights, rather than by the first decode: made then, its weights would
+        // take blocks that the denoising loop had freed, and the next run would allocate those anew.
+        if let half = vaeDecodeDType, half != vae.decoder.conv_in.weight.dtype { _ = halfPrecisionDecoder(half) }
         return self
     }
 
