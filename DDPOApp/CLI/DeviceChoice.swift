@@ -63,7 +63,11 @@ struct DeviceChoice {
     /// On a GPU with `TENSORKIT_CUDA_MEMORY_TRACE` set: what was live at the last memory peak, by
     /// allocating call stack, on standard error (`scripts/symbolize-trace.sh` names the frames).
     func reportMemoryTrace(command: String) {
-        guard case .cuda(let index) = device, let trace = CUDA.memoryTrace(index) else { return }
-        FileHandle.standardError.write(Data("\(command): \(trace)\n".utf8))
+        if case .cuda(let index) = device {
+            guard let trace = CUDA.memoryTrace(index) else { return }
+            FileHandle.standardError.write(Data("\(command): \(trace)\n".utf8))
+        } else if ProcessInfo.processInfo.environment["TENSORKIT_CUDA_MEMORY_TRACE"] != nil {
+            FileHandle.standardError.write(Data("\(command): TENSORKIT_CUDA_MEMORY_TRACE traces GPU memory; this run was on \(name)\n".utf8))
+        }
     }
 }

@@ -317,8 +317,13 @@ final class CUDADeviceContext: @unchecked Sendable {
         try blas.check(blas.cublasSetStream(handle, s), "cublasSetStream")
         blasHandle = handle
         allocator = CUDACachingAllocator(raw: CUDADriverAllocator(api: api, context: ctx))
-        if let mib = ProcessInfo.processInfo.environment["TENSORKIT_CUDA_MEMORY_TRACE"].flatMap(Double.init), mib >= 0 {
-            allocator.traceMinimumBytes = Int(mib * 1_048_576)
+        if let text = ProcessInfo.processInfo.environment["TENSORKIT_CUDA_MEMORY_TRACE"] {
+            if let mib = Double(text), mib >= 0, mib.isFinite {
+                allocator.traceMinimumBytes = Int(mib * 1_048_576)
+            } else {
+                FileHandle.standardError.write(Data(
+                    "TENSORKIT_CUDA_MEMORY_TRACE: expected the smallest block to trace in MiB (a number ≥ 0, e.g. 1), got '\(text)'; not tracing\n".utf8))
+            }
         }
 
         var name = [CChar](repeating: 0, count: 256)
