@@ -95,6 +95,16 @@ enum SampleCommand {
             if let width, width != latents.shape[3] * f { throw AppError("\(command): --width \(width) disagrees with the latents (\(latents.shape[3]) × \(f))") }
         }
 
+        if latents != nil || height != nil || width != nil {
+            let size = pipeline.defaultImageSize
+            let h = latents.map { $0.shape[2] * pipeline.vaeScaleFactor } ?? height ?? size.height
+            let w = latents.map { $0.shape[3] * pipeline.vaeScaleFactor } ?? width ?? size.width
+            do { try pipeline.validateImageSize(height: h, width: w) } catch {
+                let detail = (error as? PipelineError)?.message ?? "\(error)"
+                throw AppError("\(command): \(latents != nil ? "--latents" : "--height/--width"): \(detail)")
+            }
+        }
+
         var request = SamplingRequest(prompts: prompts, negativePrompts: negatives.isEmpty ? nil : (negatives.count == 1 ? Array(repeating: negatives[0], count: prompts.count) : negatives),
                                       numInferenceSteps: steps, guidanceScale: guidance, eta: eta)
         request.latents = latents

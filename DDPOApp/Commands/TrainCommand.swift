@@ -245,6 +245,15 @@ enum TrainCommand {
                                                               seed: UInt64(bitPattern: Int64(plan.config.seed)),
                                                               mixedPrecision: precision, device: plan.device.device)
         } catch { throw AppError("\(command): --model: \(error)", exitCode: 1) }
+        // A schedule DDPO cannot score, or a model whose own image size its UNet cannot take, stops
+        // here, before the run folder exists.
+        do { try DDPOTrainer.checkSchedule(plan.config, scheduler: pipeline.scheduler) }
+        catch { throw AppError("\(command): \(error)") }
+        let size = pipeline.pipeline.defaultImageSize
+        do { try pipeline.pipeline.validateImageSize(height: size.height, width: size.width) } catch {
+            let detail = (error as? PipelineError)?.message ?? "\(error)"
+            throw AppError("\(command): --model: the UNet's sample_size gives \(detail)", exitCode: 1)
+        }
         if plan.device.isGPU {
             CUDA.allowTF32 = plan.config.allow_tf32
             let checkpointing = plan.gradientCheckpointing.map { $0 ? "on" : "off" } ?? "auto (decided before the first training pass)"

@@ -10,12 +10,14 @@ import Foundation
 //   tokenizer/     vocab.json + merges.txt (+ tokenizer_config.json), or tokenizer.json
 //   scheduler/     scheduler_config.json
 //
-// The scheduler is always DDIM (DDPO's sampler), built from the folder's scheduler config as
-// `DDIMScheduler.from_config` does (SD 1.5 ships a PNDM config), after the two rewrites diffusers'
-// pipeline applies to outdated configs: `steps_offset` becomes 1, and `clip_sample` true becomes
-// false (only when the config states it, or its class has the field: a PNDM config without
-// `clip_sample` converts to DDIM's default, true, in diffusers as here). The safety checker and
-// feature extractor, when present, are not loaded (DDPO's pipelines set them to None).
+// The scheduler is always DDIM (DDPO's sampler), built from the folder's scheduler config as TRL
+// builds it: `StableDiffusionPipeline.from_pretrained` rewrites outdated configs (`steps_offset`
+// becomes 1, `clip_sample` true becomes false), then `DDIMScheduler.from_config` converts (SD 1.5
+// ships a PNDM config). from_config drops the fields the file left out (diffusers lists them in
+// `_use_default_values`), so the rewrites reach DDIM only for fields the file states; a missing
+// field takes DDIM's default (`steps_offset` 0, `clip_sample` true) whatever the file's class. The
+// safety checker and feature extractor, when present, are not loaded (DDPO's pipelines set them
+// to None).
 
 extension StableDiffusionPipeline {
     /// The components this pipeline needs, with the classes it accepts for each.
@@ -27,11 +29,6 @@ extension StableDiffusionPipeline {
     ]
     /// Components that may be present and are not used here.
     static let ignoredComponents: Set<String> = ["safety_checker", "feature_extractor", "image_encoder"]
-    /// Scheduler classes whose config always carries `clip_sample` (so diffusers' rewrite applies).
-    static let schedulersWithClipSample: Set<String> = [
-        "DDIMScheduler", "DDPMScheduler", "DDIMInverseScheduler", "DDIMParallelScheduler", "DDPMParallelScheduler",
-        "LCMScheduler", "TCDScheduler", "UnCLIPScheduler",
-    ]
 
     /// Loads every component of a diffusers Stable Diffusion 1.x/2.x folder, strictly (each component's
     /// weights must match its config exactly; errors name the folder, file and keys). `variant` picks
@@ -59,7 +56,7 @@ extension StableDiffusionPipeline {
         let textEncoder = try CLIPTextModel.load(directory: try folder("text_encoder"), dtype: dtype, variant: variant)
         let unet = try UNet2DConditionModel.load(directory: try folder("unet"), variant: variant, dtype: unetDType ?? dtype)
         let vae = try AutoencoderKL.load(directory: try folder("vae"), variant: variant, dtype: vaeDType ?? dtype)
-        let scheduler = try loadScheduler(directory: try folder("scheduler"), className: index.componentClass("scheduler"))
+        let scheduler = try loadScheduler(directory: try folder("scheduler"))
         for module in [textEncoder, unet, vae] as [Module] {
             for p in module.parameters() { p.requiresGrad = false }
         }
@@ -93,14 +90,16 @@ extension StableDiffusionPipeline {
         }
     }
 
-    /// The DDIM scheduler from `scheduler_config.json`, with diffusers' pipeline-level rewrites.
-    static func loadScheduler(directory: URL, className: String?) throws -> DDIMScheduler {
+    /// The DDIM scheduler from `scheduler_config.json`, with diffusers' pipeline-level rewrites of the
+    /// fields the file states.
+    static func loadScheduler(directory: URL) throws -> DDIMScheduler {
         let url = directory.appendingPathComponent("scheduler_config.json")
         var config = try DDIMSchedulerConfig(contentsOf: url)
         let raw = (try? JSONSerialization.jsonObject(with: Data(contentsOf: url))) as? [String: Any] ?? [:]
-        let hasClipSample = raw["clip_sample"] != nil || schedulersWithClipSample.contains(className ?? "")
-        if config.stepsOffset != 1 { config.stepsOffset = 1 }
-        if hasClipSample, config.clipSample { config.clipSample = false }
+        // The rewrites reach DDIM only for fields the file states: a field the file leaves out is in the
+        // loaded config's `_use_default_values`, which `from_config` drops, so DDIM's own default wins.
+        if raw["steps_offset"] != nil, config.stepsOffset != 1 { config.stepsOffset = 1 }
+        if raw["clip_sample"] != nil, config.clipSample { config.clipSample = false }
         do { return try DDIMScheduler(config: config) } catch {
             throw DiffusersLoadError(path: url.path, "\(error)")
         }

@@ -427,11 +427,20 @@ public final class StableDiffusionPipeline {
     private func imageSize(_ request: SamplingRequest) throws -> (Int, Int) {
         let defaults = defaultImageSize
         let height = request.height ?? defaults.height, width = request.width ?? defaults.width
+        try validateImageSize(height: height, width: width)
+        return (height, width)
+    }
+
+    /// Throws unless images of `height` × `width` can be sampled: positive multiples of the VAE scale
+    /// factor whose latents the UNet's down path can take (see `UNet2DConditionModel.latentSizeProblem`).
+    public func validateImageSize(height: Int, width: Int) throws {
         let multiple = vaeScaleFactor
         for (name, value) in [("height", height), ("width", width)] where value <= 0 || value % multiple != 0 {
             throw PipelineError(field: name, "must be a positive multiple of \(multiple) (the VAE scale factor), got \(value)")
         }
-        return (height, width)
+        if let problem = unet.latentSizeProblem(height: height / multiple, width: width / multiple) {
+            throw PipelineError(field: "height/width", "\(height)×\(width) images: \(problem)")
+        }
     }
 
     // MARK: - Images

@@ -82,6 +82,22 @@ extension DDIMScheduler {
                             useClippedModelOutput: useClippedModelOutput, generator: &generator)
     }
 
+    /// The timesteps of the current schedule (after `setTimesteps`) where DDPO's step has no
+    /// log-probability at this `eta`: those whose noise scale eta·σ_t is 0. With t_prev clamped at 0
+    /// that is timestep 0 (σ_0 = 0 since ᾱ_prev = ᾱ_t), which "linspace" spacing always reaches and
+    /// "leading" with steps_offset 0 or "trailing" with as many steps as training timesteps reach too.
+    /// Empty when every step can be scored; ddpo-pytorch and TRL record NaN for the others.
+    public func timestepsWithoutLogProbability(eta: Double) -> [Int] {
+        guard let stride = stepStride, eta > 0 else { return eta > 0 ? [] : timesteps }
+        return timesteps.filter { t in
+            guard t >= 0, t < config.numTrainTimesteps else { return false }
+            let at = Double(alphasCumprod[t])
+            let ap = Double(alphasCumprod[Swift.min(Swift.max(t - stride, 0), config.numTrainTimesteps - 1)])
+            let s = eta * ((1 - ap) / (1 - at) * (1 - at / ap)).squareRoot()
+            return !(s > 0) || !s.isFinite
+        }
+    }
+
     static func requirePositiveEta(_ eta: Double) throws {
         guard eta > 0 else {
             throw SchedulerError.undefinedLogProbability(

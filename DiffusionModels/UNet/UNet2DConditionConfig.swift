@@ -378,7 +378,11 @@ extension UNet2DConditionConfig {
             throw E(field: "transformer_layers_per_block", "must be at least 1, got \(transformerLayers)")
         }
         let heads = try attention_head_dim.perBlock(n, field: "attention_head_dim")
-        for (i, h) in heads.enumerated() where h < 1 || block_out_channels[i] / h < 1 {
+        // Only levels with attention use their head count (diffusers ignores it for plain blocks).
+        func hasAttention(_ i: Int) -> Bool {
+            downKinds[i] == .crossAttention || upKinds[n - 1 - i] == .crossAttention || (i == n - 1 && mid_block_type != nil)
+        }
+        for (i, h) in heads.enumerated() where hasAttention(i) && (h < 1 || block_out_channels[i] / h < 1) {
             throw E(field: "attention_head_dim", "\(h) heads (diffusers reads attention_head_dim as the head count) do not fit \(block_out_channels[i]) channels in block \(i)")
         }
         let crossDims = try cross_attention_dim.perBlock(n, field: "cross_attention_dim")

@@ -127,6 +127,7 @@ public final class DDPOTrainer {
     public init(config: DDPOConfig, reward: any RewardFunction, prompts: PromptSource, pipeline: DDPOPipeline,
                 precision: PrecisionSupport = .cpu, runDirectory: URL? = nil) throws {
         try config.validate(numProcesses: 1, precision: precision)
+        try Self.checkSchedule(config, scheduler: pipeline.scheduler)
         self.config = config
         self.reward = reward
         self.prompts = prompts
@@ -158,6 +159,26 @@ public final class DDPOTrainer {
         if !config.resume_from.isEmpty {
             try resume(from: URL(fileURLWithPath: (config.resume_from as NSString).expandingTildeInPath))
         }
+    }
+
+    /// Refuses a sampling schedule with a step DDPO cannot score: one whose noise scale eta·σ_t is 0
+    /// (the DDIM step to timestep 0's predecessor is deterministic), where ddpo-pytorch and TRL record
+    /// a NaN log-probability and the first update turns every trained weight into NaN.
+    public static func checkSchedule(_ config: DDPOConfig, scheduler: DDIMScheduler) throws {
+        var s = scheduler
+        do { try s.setTimesteps(config.sample_num_steps) } catch {
+            throw DDPOConfigError(field: "sample_num_steps", "\(error)")
+        }
+        let bad = s.timestepsWithoutLogProbability(eta: config.sample_eta)
+        guard !bad.isEmpty else { return }
+        let c = s.config
+        let schedule = s.timesteps.count <= 12 ? "\(s.timesteps)" : "[\(s.timesteps.prefix(3).map(String.init).joined(separator: ", ")), …, \(s.timesteps.suffix(2).map(String.init).joined(separator: ", "))]"
+        throw DDPOConfigError(field: "sample_num_steps", "the \(config.sample_num_steps)-step DDIM schedule \(schedule) (timestep_spacing \"\(c.timestepSpacing.rawValue)\", "
+            + "steps_offset \(c.stepsOffset) in the model's scheduler config) has a step with no noise at timestep "
+            + "\(bad.map(String.init).joined(separator: ", ")) (eta·σ_t = 0 at sample_eta \(config.sample_eta)), so its "
+            + "log-probability does not exist; TRL would record NaN there and train the weights into NaN. Use a "
+            + "schedule that stops above timestep 0: steps_offset 1 with \"leading\" spacing (as Stable Diffusion's "
+            + "own configs have it), or \"trailing\" spacing with fewer steps")
     }
 
     // MARK: - training

@@ -191,6 +191,27 @@ final class TrainCommandTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("never").path))
     }
 
+    /// A scheduler config whose DDIM schedule ends at timestep 0 ("linspace" spacing always does):
+    /// that step adds no noise (σ_0 = 0, since DDPO clamps t_prev at 0 and ᾱ_prev = ᾱ_0), so its
+    /// log-probability does not exist; TRL records NaN there. Exit 2 naming sample_num_steps, the
+    /// schedule and the timestep, before any work; no run folder.
+    func testScheduleEndingAtTimestepZeroIsRefusedBeforeAnyWork() throws {
+        let dir = try DDPOProcess.temporaryDirectory()
+        let folder = dir.appendingPathComponent("linspace")
+        try FileManager.default.copyItem(at: DDPOProcess.fixtureModel, to: folder)
+        let configURL = folder.appendingPathComponent("scheduler/scheduler_config.json")
+        var config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
+        config["timestep_spacing"] = "linspace"
+        try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+        let result = try DDPOProcess.run(smallRun(logdir: dir, extra: ["--run_name", "never", "--num_epochs", "1"]).map { $0 == model ? folder.path : $0 })
+        XCTAssertEqual(result.status, 2, result.stderr)
+        // linspace(0, 999, 3) rounded, descending: [999, 500, 0] (diffusers' set_timesteps).
+        for part in ["sample_num_steps", "[999, 500, 0]", "\"linspace\"", "timestep 0"] {
+            XCTAssertTrue(result.stderr.contains(part), "\(part) missing: \(result.stderr)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("never").path))
+    }
+
     func testNoModelAndNoBuiltinModelIsAClearError() throws {
         let result = try DDPOProcess.run(["train", "--num_epochs", "1"])
         XCTAssertEqual(result.status, 2)

@@ -368,6 +368,39 @@ final class DDIMSchedulerTests: XCTestCase {
         XCTAssertGreaterThan(checked, 0)
     }
 
+    /// `timestepsWithoutLogProbability` lists exactly the schedule's timesteps where the step with
+    /// log-probability throws (checked step by step, for every fixture config and spacing at several
+    /// step counts): timestep 0, the one step whose σ is 0 (the fixture above shows DDPO's NaN there).
+    /// By diffusers' set_timesteps (the timestep fixtures), "linspace" always ends at 0, "leading"
+    /// ends at steps_offset, and "trailing" at round(T/n) − 1, so 0 from n > 2T/3 on.
+    func testTimestepsWithoutLogProbabilityAreThoseTheStepRefuses() throws {
+        var sawZero = false, sawNone = false
+        for name in configNames {
+            for spacing in TimestepSpacing.allCases {
+                var config = try scheduler(name).config
+                config.timestepSpacing = spacing
+                var s = try DDIMScheduler(config: config)
+                for n in [1, 2, 10, 50, 700] where n <= config.numTrainTimesteps {
+                    try s.setTimesteps(n)
+                    let listed = s.timestepsWithoutLogProbability(eta: 1)
+                    let x = Tensor.randn([1, 2, 2, 2], seed: 4)
+                    let refused = s.timesteps.filter { t in
+                        (try? s.stepWithLogProb(modelOutput: x, timestep: t, sample: x, eta: 1, noise: x)) == nil
+                    }
+                    XCTAssertEqual(listed, refused, "\(name), \(spacing), \(n) steps")
+                    XCTAssertEqual(listed, s.timesteps.last == 0 ? [0] : [], "\(name), \(spacing), \(n) steps")
+                    if spacing == .linspace { XCTAssertEqual(listed, [0], "\(name), linspace, \(n) steps") }
+                    sawZero = sawZero || !listed.isEmpty
+                    sawNone = sawNone || listed.isEmpty
+                }
+            }
+        }
+        XCTAssertTrue(sawZero && sawNone)
+        var s = try scheduler("sd15")
+        try s.setTimesteps(10)
+        XCTAssertEqual(s.timestepsWithoutLogProbability(eta: 0), s.timesteps, "eta 0: no step has a density")
+    }
+
     func testLogProbArgumentErrors() throws {
         var s = try scheduler("sd15")
         let x = tensor("sd15.logprob0.sample")

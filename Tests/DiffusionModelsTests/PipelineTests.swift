@@ -147,6 +147,37 @@ final class PipelineTests: XCTestCase {
         }
     }
 
+    /// Scheduler configs as folders ship them (SD 1.5's and 2.1's, fields left out, outdated values,
+    /// other classes) become the DDIM scheduler TRL gets from diffusers: StableDiffusionPipeline's
+    /// rewrites, then `DDIMScheduler.from_config`, which drops the fields the file left out so that
+    /// they take DDIM's defaults (Fixtures/scheduler/conversion.json, from
+    /// make_scheduler_conversion_fixtures.py: diffusers' resulting config, timesteps, final ᾱ).
+    func testSchedulerConversionMatchesDiffusers() throws {
+        let url = Self.fixtures.deletingLastPathComponent().appendingPathComponent("scheduler/conversion.json")
+        let root = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        let cases = try XCTUnwrap(root["cases"] as? [String: [String: Any]])
+        XCTAssertGreaterThanOrEqual(cases.count, 10)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("scheduler-conversion-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for (name, c) in cases.sorted(by: { $0.key < $1.key }) {
+            let raw = try XCTUnwrap(c["raw"] as? [String: Any])
+            try JSONSerialization.data(withJSONObject: raw).write(to: dir.appendingPathComponent("scheduler_config.json"))
+            var ours = try StableDiffusionPipeline.loadScheduler(directory: dir)
+            let expected = try JSONDecoder().decode(DDIMSchedulerConfig.self,
+                                                    from: JSONSerialization.data(withJSONObject: try XCTUnwrap(c["ddim"])))
+            XCTAssertEqual(ours.config, expected, name)
+            // The decoded reference must not be DDIM's defaults by accident: the fixture states every field.
+            let ddimKeys = try XCTUnwrap(c["ddim"] as? [String: Any]).keys
+            XCTAssertTrue(["clip_sample", "steps_offset", "set_alpha_to_one", "timestep_spacing"].allSatisfy(ddimKeys.contains), name)
+            XCTAssertEqual(Double(ours.finalAlphaCumprod), try XCTUnwrap(c["final_alpha_cumprod"] as? Double), accuracy: 1e-7, name)
+            for (count, timesteps) in try XCTUnwrap(c["timesteps"] as? [String: [Int]]) {
+                try ours.setTimesteps(try XCTUnwrap(Int(count)))
+                XCTAssertEqual(ours.timesteps, timesteps, "\(name), \(count) steps")
+            }
+        }
+    }
+
     // MARK: - behaviour
 
     /// One progress report per step, in order, with diffusers' timesteps; the reported latents are

@@ -461,6 +461,34 @@ final class UNetBuildingBlockTests: XCTestCase {
                        Self.tolerance, "resnet (temb)")
     }
 
+    /// Latents too small for a `downsample_padding` 0 down path are named before any work, where
+    /// PyTorch stops inside diffusers' forward. Reference: this config in diffusers 0.35.2 refuses
+    /// 3×8, 8×1, 1×1 and 2×9 latents ("Calculated padded input size per channel: (2 x 5). Kernel size
+    /// can't be greater than actual input size" for 3×8 and 2×9) and runs 4×8, 5×8 and 6×6. By hand,
+    /// each downsampler pads one row and column and applies a 3×3 stride-2 convolution
+    /// (n → ⌊(n − 2) / 2⌋ + 1), so 3×8 reaches down block 1 as 1×4. With padding 1 every size runs.
+    /// The default 8 heads exceed these 4-channel levels: diffusers does not use them in plain
+    /// blocks, and neither do we.
+    func testLatentSizeTooSmallForDownsamplePadding0() throws {
+        var config = UNet2DConditionConfig()
+        config.block_out_channels = [4, 4, 4]
+        config.down_block_types = ["DownBlock2D", "DownBlock2D", "DownBlock2D"]
+        config.up_block_types = ["UpBlock2D", "UpBlock2D", "UpBlock2D"]
+        config.layers_per_block = .one(1)
+        config.norm_num_groups = 2
+        config.cross_attention_dim = .one(4)
+        config.mid_block_type = nil
+        config.downsample_padding = 0
+        let unet = try UNet2DConditionModel(config: config, seed: 1)
+        let problem = try XCTUnwrap(unet.latentSizeProblem(height: 3, width: 8))
+        XCTAssertTrue(problem.contains("3×8") && problem.contains("1×4") && problem.contains("down block 1"), problem)
+        for (h, w) in [(8, 1), (1, 1), (2, 9), (0, 6)] { XCTAssertNotNil(unet.latentSizeProblem(height: h, width: w), "\(h)×\(w)") }
+        for (h, w) in [(4, 8), (5, 8), (6, 6)] { XCTAssertNil(unet.latentSizeProblem(height: h, width: w), "\(h)×\(w)") }
+        config.downsample_padding = 1
+        let padded = try UNet2DConditionModel(config: config, seed: 1)
+        XCTAssertNil(padded.latentSizeProblem(height: 1, width: 1))
+    }
+
     func testDownsamplePadding0AndPooling() throws {
         var g = PhiloxGenerator(seed: 0)
         let conv = Downsample2D(channels: 4, useConv: true, outChannels: 6, padding: 0, generator: &g)

@@ -100,6 +100,20 @@ final class ConvTests: XCTestCase {
         }
     }
 
+    /// Output sizes as PyTorch computes them, ⌊(n + 2p − d(k − 1) − 1) / s⌋ + 1 (floor, not
+    /// truncation): a kernel one wider than its padded input gives 0, which conv2d refuses, as
+    /// PyTorch does. Values worked out by hand.
+    func testOutputSizeFloorsLikePyTorch() {
+        let p = Conv2dParameters(stride: (2, 2), padding: (0, 0), dilation: (1, 1), groups: 1)
+        XCTAssertEqual(p.outputSize(height: 2, width: 3, kernel: (3, 3)).0, 0)   // ⌊−1/2⌋ + 1
+        XCTAssertEqual(p.outputSize(height: 2, width: 3, kernel: (3, 3)).1, 1)   // ⌊0/2⌋ + 1
+        XCTAssertEqual(p.outputSize(height: 1, width: 7, kernel: (4, 3)).0, -1)  // ⌊−3/2⌋ + 1
+        XCTAssertEqual(p.outputSize(height: 1, width: 7, kernel: (4, 3)).1, 3)   // ⌊4/2⌋ + 1
+        let q = Conv2dParameters(stride: (3, 1), padding: (1, 2), dilation: (2, 1), groups: 1)
+        XCTAssertEqual(q.outputSize(height: 10, width: 5, kernel: (3, 5)).0, 3)  // ⌊(10 + 2 − 4 − 1)/3⌋ + 1
+        XCTAssertEqual(q.outputSize(height: 10, width: 5, kernel: (3, 5)).1, 5)  // ⌊(5 + 4 − 4 − 1)/1⌋ + 1
+    }
+
     func testGradients() {
         forEachCase(seed: 1000) { c, algorithm, xwb in
             let (x, w, b) = xwb

@@ -43,9 +43,11 @@ public struct Conv2dParameters: Hashable, Sendable {
     }
     /// Output spatial size for an input of `height`×`width` and a `kh`×`kw` kernel.
     public func outputSize(height: Int, width: Int, kernel: (Int, Int)) -> (Int, Int) {
-        let oh = (height + 2 * padding.0 - dilation.0 * (kernel.0 - 1) - 1) / stride.0 + 1
-        let ow = (width + 2 * padding.1 - dilation.1 * (kernel.1 - 1) - 1) / stride.1 + 1
-        return (oh, ow)
+        // Floor division, as PyTorch: a kernel larger than the padded input gives a size ≤ 0, which
+        // callers refuse (Swift's `/` truncates toward zero and would give 1 for a span of −1).
+        func size(_ span: Int, _ stride: Int) -> Int { (span >= 0 ? span / stride : -((-span + stride - 1) / stride)) + 1 }
+        return (size(height + 2 * padding.0 - dilation.0 * (kernel.0 - 1) - 1, stride.0),
+                size(width + 2 * padding.1 - dilation.1 * (kernel.1 - 1) - 1, stride.1))
     }
 }
 
