@@ -19,7 +19,9 @@ texts; the guidance is none or classifier-free with or without negative prompts;
 need not divide by the UNet's downsampling.
 
 diffusers runs the pipeline at eta 0 from given latents (float32, CPU); `ddpo sample` runs from the
-same latents file. The images and final latents are compared (max |diff| over max |value|, which
+same latents file. With --lora each model also gets a random LoRA saved as TRL saves it (TRL's
+targets, or others with alpha != rank and diffusers' adapter metadata), loaded by diffusers'
+load_lora_weights and by `ddpo sample --lora`. The images and final latents are compared (max |diff| over max |value|, which
 float32 keeps near 1e-6; above --tolerance the case is judged against diffusers in float64: ours
 must be within 10x of diffusers' own float32 error). A call diffusers refuses (a latent too small
 for downsample_padding 0, ...) must be refused by ddpo too, with exit 2 and a message. A case only
@@ -220,9 +222,40 @@ def build(case, folder, vocab_dir, seed):
     return model_dir
 
 
-def reference(model_dir, call, seed, dtype=torch.float32):
+def add_lora(model_dir, lora_dir, rng, seed):
+    """A LoRA on the case's UNet, saved as TRL saves one (PEFT adapter, diffusers' converted state dict,
+    `save_lora_weights`): TRL's targets and alpha = rank without metadata, or other targets and alpha
+    with the adapter metadata diffusers writes. Returns a description, or None when the UNet has no
+    layer to adapt (PEFT refuses it)."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+    unet = UNet2DConditionModel.from_pretrained(os.path.join(model_dir, "unet"))
+    rank = rng.choice([1, 2, 4])
+    trl_style = rng.random() < 0.5
+    targets = ["to_k", "to_q", "to_v", "to_out.0"] if trl_style else rng.choice(
+        [["to_q", "to_v"], ["to_k", "to_q", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]])
+    alpha = rank if trl_style else rng.choice([1, 2 * rank, 3])
+    config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets)
+    try:
+        unet.add_adapter(config)
+    except ValueError:
+        return None
+    g = torch.Generator().manual_seed(seed + 17)
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    metadata = None if trl_style else config.to_dict()
+    StableDiffusionPipeline.save_lora_weights(lora_dir, unet_lora_layers=state, unet_lora_adapter_metadata=metadata)
+    return f"rank {rank}, alpha {alpha}, {len(targets)} targets{'' if trl_style else ', metadata'}"
+
+
+def reference(model_dir, call, seed, dtype=torch.float32, lora_dir=None):
     """diffusers' images and final latents at eta 0, with the scheduler converted to DDIM as TRL does."""
     pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=dtype)
+    if lora_dir:
+        pipe.load_lora_weights(lora_dir)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     f = pipe.vae_scale_factor
@@ -233,7 +266,7 @@ def reference(model_dir, call, seed, dtype=torch.float32):
                   guidance_scale=call["guidance"], height=call["height"], width=call["width"], eta=0.0,
                   return_dict=False)
     if dtype != torch.float32:  # transformers' CLIP cannot make its causal mask in float64: encode in float32
-        text = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32)
+        text = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32)  # no LoRA on the text encoder
         cfg = call["guidance"] > 1
         with torch.no_grad():
             cond, uncond = text.encode_prompt(call["prompts"], "cpu", 1, cfg, call["negatives"])
@@ -247,10 +280,11 @@ def reference(model_dir, call, seed, dtype=torch.float32):
     return latents.float(), images, final
 
 
-def ours(binary, model_dir, call, latents_path, out_dir):
+def ours(binary, model_dir, call, latents_path, out_dir, lora_dir=None):
     """`ddpo sample` from the given latents file (or, without one, at the call's image size)."""
     cmd = [binary, "sample", "--model", model_dir, "--steps", str(call["steps"]), "--guidance", str(call["guidance"]),
            "--eta", "0", "--out", out_dir, "--device", "cpu", "--quiet"]
+    cmd += ["--lora", lora_dir] if lora_dir else []
     cmd += ["--latents", latents_path] if latents_path else ["--height", str(call["height"]), "--width", str(call["width"])]
     for p in call["prompts"]:
         cmd += ["--prompt", p]
@@ -298,6 +332,9 @@ def main():
     ap.add_argument("--binary", default=os.path.join(ROOT, ".build", "release", "ddpo"))
     ap.add_argument("--tolerance", type=float, default=1e-4)
     ap.add_argument("--keep", help="keep the failed cases' folders here")
+    ap.add_argument("--lora", action="store_true",
+                    help="give each model a random LoRA saved as TRL saves one; diffusers loads it with "
+                         "load_lora_weights, ddpo sample with --lora")
     ap.add_argument("--train", action="store_true",
                     help="also run one tiny `ddpo train` epoch on each model (finishes, finite metrics)")
     args = ap.parse_args()
@@ -318,10 +355,19 @@ def main():
             except Exception as e:  # diffusers cannot even build this configuration: not ours to judge
                 print(f"case {seed}: diffusers cannot build it ({type(e).__name__}: {str(e)[:120]})")
                 continue
+            lora_dir = None
+            if args.lora:
+                lora_dir = os.path.join(work, "lora")
+                described = add_lora(model_dir, lora_dir, random.Random(seed + 1), seed)
+                if described is None:
+                    lora_dir = None
+                    print(f"case {seed}: no layer for LoRA; sampled without")
+                else:
+                    print(f"case {seed}: LoRA {described}")
             try:
-                latents, images, final = reference(model_dir, case["call"], seed)
+                latents, images, final = reference(model_dir, case["call"], seed, lora_dir=lora_dir)
             except Exception as e:  # diffusers refuses the call: ddpo must refuse it too, cleanly
-                run = ours(args.binary, model_dir, case["call"], None, os.path.join(work, "out"))
+                run = ours(args.binary, model_dir, case["call"], None, os.path.join(work, "out"), lora_dir)
                 said = (run.stderr or run.stdout).strip().splitlines()
                 if run.returncode == 2 and said:
                     both_refuse += 1
@@ -336,7 +382,7 @@ def main():
                 continue
             latents_path = os.path.join(work, "latents.safetensors")
             save_file({"latents": latents.contiguous()}, latents_path)
-            run = ours(args.binary, model_dir, case["call"], latents_path, os.path.join(work, "out"))
+            run = ours(args.binary, model_dir, case["call"], latents_path, os.path.join(work, "out"), lora_dir)
             if run.returncode == 2 and "config" in (run.stderr + run.stdout):
                 refusals.append((seed, run.stderr.strip().splitlines()[-1] if run.stderr.strip() else run.stdout))
                 print(f"case {seed}: refused: {refusals[-1][1][:200]}")
@@ -357,7 +403,7 @@ def main():
                         # float32 error (ours also carries its own float32 text encoder, which the
                         # float64 reference shares with diffusers' float32 run). Wrong answers seen
                         # so far were off by 1e-2 and more.
-                        _, images64, final64 = reference(model_dir, case["call"], seed, torch.float64)
+                        _, images64, final64 = reference(model_dir, case["call"], seed, torch.float64, lora_dir)
                         own = max(relative_error(images.double(), images64), relative_error(final.double(), final64))
                         mine = max(relative_error(got["images"].double(), images64),
                                    relative_error(got["latents"].double(), final64))

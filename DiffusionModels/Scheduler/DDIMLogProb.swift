@@ -84,8 +84,9 @@ extension DDIMScheduler {
 
     /// The timesteps of the current schedule (after `setTimesteps`) where DDPO's step has no
     /// log-probability at this `eta`: those whose noise scale eta·σ_t is 0. With t_prev clamped at 0
-    /// that is timestep 0 (σ_0 = 0 since ᾱ_prev = ᾱ_t), which "linspace" spacing always reaches and
-    /// "leading" with steps_offset 0 or "trailing" with as many steps as training timesteps reach too.
+    /// that is timestep 0 (σ_0 = 0 since ᾱ_prev = ᾱ_t), which "linspace" spacing always reaches,
+    /// "leading" with steps_offset 0 too, and "trailing" once the step count exceeds ⅔ of
+    /// num_train_timesteps.
     /// Empty when every step can be scored; ddpo-pytorch and TRL record NaN for the others.
     public func timestepsWithoutLogProbability(eta: Double) -> [Int] {
         guard let stride = stepStride, eta > 0 else { return eta > 0 ? [] : timesteps }

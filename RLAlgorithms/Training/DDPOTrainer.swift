@@ -162,8 +162,8 @@ public final class DDPOTrainer {
     }
 
     /// Refuses a sampling schedule with a step DDPO cannot score: one whose noise scale eta·σ_t is 0
-    /// (the DDIM step to timestep 0's predecessor is deterministic), where ddpo-pytorch and TRL record
-    /// a NaN log-probability and the first update turns every trained weight into NaN.
+    /// (the DDIM step from timestep 0 is deterministic), where ddpo-pytorch and TRL record a NaN
+    /// log-probability (checked: TRL 0.21's `scheduler_step` at timestep 0) and every loss is NaN.
     public static func checkSchedule(_ config: DDPOConfig, scheduler: DDIMScheduler) throws {
         var s = scheduler
         do { try s.setTimesteps(config.sample_num_steps) } catch {
@@ -176,7 +176,7 @@ public final class DDPOTrainer {
         throw DDPOConfigError(field: "sample_num_steps", "the \(config.sample_num_steps)-step DDIM schedule \(schedule) (timestep_spacing \"\(c.timestepSpacing.rawValue)\", "
             + "steps_offset \(c.stepsOffset) in the model's scheduler config) has a step with no noise at timestep "
             + "\(bad.map(String.init).joined(separator: ", ")) (eta·σ_t = 0 at sample_eta \(config.sample_eta)), so its "
-            + "log-probability does not exist; TRL would record NaN there and train the weights into NaN. Use a "
+            + "log-probability does not exist (TRL's scheduler_step returns NaN there, and every loss after it is NaN). Use a "
             + "schedule that stops above timestep 0: steps_offset 1 with \"leading\" spacing (as Stable Diffusion's "
             + "own configs have it), or \"trailing\" spacing with fewer steps")
     }
