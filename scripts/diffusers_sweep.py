@@ -20,8 +20,8 @@ need not divide by the UNet's downsampling.
 
 diffusers runs the pipeline at eta 0 from given latents (float32, CPU); `ddpo sample` runs from the
 same latents file. With --lora each model also gets a random LoRA saved as TRL saves it (TRL's
-targets, or others with alpha != rank and diffusers' adapter metadata), loaded by diffusers'
-load_lora_weights and by `ddpo sample --lora`. The images and final latents are compared (max |diff| over max |value|, which
+targets, or others with alpha != rank and diffusers' adapter metadata); the reference samples with
+the PEFT-adapted UNet in memory, `ddpo sample --lora` loads the saved file. The images and final latents are compared (max |diff| over max |value|, which
 float32 keeps near 1e-6; above --tolerance the case is judged against diffusers in float64: ours
 must be within 10x of diffusers' own float32 error). A call diffusers refuses (a latent too small
 for downsample_padding 0, ...) must be refused by ddpo too, with exit 2 and a message. A case only
@@ -31,6 +31,7 @@ at 100).
 """
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -225,8 +226,13 @@ def build(case, folder, vocab_dir, seed):
 def add_lora(model_dir, lora_dir, rng, seed):
     """A LoRA on the case's UNet, saved as TRL saves one (PEFT adapter, diffusers' converted state dict,
     `save_lora_weights`): TRL's targets and alpha = rank without metadata, or other targets and alpha
-    with the adapter metadata diffusers writes. Returns a description, or None when the UNet has no
-    layer to adapt (PEFT refuses it)."""
+    with the adapter metadata diffusers writes. Returns a description and the adapted UNet, or None
+    when the UNet has no layer to adapt (PEFT refuses it).
+
+    The reference is that in-memory UNet (what TRL trained and samples with), not diffusers'
+    load_lora_weights of the file: with targets beyond the attention projections the file mixes
+    "lora.down/up" keys (converted) with "lora_A/B" ones (not), and diffusers 0.35.2 then loads
+    only the "lora_A/B" ones, silently dropping the rest."""
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig, get_peft_model_state_dict
     unet = UNet2DConditionModel.from_pretrained(os.path.join(model_dir, "unet"))
@@ -239,7 +245,7 @@ def add_lora(model_dir, lora_dir, rng, seed):
     try:
         unet.add_adapter(config)
     except ValueError:
-        return None
+        return None, None
     g = torch.Generator().manual_seed(seed + 17)
     with torch.no_grad():
         for name, p in unet.named_parameters():
@@ -248,14 +254,15 @@ def add_lora(model_dir, lora_dir, rng, seed):
     state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
     metadata = None if trl_style else config.to_dict()
     StableDiffusionPipeline.save_lora_weights(lora_dir, unet_lora_layers=state, unet_lora_adapter_metadata=metadata)
-    return f"rank {rank}, alpha {alpha}, {len(targets)} targets{'' if trl_style else ', metadata'}"
+    return f"rank {rank}, alpha {alpha}, {len(targets)} targets{'' if trl_style else ', metadata'}", unet.eval()
 
 
-def reference(model_dir, call, seed, dtype=torch.float32, lora_dir=None):
-    """diffusers' images and final latents at eta 0, with the scheduler converted to DDIM as TRL does."""
+def reference(model_dir, call, seed, dtype=torch.float32, unet=None):
+    """diffusers' images and final latents at eta 0, with the scheduler converted to DDIM as TRL does
+    (and `unet` in place of the folder's, when given)."""
     pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=dtype)
-    if lora_dir:
-        pipe.load_lora_weights(lora_dir)
+    if unet is not None:
+        pipe.unet = copy.deepcopy(unet).to(dtype)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     f = pipe.vae_scale_factor
@@ -333,8 +340,8 @@ def main():
     ap.add_argument("--tolerance", type=float, default=1e-4)
     ap.add_argument("--keep", help="keep the failed cases' folders here")
     ap.add_argument("--lora", action="store_true",
-                    help="give each model a random LoRA saved as TRL saves one; diffusers loads it with "
-                         "load_lora_weights, ddpo sample with --lora")
+                    help="give each model a random LoRA saved as TRL saves one; the reference samples with the "
+                         "adapted UNet in memory, ddpo sample loads the file with --lora")
     ap.add_argument("--train", action="store_true",
                     help="also run one tiny `ddpo train` epoch on each model (finishes, finite metrics)")
     args = ap.parse_args()
@@ -355,17 +362,17 @@ def main():
             except Exception as e:  # diffusers cannot even build this configuration: not ours to judge
                 print(f"case {seed}: diffusers cannot build it ({type(e).__name__}: {str(e)[:120]})")
                 continue
-            lora_dir = None
+            lora_dir, adapted = None, None
             if args.lora:
                 lora_dir = os.path.join(work, "lora")
-                described = add_lora(model_dir, lora_dir, random.Random(seed + 1), seed)
+                described, adapted = add_lora(model_dir, lora_dir, random.Random(seed + 1), seed)
                 if described is None:
                     lora_dir = None
                     print(f"case {seed}: no layer for LoRA; sampled without")
                 else:
                     print(f"case {seed}: LoRA {described}")
             try:
-                latents, images, final = reference(model_dir, case["call"], seed, lora_dir=lora_dir)
+                latents, images, final = reference(model_dir, case["call"], seed, unet=adapted)
             except Exception as e:  # diffusers refuses the call: ddpo must refuse it too, cleanly
                 run = ours(args.binary, model_dir, case["call"], None, os.path.join(work, "out"), lora_dir)
                 said = (run.stderr or run.stdout).strip().splitlines()
@@ -403,7 +410,7 @@ def main():
                         # float32 error (ours also carries its own float32 text encoder, which the
                         # float64 reference shares with diffusers' float32 run). Wrong answers seen
                         # so far were off by 1e-2 and more.
-                        _, images64, final64 = reference(model_dir, case["call"], seed, torch.float64, lora_dir)
+                        _, images64, final64 = reference(model_dir, case["call"], seed, torch.float64, adapted)
                         own = max(relative_error(images.double(), images64), relative_error(final.double(), final64))
                         mine = max(relative_error(got["images"].double(), images64),
                                    relative_error(got["latents"].double(), final64))
