@@ -21,7 +21,10 @@ need not divide by the UNet's downsampling.
 diffusers runs the pipeline at eta 0 from given latents (float32, CPU); `ddpo sample` runs from the
 same latents file. With --lora each model also gets a random LoRA saved as TRL saves it (TRL's
 targets, or others with alpha != rank and diffusers' adapter metadata); the reference samples with
-the PEFT-adapted UNet in memory, `ddpo sample --lora` loads the saved file. The images and final latents are compared (max |diff| over max |value|, which
+the PEFT-adapted UNet in memory, `ddpo sample --lora` loads the saved file. With --ddpo, DDPO's
+sampler (`ddpo sample --trajectory --noise`) is compared with TRL 0.21's `pipeline_step` fed the same
+step noise: every latent of the trajectory, every log-probability, the images; where TRL's
+log-probability is NaN (a schedule ending at timestep 0) ddpo must refuse with exit 2. The images and final latents are compared (max |diff| over max |value|, which
 float32 keeps near 1e-6; above --tolerance the case is judged against diffusers in float64: ours
 must be within 10x of diffusers' own float32 error). A call diffusers refuses (a latent too small
 for downsample_padding 0, ...) must be refused by ddpo too, with exit 2 and a message. A case only
@@ -287,11 +290,91 @@ def reference(model_dir, call, seed, dtype=torch.float32, unet=None):
     return latents.float(), images, final
 
 
-def ours(binary, model_dir, call, latents_path, out_dir, lora_dir=None):
+class NoiseFeed:
+    """Stands in for `randn_tensor` in TRL's DDIM step: hands out the given noise, one step at a time."""
+
+    def __init__(self, noise):
+        self.noise, self.i = noise, 0
+
+    def __call__(self, shape, generator=None, device=None, dtype=None, layout=None):
+        out = self.noise[self.i]
+        assert tuple(out.shape) == tuple(shape), (out.shape, shape)
+        self.i += 1
+        return out.clone().to(dtype=dtype)
+
+
+def exact_alphas_cumprod(config):
+    """DDIM's ᾱ computed in float64 throughout. diffusers computes them in float32, and with
+    rescale_betas_zero_snr through torch's CPU float32 sqrt, which is not correctly rounded (about a
+    third of inputs 1 ulp off on this machine); the rescale's cancellations then move β_0 by ~3e-3
+    (relative) and the log-probability of steps that use ᾱ_0 by ~4e-4. Ours rounds correctly, so
+    neither float32 run is the reference there: this is."""
+    n = config.num_train_timesteps
+    if config.trained_betas is not None:
+        betas = torch.tensor(config.trained_betas, dtype=torch.float64)
+    elif config.beta_schedule == "linear":
+        betas = torch.linspace(config.beta_start, config.beta_end, n, dtype=torch.float64)
+    elif config.beta_schedule == "scaled_linear":
+        betas = torch.linspace(config.beta_start ** 0.5, config.beta_end ** 0.5, n, dtype=torch.float64) ** 2
+    else:  # squaredcos_cap_v2
+        def alpha_bar(t):
+            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+        betas = torch.tensor([min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)],
+                             dtype=torch.float64)
+    if config.rescale_betas_zero_snr:
+        from diffusers.schedulers.scheduling_ddim import rescale_zero_terminal_snr
+        betas = rescale_zero_terminal_snr(betas)
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+def reference_ddpo(model_dir, call, seed, unet=None, dtype=torch.float32):
+    """TRL 0.21's DDPO sampler (`pipeline_step`, eta 1, guidance as given) with the step noise drawn
+    here and substituted for TRL's own draw: initial latents, noise [T, B, C, h, w], the trajectory
+    [B, T+1, C, h, w], log-probabilities [B, T] and images. In float64 the scheduler's ᾱ are computed
+    in float64 too (TRL computes its step scalars from them; see `exact_alphas_cumprod`), and the
+    prompts are encoded in float32 (as in `reference`)."""
+    import trl.models.modeling_sd_base as trl_sd
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=dtype)
+    if unet is not None:
+        pipe.unet = copy.deepcopy(unet).to(dtype)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    if dtype == torch.float64:
+        pipe.scheduler.alphas_cumprod = exact_alphas_cumprod(pipe.scheduler.config)
+        c = pipe.scheduler.config
+        pipe.scheduler.final_alpha_cumprod = (torch.tensor(1.0, dtype=dtype) if c.set_alpha_to_one
+                                              else pipe.scheduler.alphas_cumprod[0])
+    pipe.set_progress_bar_config(disable=True)
+    f = pipe.vae_scale_factor
+    g = torch.Generator().manual_seed(seed)
+    shape = (len(call["prompts"]), pipe.unet.config.in_channels, call["height"] // f, call["width"] // f)
+    latents = torch.randn(*shape, generator=g)
+    noise = torch.randn(call["steps"], *shape, generator=g)
+    text = dict(prompt=call["prompts"], negative_prompt=call["negatives"])
+    if dtype != torch.float32:
+        encoder = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32)
+        with torch.no_grad():
+            cond, uncond = encoder.encode_prompt(call["prompts"], "cpu", 1, True, call["negatives"])
+        text = dict(prompt_embeds=cond.to(dtype), negative_prompt_embeds=uncond.to(dtype))
+    original = trl_sd.randn_tensor
+    try:
+        trl_sd.randn_tensor = NoiseFeed(noise.to(dtype))
+        with torch.no_grad():
+            out = trl_sd.pipeline_step(pipe, num_inference_steps=call["steps"], guidance_scale=call["guidance"],
+                                       height=call["height"], width=call["width"], eta=1.0, output_type="pt",
+                                       latents=latents.clone().to(dtype), **text)
+    finally:
+        trl_sd.randn_tensor = original
+    return latents, noise, torch.stack(out.latents, dim=1), torch.stack(out.log_probs, dim=1), out.images
+
+
+def ours(binary, model_dir, call, latents_path, out_dir, lora_dir=None, noise_path=None):
     """`ddpo sample` from the given latents file (or, without one, at the call's image size)."""
     cmd = [binary, "sample", "--model", model_dir, "--steps", str(call["steps"]), "--guidance", str(call["guidance"]),
            "--eta", "0", "--out", out_dir, "--device", "cpu", "--quiet"]
     cmd += ["--lora", lora_dir] if lora_dir else []
+    if noise_path:  # DDPO's sampler with the given step noise
+        cmd[cmd.index("--eta") + 1] = "1"
+        cmd += ["--trajectory", "--noise", noise_path]
     cmd += ["--latents", latents_path] if latents_path else ["--height", str(call["height"]), "--width", str(call["width"])]
     for p in call["prompts"]:
         cmd += ["--prompt", p]
@@ -326,6 +409,52 @@ def train_once(binary, model_dir, call, work):
     return None
 
 
+def check_ddpo(binary, model_dir, call, seed, work, adapted, lora_dir, tolerance):
+    """DDPO's sampler against TRL's: returns None when trajectory, log-probabilities and images agree
+    (or when both cannot score the schedule: TRL's log-probability is NaN at timestep 0, ddpo must
+    refuse with exit 2), "skipped: ..." when TRL's output is not finite elsewhere, else the problem."""
+    if call["guidance"] <= 1:
+        call = dict(call, guidance=2.0)  # TRL's pipeline_step needs classifier-free guidance
+    latents, noise, trajectory, log_probs, images = reference_ddpo(model_dir, call, seed, adapted)
+    latents_path, noise_path = os.path.join(work, "ddpo_latents.safetensors"), os.path.join(work, "noise.safetensors")
+    save_file({"latents": latents.contiguous()}, latents_path)
+    save_file({"noise": noise.contiguous()}, noise_path)
+    run = ours(binary, model_dir, call, latents_path, os.path.join(work, "ddpo_out"), lora_dir, noise_path)
+    said = (run.stderr or run.stdout).strip().splitlines()
+    if not torch.isfinite(log_probs).all():
+        if run.returncode == 2 and said and "no noise at timestep 0" in said[-1]:
+            return None
+        if not torch.isfinite(trajectory).all():
+            return "skipped: TRL's trajectory is not finite"
+        return f"TRL's log-probabilities are not finite, but ddpo exits {run.returncode}: {(said or [''])[-1][:200]}"
+    if run.returncode != 0:
+        return f"ddpo sample --trajectory exit {run.returncode}: {(said or [''])[-1][:300]}"
+    got = load_file(os.path.join(work, "ddpo_out", "samples.safetensors"))
+    keys = ("trajectory", "log_probs", "images")
+
+    def errors(ref, mine):
+        return {k: relative_error(mine[k].double(), ref[k].double()) for k in keys}
+    ref32 = dict(trajectory=trajectory, log_probs=log_probs, images=images)
+    mine = errors(ref32, got)
+    text = ", ".join(f"{k} {v:.1e}" for k, v in mine.items())
+    if max(mine.values()) <= tolerance:
+        return None
+    # As for eta 0: judge against TRL in float64. TRL's float32 step scalars cancel badly where
+    # ᾱ_t ≈ 0 (zero-terminal-SNR schedules: √(1 − ᾱ_prev − σ²) is rounding noise, or NaN); ours are
+    # computed in double.
+    _, _, t64, l64, i64 = reference_ddpo(model_dir, call, seed, adapted, torch.float64)
+    ref64 = dict(trajectory=t64, log_probs=l64, images=i64)
+    if not all(torch.isfinite(v).all() for v in ref64.values()):
+        # ᾱ_t = 0 exactly (zero terminal SNR): TRL's √(1 − ᾱ_prev − σ²) is NaN in float64 and rounding
+        # noise in float32, so neither is a reference; the scheduler fixtures' "_f64" cases test
+        # this step against the same formula with the cancellation done exactly.
+        return f"skipped: TRL's float64 step is NaN at ᾱ_t = 0 ({text} against its float32 run)"
+    own, ours64 = max(errors(ref64, ref32).values()), max(errors(ref64, got).values())
+    if ours64 <= max(tolerance, 10 * own):
+        return None
+    return f"DDPO sampler: {text}; against float64 TRL ours {ours64:.2e}, TRL float32 {own:.2e}"
+
+
 def relative_error(a, b):
     scale = max(float(b.abs().max()), 1e-6)
     return float((a - b).abs().max()) / scale
@@ -342,6 +471,9 @@ def main():
     ap.add_argument("--lora", action="store_true",
                     help="give each model a random LoRA saved as TRL saves one; the reference samples with the "
                          "adapted UNet in memory, ddpo sample loads the file with --lora")
+    ap.add_argument("--ddpo", action="store_true",
+                    help="also compare DDPO's sampler (ddpo sample --trajectory --noise) with TRL's pipeline_step "
+                         "fed the same step noise: trajectory, log-probabilities, images")
     ap.add_argument("--train", action="store_true",
                     help="also run one tiny `ddpo train` epoch on each model (finishes, finite metrics)")
     args = ap.parse_args()
@@ -425,6 +557,15 @@ def main():
                         passes += 1
                         worst = max(worst, e_img, e_lat)
                         print(f"case {seed}: ok (images {e_img:.1e}, latents {e_lat:.1e})")
+            if args.ddpo and verdict is None:
+                problem = check_ddpo(args.binary, model_dir, case["call"], seed, work, adapted, lora_dir, args.tolerance)
+                if problem is None:
+                    print(f"case {seed}: DDPO sampler ok")
+                elif problem.startswith("skipped: "):
+                    print(f"case {seed}: DDPO sampler {problem}")
+                else:
+                    verdict = problem
+                    passes -= 1
             if args.train and verdict is None:
                 problem = train_once(args.binary, model_dir, case["call"], work)
                 if problem is None:

@@ -5,6 +5,9 @@ import RLAlgorithms
 // full fine-tune's final/), optionally a LoRA (`--lora final/`), and writes one PNG per prompt in
 // order plus samples.safetensors: `images` [B, 3, H, W] in [0, 1] and `latents` (the final latents).
 // Defaults follow diffusers' StableDiffusionPipeline call: 50 steps, guidance 7.5, eta 0.
+// `--trajectory` samples with DDPO's sampler instead (TRL's pipeline_step: every step with its
+// log-probability, eta 1 by default) and adds `trajectory`, `log_probs` and `timesteps`; `--noise`
+// replays given per-step variance noise, so a run can be compared with TRL's step for step.
 
 enum SampleCommand {
     static let command = "ddpo sample"
@@ -21,6 +24,8 @@ enum SampleCommand {
         OptionSpec(name: "height", kind: .value, valueName: "PX", help: "image height (default: the model's)"),
         OptionSpec(name: "width", kind: .value, valueName: "PX", help: "image width (default: the model's)"),
         OptionSpec(name: "latents", kind: .value, valueName: "FILE", help: "initial latents: safetensors with key 'latents', [B, C, h, w]"),
+        OptionSpec(name: "noise", kind: .value, valueName: "FILE", help: "each step's DDIM variance noise, to replay a recorded run: safetensors with key 'noise', [steps, B, C, h, w] (needs --eta > 0)"),
+        OptionSpec(name: "trajectory", kind: .bool, help: "sample with DDPO's sampler (TRL's pipeline_step) and also write its trajectory [B, steps+1, C, h, w], log_probs [B, steps] and timesteps [B, steps] to samples.safetensors (eta defaults to 1.0, DDPO's sample_eta)"),
         OptionSpec(name: "out", kind: .value, valueName: "DIR", help: "output folder (default: samples)"),
         OptionSpec(name: "device", kind: .value, valueName: "cpu|cuda:N", help: "where to run (default: the first GPU, else cpu; or $DDPO_DEVICE)"),
         OptionSpec(name: "mixed_precision", kind: .value, valueName: "no|fp16|bf16", help: "half-precision weights and activations on a GPU (default fp16 there, no on a CPU)"),
@@ -54,8 +59,12 @@ enum SampleCommand {
         let warmupSteps = try parsed.value("warmup_steps").map { try ArgumentParser.parseInt($0, option: "warmup_steps", command: command) } ?? 0
         guard warmupSteps >= 0 else { throw AppError("\(command): --warmup_steps: must be ≥ 0, got \(warmupSteps)") }
         let guidance = try parsed.value("guidance").map { try ArgumentParser.parseDouble($0, option: "guidance", command: command) } ?? 7.5
-        let eta = try parsed.value("eta").map { try ArgumentParser.parseDouble($0, option: "eta", command: command) } ?? 0
+        let trajectory = parsed.bool("trajectory") ?? false
+        let eta = try parsed.value("eta").map { try ArgumentParser.parseDouble($0, option: "eta", command: command) } ?? (trajectory ? 1 : 0)
         guard eta >= 0 else { throw AppError("\(command): --eta: must be ≥ 0, got \(eta)") }
+        if trajectory, !(eta > 0) {
+            throw AppError("\(command): --trajectory: needs --eta > 0 (a deterministic DDIM step has no log-probability), got \(eta)")
+        }
         let height = try parsed.value("height").map { try ArgumentParser.parseInt($0, option: "height", command: command) }
         let width = try parsed.value("width").map { try ArgumentParser.parseInt($0, option: "width", command: command) }
         for (name, value) in [("height", height), ("width", width)] {
@@ -71,6 +80,14 @@ enum SampleCommand {
         var latents: Tensor?
         if let path = parsed.value("latents") {
             latents = try readLatents(path, count: prompts.count)
+        }
+        var noise: Tensor?
+        if let path = parsed.value("noise") {
+            guard eta > 0 else { throw AppError("\(command): --noise: the step noise is used only with --eta > 0, got \(eta)") }
+            noise = try readTensor(path, key: "noise", option: "noise")
+            guard let n = noise, n.rank == 5, n.shape[0] == steps, n.shape[1] == prompts.count else {
+                throw AppError("\(command): --noise: \(path): 'noise' has shape \(noise?.shape ?? []); expected [\(steps) (--steps), \(prompts.count) (one per --prompt), C, h, w]")
+            }
         }
 
         let progress = ProgressReporter(quiet: parsed.bool("quiet") ?? false)
@@ -104,10 +121,30 @@ enum SampleCommand {
                 throw AppError("\(command): \(latents != nil ? "--latents" : "--height/--width"): \(detail)")
             }
         }
+        if trajectory {
+            var scheduler = pipeline.scheduler
+            try? scheduler.setTimesteps(steps)
+            let bad = scheduler.timestepsWithoutLogProbability(eta: eta)
+            if !bad.isEmpty {
+                throw AppError("\(command): --trajectory: the \(steps)-step schedule \(scheduler.timesteps) has no noise at timestep "
+                               + "\(bad.map(String.init).joined(separator: ", ")) (timestep_spacing \"\(scheduler.config.timestepSpacing.rawValue)\", "
+                               + "steps_offset \(scheduler.config.stepsOffset)), so that step has no log-probability")
+            }
+        }
+        if let noise {
+            let size = pipeline.defaultImageSize, f = pipeline.vaeScaleFactor
+            let h = latents.map { $0.shape[2] } ?? (height ?? size.height) / f
+            let w = latents.map { $0.shape[3] } ?? (width ?? size.width) / f
+            let expected = [steps, prompts.count, pipeline.unet.config.in_channels, h, w]
+            guard noise.shape == expected else {
+                throw AppError("\(command): --noise: 'noise' has shape \(noise.shape); these latents need \(expected) (steps, prompts, channels, height/\(f), width/\(f))")
+            }
+        }
 
         var request = SamplingRequest(prompts: prompts, negativePrompts: negatives.isEmpty ? nil : (negatives.count == 1 ? Array(repeating: negatives[0], count: prompts.count) : negatives),
                                       numInferenceSteps: steps, guidanceScale: guidance, eta: eta)
         request.latents = latents
+        request.stepNoise = noise.map { n in (0..<steps).map { n.slice(0, $0, $0 + 1).squeeze(0).to(.float32).contiguous() } }
         if let latents {
             request.height = latents.shape[2] * pipeline.vaeScaleFactor
             request.width = latents.shape[3] * pipeline.vaeScaleFactor
@@ -136,6 +173,7 @@ enum SampleCommand {
         func synchronize() { if case .cuda(let index) = choice.device { try? CUDA.synchronize(index) } }
         let started = Date()
         var split: (text: Double, denoise: Double) = (0, 0)
+        var recorded: SamplingTrajectory?
         do {
             var generator = PhiloxGenerator(seed: UInt64(bitPattern: Int64(seed)))
             var timed = request
@@ -147,8 +185,16 @@ enum SampleCommand {
             synchronize()
             split.text = Date().timeIntervalSince(started)
             timed.decode = false
-            output = try pipeline.sample(timed, generator: &generator) { p in
-                progress.update("sampling", done: p.step, total: p.total)
+            if trajectory {
+                let t = try pipeline.sampleTrajectory(timed, generator: &generator) { p in
+                    progress.update("sampling", done: p.step, total: p.total)
+                }
+                output = SamplingOutput(images: nil, latents: t.latents.slice(1, steps, steps + 1).squeeze(1))
+                recorded = t
+            } else {
+                output = try pipeline.sample(timed, generator: &generator) { p in
+                    progress.update("sampling", done: p.step, total: p.total)
+                }
             }
             synchronize()
             split.denoise = Date().timeIntervalSince(started) - split.text
@@ -166,8 +212,13 @@ enum SampleCommand {
             let name = String(repeating: "0", count: max(0, digits - String(i).count)) + "\(i)_\(slug(prompts[i])).png"
             try writeAtomically(image, to: out.appendingPathComponent(name))
         }
-        try saveSafeTensors(["images": images.to(.float32).contiguous(), "latents": output.latents.to(.float32).contiguous()],
-                            to: out.appendingPathComponent("samples.safetensors").path)
+        var saved = ["images": images.to(.float32).contiguous(), "latents": output.latents.to(.float32).contiguous()]
+        if let recorded {
+            saved["trajectory"] = recorded.latents.to(.float32).contiguous()
+            saved["log_probs"] = recorded.logProbs.to(.float32).contiguous()
+            saved["timesteps"] = recorded.timesteps.copied(to: .cpu).contiguous()
+        }
+        try saveSafeTensors(saved, to: out.appendingPathComponent("samples.safetensors").path)
         progress.line("\(command): wrote \(pngs.count) PNGs and samples.safetensors to \(out.path)")
         choice.reportMemoryTrace(command: command)
         if parsed.bool("timing") ?? false {
@@ -184,20 +235,26 @@ enum SampleCommand {
         }
     }
 
-    /// The `latents` tensor of a safetensors file, checked to be [count, C, h, w] floating point.
-    static func readLatents(_ path: String, count: Int) throws -> Tensor {
+    /// Tensor `key` of a safetensors file, checked to be floating point.
+    static func readTensor(_ path: String, key: String, option: String) throws -> Tensor {
         let file: SafeTensorsFile
         do { file = try SafeTensorsFile(path: path) }
-        catch { throw AppError("\(command): --latents: \(error)") }
-        guard file.keys.contains("latents") else {
-            throw AppError("\(command): --latents: \(path): no tensor 'latents' (found: \(file.keys.joined(separator: ", ")))")
+        catch { throw AppError("\(command): --\(option): \(error)") }
+        guard file.keys.contains(key) else {
+            throw AppError("\(command): --\(option): \(path): no tensor '\(key)' (found: \(file.keys.joined(separator: ", ")))")
         }
-        let latents: Tensor
-        do { latents = try file.tensor("latents") }
-        catch { throw AppError("\(command): --latents: \(error)") }
-        guard latents.dtype.isFloatingPoint else {
-            throw AppError("\(command): --latents: \(path): 'latents' is \(latents.dtype); expected a floating-point tensor")
+        let tensor: Tensor
+        do { tensor = try file.tensor(key) }
+        catch { throw AppError("\(command): --\(option): \(error)") }
+        guard tensor.dtype.isFloatingPoint else {
+            throw AppError("\(command): --\(option): \(path): '\(key)' is \(tensor.dtype); expected a floating-point tensor")
         }
+        return tensor
+    }
+
+    /// The `latents` tensor of a safetensors file, checked to be [count, C, h, w] floating point.
+    static func readLatents(_ path: String, count: Int) throws -> Tensor {
+        let latents = try readTensor(path, key: "latents", option: "latents")
         guard latents.rank == 4, latents.shape[0] == count else {
             throw AppError("\(command): --latents: \(path): 'latents' has shape \(latents.shape); expected [\(count), C, h, w] (one per --prompt)")
         }

@@ -94,6 +94,11 @@ public struct SamplingOutput {
     public var images: Tensor?
     /// The final latents [B, C, h, w].
     public var latents: Tensor
+
+    public init(images: Tensor?, latents: Tensor) {
+        self.images = images
+        self.latents = latents
+    }
 }
 
 /// The DDPO trajectory of `sampleTrajectory` (TRL's `pipeline_step` output plus what training needs).

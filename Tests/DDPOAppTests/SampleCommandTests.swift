@@ -79,6 +79,48 @@ final class SampleCommandTests: XCTestCase {
         XCTAssertNotEqual(images[0], images[1], "the LoRA changed nothing")
     }
 
+    /// With the recorded step noise (`--noise`, [steps, B, C, h, w]), `--eta 1` reproduces
+    /// diffusers' eta-1 run, and `--trajectory` reproduces TRL 0.21's `pipeline_step`: every latent
+    /// of the trajectory, every step's log-probability and the timesteps (make_pipeline_fixtures.py,
+    /// case sd1: ddpo.latents, ddpo.log_probs, eta1.images; tolerance 1e-4 relative, as PipelineTests).
+    func testSampleReplaysStepNoiseAndWritesDDPOTrajectory() throws {
+        let dir = try DDPOProcess.temporaryDirectory()
+        let reference = try SafeTensorsFile(path: io.path)
+        let latentsFile = dir.appendingPathComponent("latents.safetensors")
+        try saveSafeTensors(["latents": try reference.tensor("latents")], to: latentsFile.path)
+        let noiseFile = dir.appendingPathComponent("noise.safetensors")
+        try saveSafeTensors(["noise": try reference.tensor("noise")], to: noiseFile.path)
+        let common = ["sample", "--model", model, "--prompt", "the cat", "--prompt", "a dog and the cat",
+                      "--negative-prompt", "hello world", "--negative-prompt", "", "--steps", "4", "--guidance", "7.5",
+                      "--latents", latentsFile.path, "--noise", noiseFile.path, "--quiet"]
+        func relativeError(_ a: Tensor, _ b: Tensor) -> Double {
+            let scale = max(b.toArray().map(abs).max() ?? 0, 1e-6)
+            return (zip(a.toArray(), b.toArray()).map { abs($0 - $1) }.max() ?? .infinity) / scale
+        }
+
+        let plain = dir.appendingPathComponent("eta1")
+        var result = try DDPOProcess.run(common + ["--eta", "1", "--out", plain.path])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        var samples = try SafeTensorsFile(path: plain.appendingPathComponent("samples.safetensors").path)
+        XCTAssertLessThan(relativeError(try samples.tensor("images"), try reference.tensor("eta1.images")), 1e-4)
+        XCTAssertLessThan(relativeError(try samples.tensor("latents"), try reference.tensor("eta1.latents")), 1e-4)
+        XCTAssertFalse(samples.keys.contains("log_probs"))
+
+        let ddpo = dir.appendingPathComponent("ddpo")
+        result = try DDPOProcess.run(common + ["--trajectory", "--out", ddpo.path])   // eta 1 by default
+        XCTAssertEqual(result.status, 0, result.stderr)
+        samples = try SafeTensorsFile(path: ddpo.appendingPathComponent("samples.safetensors").path)
+        let trajectory = try samples.tensor("trajectory"), expected = try reference.tensor("ddpo.latents")
+        XCTAssertEqual(trajectory.shape, expected.shape)
+        XCTAssertLessThan(relativeError(trajectory, expected), 1e-4)
+        let logProbs = try samples.tensor("log_probs"), expectedLogProbs = try reference.tensor("ddpo.log_probs")
+        XCTAssertEqual(logProbs.shape, expectedLogProbs.shape)
+        XCTAssertLessThan(relativeError(logProbs, expectedLogProbs), 1e-4)
+        XCTAssertLessThan(relativeError(try samples.tensor("images"), try reference.tensor("ddpo.images")), 1e-4)
+        // diffusers' 4 DDIM timesteps for SD 1.5's config (steps_offset 1, leading): 751, 501, 251, 1.
+        XCTAssertEqual(try samples.tensor("timesteps").toArray().map { Int($0) }, [751, 501, 251, 1, 751, 501, 251, 1])
+    }
+
     func testSampleErrors() throws {
         let dir = try DDPOProcess.temporaryDirectory()
         let wrongKey = dir.appendingPathComponent("wrong-key.safetensors")
@@ -103,6 +145,10 @@ final class SampleCommandTests: XCTestCase {
             (["--prompt", "a", "--height", "30"], 2, ["--height", "multiple of 8"]),
             (["--prompt", "a", "--lora", "/nonexistent/lora"], 2, ["--lora", "/nonexistent/lora"]),
             (["--prompt", "a", "--seeds", "3"], 2, ["unknown option '--seeds'", "did you mean '--seed'"]),
+            (["--prompt", "a", "--trajectory", "--eta", "0"], 2, ["--trajectory", "--eta > 0"]),
+            (["--prompt", "a", "--noise", wrongShape.path, "--eta", "1"], 2, ["--noise", "no tensor 'noise'"]),
+            (["--prompt", "a", "--noise", wrongKey.path], 2, ["--noise", "only with --eta > 0"]),
+            (["--prompt", "a", "--steps", "1", "--noise", wrongKey.path, "--eta", "1"], 2, ["--noise", "[1, 4, 2, 2]", "[1 (--steps), 1 (one per --prompt), C, h, w]"]),
         ]
         for (flags, status, expected) in cases {
             let result = try DDPOProcess.run(base + flags)
