@@ -47,30 +47,24 @@ import warnings
 
 import diffusers
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_TOKENIZER = os.path.join(ROOT, "Tests", "DiffusionModelsTests", "Fixtures", "tokenizer", "tiny", "tokenizer.json")
+sys.path.insert(0, os.path.join(ROOT, "Tests", "DiffusionModelsTests", "Fixtures"))
+from make_pipeline_fixtures import NoiseFeed, random_pipeline, tiny_tokenizer, write_scheduler  # noqa: E402  (the fixtures' helpers)
 WORDS = ["the", "cat", "dog", "and", "is", "hello", "world", "a", "cat's", "the dog", "red", "photo",
          "HELLO", "World!", "it's", "ünïcode", "日本", "🐱", "x-y", "  spaced  ", "3.14", "don't"]
 
 
 def tokenizer_files(folder, vocab_dir, max_length, pad_token="<|endoftext|>"):
     """vocab.json + merges.txt in `folder`: the real CLIP vocabulary if given, else the fixtures' tiny one."""
+    if not vocab_dir:
+        return tiny_tokenizer(folder, max_length, pad_token)
     os.makedirs(folder, exist_ok=True)
-    if vocab_dir:
-        for name in ("vocab.json", "merges.txt"):
-            shutil.copy(os.path.join(vocab_dir, name), os.path.join(folder, name))
-    else:
-        with open(TINY_TOKENIZER, encoding="utf-8") as f:
-            model = json.load(f)["model"]
-        with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
-            json.dump(model["vocab"], f, ensure_ascii=False)
-        merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
-        with open(os.path.join(folder, "merges.txt"), "w", encoding="utf-8") as f:
-            f.write("#version: 0.2\n" + "\n".join(merges) + "\n")
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(os.path.join(vocab_dir, name), os.path.join(folder, name))
     return CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"),
                          model_max_length=max_length, pad_token=pad_token)
 
@@ -187,42 +181,15 @@ def draw_case(rng):
     return dict(text=text, unet=unet, vae=vae, scheduler=sched, call=call, pad_token=pad_token)
 
 
-def perturb(module, seed, scale=0.1):
-    """Moves every parameter off its initial value so that a missing or swapped weight shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * scale)
-
-
 def build(case, folder, vocab_dir, seed):
     torch.manual_seed(seed)
     tokenizer = tokenizer_files(os.path.join(folder, "_tok"), vocab_dir, case["text"]["max_position_embeddings"],
                                 case.get("pad_token", "<|endoftext|>"))
-    vocab = tokenizer.get_vocab()
-    text_config = CLIPTextConfig(vocab_size=len(vocab), bos_token_id=vocab["<|startoftext|>"],
-                                 eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"],
-                                 projection_dim=case["text"]["hidden_size"], **case["text"])
-    text_encoder = CLIPTextModel(text_config).eval()
-    unet = UNet2DConditionModel(**case["unet"]).eval()
-    vae = AutoencoderKL(**case["vae"]).eval()
-    for i, module in enumerate([text_encoder, unet, vae]):
-        perturb(module, seed * 10 + i)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+    pipe = random_pipeline(case, tokenizer, DDIMScheduler(), perturb_seed=seed * 10, scale=0.1)
     model_dir = os.path.join(folder, "model")
     pipe.save_pretrained(model_dir, safe_serialization=True)
     shutil.rmtree(os.path.join(folder, "_tok"))
-    sched = dict(case["scheduler"], _diffusers_version=diffusers.__version__)
-    with open(os.path.join(model_dir, "scheduler", "scheduler_config.json"), "w") as f:
-        json.dump(sched, f, indent=2, sort_keys=True)
-    index_path = os.path.join(model_dir, "model_index.json")
-    with open(index_path) as f:
-        index = json.load(f)
-    index["scheduler"] = ["diffusers", sched["_class_name"]]
-    with open(index_path, "w") as f:
-        json.dump(index, f, indent=2, sort_keys=True)
+    write_scheduler(model_dir, case["scheduler"])
     return model_dir
 
 
@@ -288,19 +255,6 @@ def reference(model_dir, call, seed, dtype=torch.float32, unet=None):
         images = pipe(latents=latents.clone(), output_type="pt", **common)[0]
         final = pipe(latents=latents.clone(), output_type="latent", **common)[0]
     return latents.float(), images, final
-
-
-class NoiseFeed:
-    """Stands in for `randn_tensor` in TRL's DDIM step: hands out the given noise, one step at a time."""
-
-    def __init__(self, noise):
-        self.noise, self.i = noise, 0
-
-    def __call__(self, shape, generator=None, device=None, dtype=None, layout=None):
-        out = self.noise[self.i]
-        assert tuple(out.shape) == tuple(shape), (out.shape, shape)
-        self.i += 1
-        return out.clone().to(dtype=dtype)
 
 
 def exact_alphas_cumprod(config):
@@ -557,21 +511,15 @@ def main():
                         passes += 1
                         worst = max(worst, e_img, e_lat)
                         print(f"case {seed}: ok (images {e_img:.1e}, latents {e_lat:.1e})")
-            if args.ddpo and verdict is None:
-                problem = check_ddpo(args.binary, model_dir, case["call"], seed, work, adapted, lora_dir, args.tolerance)
-                if problem is None:
-                    print(f"case {seed}: DDPO sampler ok")
-                elif problem.startswith("skipped: "):
-                    print(f"case {seed}: DDPO sampler {problem}")
-                else:
-                    verdict = problem
-                    passes -= 1
-            if args.train and verdict is None:
-                problem = train_once(args.binary, model_dir, case["call"], work)
-                if problem is None:
-                    print(f"case {seed}: ddpo train ok")
-                elif problem.startswith("refused: "):
-                    print(f"case {seed}: ddpo train {problem[:300]}")
+            extras = [("DDPO sampler", args.ddpo, lambda: check_ddpo(args.binary, model_dir, case["call"], seed, work,
+                                                                    adapted, lora_dir, args.tolerance)),
+                      ("ddpo train", args.train, lambda: train_once(args.binary, model_dir, case["call"], work))]
+            for name, wanted, check in extras:
+                if not wanted or verdict is not None:
+                    continue
+                problem = check()  # None: agrees; "skipped: …" / "refused: …": no verdict; else the failure
+                if problem is None or problem.startswith(("skipped: ", "refused: ")):
+                    print(f"case {seed}: {name} {(problem or 'ok')[:300]}")
                 else:
                     verdict = problem
                     passes -= 1

@@ -129,6 +129,10 @@ public final class UNet2DConditionModel: Module {
         for level in 0..<max(down_blocks.count - 1, 0) {
             let padded = (size.0 + 2 * p + (p == 0 ? 1 : 0), size.1 + 2 * p + (p == 0 ? 1 : 0))
             guard padded.0 >= 3, padded.1 >= 3 else {
+                if level == 0 {
+                    return "latents of \(height)×\(width) are too small for down block 0's downsampler "
+                        + "(a 3×3 kernel with downsample_padding \(p))"
+                }
                 return "latents of \(height)×\(width) shrink to \(size.0)×\(size.1) before down block \(level)'s "
                     + "downsampler, too small for its 3×3 kernel with downsample_padding \(p)"
             }

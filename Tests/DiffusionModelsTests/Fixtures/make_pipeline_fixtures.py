@@ -62,7 +62,7 @@ OUT_DIR = os.path.join(HERE, "pipeline")
 TINY_TOKENIZER = os.path.join(HERE, "tokenizer", "tiny", "tokenizer.json")
 
 
-def tiny_tokenizer(folder, max_length):
+def tiny_tokenizer(folder, max_length, pad_token="<|endoftext|>"):
     """The tiny BPE vocabulary of the tokenizer fixtures, as vocab.json + merges.txt (the files a
     slow CLIPTokenizer reads and SD 1.x folders ship), with its own model_max_length."""
     with open(TINY_TOKENIZER, encoding="utf-8") as f:
@@ -74,7 +74,7 @@ def tiny_tokenizer(folder, max_length):
     with open(os.path.join(folder, "merges.txt"), "w", encoding="utf-8") as f:
         f.write("#version: 0.2\n" + "\n".join(merges) + "\n")
     return CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"),
-                         model_max_length=max_length, pad_token="<|endoftext|>")
+                         model_max_length=max_length, pad_token=pad_token)
 
 
 def perturb(module, seed, scale=0.05):
@@ -123,9 +123,10 @@ CASES = {
 }
 
 
-def build(name, case, folder):
-    torch.manual_seed(0)
-    tokenizer = tiny_tokenizer(os.path.join(folder, "_tok"), case["text"]["max_position_embeddings"])
+def random_pipeline(case, tokenizer, scheduler, perturb_seed, scale=0.05):
+    """A StableDiffusionPipeline of random-weight models from the case's "text", "unet" and "vae"
+    keyword arguments, every parameter moved off its initial value (`perturb`, seeds perturb_seed,
+    + 1, + 2). Draws from torch's global generator: seed it first."""
     vocab = tokenizer.get_vocab()
     text_config = CLIPTextConfig(vocab_size=len(vocab), bos_token_id=vocab["<|startoftext|>"],
                                  eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"],
@@ -134,12 +135,18 @@ def build(name, case, folder):
     unet = UNet2DConditionModel(**case["unet"]).eval()
     vae = AutoencoderKL(**case["vae"]).eval()
     for i, module in enumerate([text_encoder, unet, vae]):
-        perturb(module, 100 + i)
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        perturb(module, perturb_seed + i, scale)
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
+
+
+def build(name, case, folder):
+    torch.manual_seed(0)
+    tokenizer = tiny_tokenizer(os.path.join(folder, "_tok"), case["text"]["max_position_embeddings"])
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    pipe = random_pipeline(case, tokenizer, scheduler, perturb_seed=100)
     model_dir = os.path.join(folder, "model")
     if case["variant"]:
         pipe.save_pretrained(model_dir, safe_serialization=True, variant=case["variant"])
@@ -147,7 +154,14 @@ def build(name, case, folder):
         pipe.save_pretrained(model_dir, safe_serialization=True)
     shutil.rmtree(os.path.join(folder, "_tok"))
     # The scheduler as the case stores it (possibly another class, possibly an old config).
-    sched = dict(case["scheduler"], _diffusers_version=diffusers.__version__)
+    write_scheduler(model_dir, case["scheduler"])
+    return model_dir
+
+
+def write_scheduler(model_dir, config):
+    """Replaces a saved folder's scheduler with `config` as written (its class in model_index.json
+    too), as folders that ship another scheduler class or an outdated config hold it."""
+    sched = dict(config, _diffusers_version=diffusers.__version__)
     with open(os.path.join(model_dir, "scheduler", "scheduler_config.json"), "w") as f:
         json.dump(sched, f, indent=2, sort_keys=True)
     index_path = os.path.join(model_dir, "model_index.json")
@@ -156,7 +170,6 @@ def build(name, case, folder):
     index["scheduler"] = ["diffusers", sched["_class_name"]]
     with open(index_path, "w") as f:
         json.dump(index, f, indent=2, sort_keys=True)
-    return model_dir
 
 
 class NoiseFeed:
