@@ -112,30 +112,20 @@ enum SampleCommand {
             if let width, width != latents.shape[3] * f { throw AppError("\(command): --width \(width) disagrees with the latents (\(latents.shape[3]) × \(f))") }
         }
 
+        let f = pipeline.vaeScaleFactor, defaultSize = pipeline.defaultImageSize
+        let imageHeight = latents.map { $0.shape[2] * f } ?? height ?? defaultSize.height
+        let imageWidth = latents.map { $0.shape[3] * f } ?? width ?? defaultSize.width
         if latents != nil || height != nil || width != nil {
-            let size = pipeline.defaultImageSize
-            let h = latents.map { $0.shape[2] * pipeline.vaeScaleFactor } ?? height ?? size.height
-            let w = latents.map { $0.shape[3] * pipeline.vaeScaleFactor } ?? width ?? size.width
-            do { try pipeline.validateImageSize(height: h, width: w) } catch {
+            do { try pipeline.validateImageSize(height: imageHeight, width: imageWidth) } catch {
                 let detail = (error as? PipelineError)?.message ?? "\(error)"
                 throw AppError("\(command): \(latents != nil ? "--latents" : "--height/--width"): \(detail)")
             }
         }
-        if trajectory {
-            var scheduler = pipeline.scheduler
-            try? scheduler.setTimesteps(steps)
-            let bad = scheduler.timestepsWithoutLogProbability(eta: eta)
-            if !bad.isEmpty {
-                throw AppError("\(command): --trajectory: the \(steps)-step schedule \(scheduler.timesteps) has no noise at timestep "
-                               + "\(bad.map(String.init).joined(separator: ", ")) (timestep_spacing \"\(scheduler.config.timestepSpacing.rawValue)\", "
-                               + "steps_offset \(scheduler.config.stepsOffset)), so that step has no log-probability")
-            }
+        if trajectory, let problem = pipeline.scheduler.logProbabilityProblem(steps: steps, eta: eta) {
+            throw AppError("\(command): --trajectory: \(problem)")
         }
         if let noise {
-            let size = pipeline.defaultImageSize, f = pipeline.vaeScaleFactor
-            let h = latents.map { $0.shape[2] } ?? (height ?? size.height) / f
-            let w = latents.map { $0.shape[3] } ?? (width ?? size.width) / f
-            let expected = [steps, prompts.count, pipeline.unet.config.in_channels, h, w]
+            let expected = [steps, prompts.count, pipeline.unet.config.in_channels, imageHeight / f, imageWidth / f]
             guard noise.shape == expected else {
                 throw AppError("\(command): --noise: 'noise' has shape \(noise.shape); these latents need \(expected) (steps, prompts, channels, height/\(f), width/\(f))")
             }

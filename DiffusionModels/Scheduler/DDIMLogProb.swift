@@ -99,6 +99,21 @@ extension DDIMScheduler {
         }
     }
 
+    /// Why DDPO cannot score an `n`-step schedule of this config at `eta`, or nil when it can: names
+    /// the schedule, its spacing and offset, and the timesteps without noise.
+    public func logProbabilityProblem(steps n: Int, eta: Double) -> String? {
+        var s = self
+        do { try s.setTimesteps(n) } catch { return "\(error)" }
+        let bad = s.timestepsWithoutLogProbability(eta: eta)
+        guard !bad.isEmpty else { return nil }
+        let t = s.timesteps
+        let schedule = t.count <= 12 ? "\(t)"
+            : "[\(t.prefix(3).map(String.init).joined(separator: ", ")), …, \(t.suffix(2).map(String.init).joined(separator: ", "))]"
+        return "the \(n)-step DDIM schedule \(schedule) (timestep_spacing \"\(config.timestepSpacing.rawValue)\", steps_offset "
+            + "\(config.stepsOffset) in the model's scheduler config) has a step with no noise at timestep "
+            + "\(bad.map(String.init).joined(separator: ", ")) (eta·σ_t = 0 at eta \(eta)), so its log-probability does not exist"
+    }
+
     static func requirePositiveEta(_ eta: Double) throws {
         guard eta > 0 else {
             throw SchedulerError.undefinedLogProbability(

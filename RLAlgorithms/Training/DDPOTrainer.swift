@@ -165,20 +165,10 @@ public final class DDPOTrainer {
     /// (the DDIM step from timestep 0 is deterministic), where ddpo-pytorch and TRL record a NaN
     /// log-probability (checked: TRL 0.21's `scheduler_step` at timestep 0) and every loss is NaN.
     public static func checkSchedule(_ config: DDPOConfig, scheduler: DDIMScheduler) throws {
-        var s = scheduler
-        do { try s.setTimesteps(config.sample_num_steps) } catch {
-            throw DDPOConfigError(field: "sample_num_steps", "\(error)")
-        }
-        let bad = s.timestepsWithoutLogProbability(eta: config.sample_eta)
-        guard !bad.isEmpty else { return }
-        let c = s.config
-        let schedule = s.timesteps.count <= 12 ? "\(s.timesteps)" : "[\(s.timesteps.prefix(3).map(String.init).joined(separator: ", ")), …, \(s.timesteps.suffix(2).map(String.init).joined(separator: ", "))]"
-        throw DDPOConfigError(field: "sample_num_steps", "the \(config.sample_num_steps)-step DDIM schedule \(schedule) (timestep_spacing \"\(c.timestepSpacing.rawValue)\", "
-            + "steps_offset \(c.stepsOffset) in the model's scheduler config) has a step with no noise at timestep "
-            + "\(bad.map(String.init).joined(separator: ", ")) (eta·σ_t = 0 at sample_eta \(config.sample_eta)), so its "
-            + "log-probability does not exist (TRL's scheduler_step returns NaN there, and every loss after it is NaN). Use a "
-            + "schedule that stops above timestep 0: steps_offset 1 with \"leading\" spacing (as Stable Diffusion's "
-            + "own configs have it), or \"trailing\" spacing with fewer steps")
+        guard let problem = scheduler.logProbabilityProblem(steps: config.sample_num_steps, eta: config.sample_eta) else { return }
+        throw DDPOConfigError(field: "sample_num_steps", problem + " (TRL's scheduler_step returns NaN there, and every "
+            + "loss after it is NaN). Use a schedule that stops above timestep 0: steps_offset 1 with \"leading\" spacing "
+            + "(as Stable Diffusion's own configs have it), or \"trailing\" spacing with fewer steps")
     }
 
     // MARK: - training
