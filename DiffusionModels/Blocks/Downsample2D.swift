@@ -45,6 +45,14 @@ public final class Downsample2D: Module {
         return conv(padding == 0 ? x.pad([(0, 1), (0, 1)]) : x)
     }
 
+    /// The output's spatial size for a `height` × `width` input, padding included; a size ≤ 0 means
+    /// the input is too small for the convolution's kernel (PyTorch refuses it there).
+    public func outputSize(height: Int, width: Int) -> (Int, Int) {
+        guard let conv else { return (height / 2, width / 2) }
+        let extra = padding == 0 ? 1 : 0
+        return conv.outputSize(height: height + extra, width: width + extra)
+    }
+
     /// nn.AvgPool2d(kernel_size=2, stride=2): floors odd sizes.
     private func averagePool2x2(_ x: Tensor) -> Tensor {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2] / 2, x.shape[3] / 2)

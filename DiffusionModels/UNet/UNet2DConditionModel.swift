@@ -118,25 +118,25 @@ public final class UNet2DConditionModel: Module {
         try self.init(config: config, dtype: dtype, generator: &generator)
     }
 
-    /// Why latents of `height` × `width` cannot go down this UNet, or nil when they can. Each
-    /// downsampler is a 3×3 stride-2 convolution: with `downsample_padding` p ≥ 1 it takes any size,
-    /// but with p = 0 diffusers pads one row and column and the result must still hold the kernel
-    /// (PyTorch refuses it otherwise: "Kernel size can't be greater than actual input size").
+    /// Why latents of `height` × `width` cannot go down this UNet, or nil when they can: each
+    /// downsampler's convolution must fit its input. With `downsample_padding` ≥ 1 any size does; with
+    /// 0, diffusers pads one row and column and small latents run out (PyTorch: "Kernel size can't be
+    /// greater than actual input size").
     public func latentSizeProblem(height: Int, width: Int) -> String? {
         guard height >= 1, width >= 1 else { return "latents of \(height)×\(width) are empty" }
-        let p = config.downsample_padding
         var size = (height, width)
-        for level in 0..<max(down_blocks.count - 1, 0) {
-            let padded = (size.0 + 2 * p + (p == 0 ? 1 : 0), size.1 + 2 * p + (p == 0 ? 1 : 0))
-            guard padded.0 >= 3, padded.1 >= 3 else {
-                if level == 0 {
-                    return "latents of \(height)×\(width) are too small for down block 0's downsampler "
-                        + "(a 3×3 kernel with downsample_padding \(p))"
+        for (level, block) in down_blocks.enumerated() {
+            for downsampler in block.downsamplers {
+                let next = downsampler.outputSize(height: size.0, width: size.1)
+                guard next.0 >= 1, next.1 >= 1 else {
+                    let reached = level == 0 ? "are" : "shrink to \(size.0)×\(size.1) before down block \(level)'s downsampler,"
+                    let kernel = downsampler.conv.map { "kernel \($0.kernelSize.0)×\($0.kernelSize.1), stride \($0.stride.0), " } ?? ""
+                    return "latents of \(height)×\(width) \(reached) too small for "
+                        + "\(level == 0 ? "down block 0's downsampler" : "its") convolution "
+                        + "(\(kernel)downsample_padding \(config.downsample_padding))"
                 }
-                return "latents of \(height)×\(width) shrink to \(size.0)×\(size.1) before down block \(level)'s "
-                    + "downsampler, too small for its 3×3 kernel with downsample_padding \(p)"
+                size = next
             }
-            size = ((padded.0 - 3) / 2 + 1, (padded.1 - 3) / 2 + 1)
         }
         return nil
     }

@@ -12,6 +12,8 @@ import Foundation
 
 /// A down block: returns the hidden states and the skip connections it adds for the up path.
 public protocol UNetDownBlock: Module {
+    /// The block's downsampler (none in the last block).
+    var downsamplers: [Downsample2D] { get }
     func callAsFunction(_ x: Tensor, temb: Tensor, encoderHiddenStates: Tensor?, checkpointing: Bool) -> (Tensor, [Tensor])
 }
 

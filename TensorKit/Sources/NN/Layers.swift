@@ -166,6 +166,13 @@ open class Conv2d: Module {
         return adding(extra + residual, x)
     }
 
+    /// The output's spatial size for a `height` × `width` input (≤ 0 when the kernel does not fit,
+    /// which the convolution refuses).
+    public func outputSize(height: Int, width: Int) -> (Int, Int) {
+        Conv2dParameters(stride: stride, padding: padding, dilation: dilation, groups: groups)
+            .outputSize(height: height, width: width, kernel: kernelSize)
+    }
+
     /// conv(x) + b + extra, fused when `extra` has the output's shape and dtype (a delta may broadcast).
     private func adding(_ extra: Tensor, _ x: Tensor) -> Tensor {
         let p = Conv2dParameters(stride: stride, padding: padding, dilation: dilation, groups: groups)
