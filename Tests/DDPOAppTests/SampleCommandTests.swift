@@ -7,18 +7,30 @@ import RLAlgorithms
 final class SampleCommandTests: XCTestCase {
     let model = DDPOProcess.fixtureModel.path
     let io = DDPOProcess.repositoryRoot.appendingPathComponent("Tests/DiffusionModelsTests/Fixtures/pipeline/sd1/io.safetensors")
+    /// The sd1 case's call (make_pipeline_fixtures.py): prompts, negatives, steps, guidance.
+    let sd1Call = ["--prompt", "the cat", "--prompt", "a dog and the cat", "--negative-prompt", "hello world",
+                   "--negative_prompt", "", "--steps", "4", "--guidance", "7.5"]
+
+    /// The sd1 fixture, and each of `keys` written alone to `<key>.safetensors` in `dir` (as --latents
+    /// and --noise read them).
+    func fixtureInputs(_ keys: [String], in dir: URL) throws -> (SafeTensorsFile, [String: URL]) {
+        let reference = try SafeTensorsFile(path: io.path)
+        var files: [String: URL] = [:]
+        for key in keys {
+            files[key] = dir.appendingPathComponent("\(key).safetensors")
+            try saveSafeTensors([key: try reference.tensor(key)], to: files[key]!.path)
+        }
+        return (reference, files)
+    }
 
     /// With the initial latents diffusers used, eta 0 and the case's prompts, negatives, steps and
     /// guidance, `ddpo sample` reproduces diffusers' images (make_pipeline_fixtures.py, case sd1).
     func testSampleWithLatentsReproducesDiffusers() throws {
         let dir = try DDPOProcess.temporaryDirectory()
-        let reference = try SafeTensorsFile(path: io.path)
-        let latentsFile = dir.appendingPathComponent("latents.safetensors")
-        try saveSafeTensors(["latents": try reference.tensor("latents")], to: latentsFile.path)
+        let (reference, files) = try fixtureInputs(["latents"], in: dir)
         let out = dir.appendingPathComponent("out")
-        let result = try DDPOProcess.run(["sample", "--model", model, "--prompt", "the cat", "--prompt", "a dog and the cat",
-                                          "--negative-prompt", "hello world", "--negative_prompt", "", "--steps", "4",
-                                          "--guidance", "7.5", "--eta", "0", "--latents", latentsFile.path, "--out", out.path, "--quiet"])
+        let result = try DDPOProcess.run(["sample", "--model", model] + sd1Call
+                                         + ["--eta", "0", "--latents", files["latents"]!.path, "--out", out.path, "--quiet"])
         XCTAssertEqual(result.status, 0, result.stderr)
         let samples = try SafeTensorsFile(path: out.appendingPathComponent("samples.safetensors").path)
         let images = try samples.tensor("images"), expected = try reference.tensor("eta0.images")
@@ -85,14 +97,9 @@ final class SampleCommandTests: XCTestCase {
     /// case sd1: ddpo.latents, ddpo.log_probs, eta1.images; tolerance 1e-4 relative, as PipelineTests).
     func testSampleReplaysStepNoiseAndWritesDDPOTrajectory() throws {
         let dir = try DDPOProcess.temporaryDirectory()
-        let reference = try SafeTensorsFile(path: io.path)
-        let latentsFile = dir.appendingPathComponent("latents.safetensors")
-        try saveSafeTensors(["latents": try reference.tensor("latents")], to: latentsFile.path)
-        let noiseFile = dir.appendingPathComponent("noise.safetensors")
-        try saveSafeTensors(["noise": try reference.tensor("noise")], to: noiseFile.path)
-        let common = ["sample", "--model", model, "--prompt", "the cat", "--prompt", "a dog and the cat",
-                      "--negative-prompt", "hello world", "--negative-prompt", "", "--steps", "4", "--guidance", "7.5",
-                      "--latents", latentsFile.path, "--noise", noiseFile.path, "--quiet"]
+        let (reference, files) = try fixtureInputs(["latents", "noise"], in: dir)
+        let common = ["sample", "--model", model] + sd1Call
+            + ["--latents", files["latents"]!.path, "--noise", files["noise"]!.path, "--quiet"]
         func relativeError(_ a: Tensor, _ b: Tensor) -> Double {
             let scale = max(b.toArray().map(abs).max() ?? 0, 1e-6)
             return (zip(a.toArray(), b.toArray()).map { abs($0 - $1) }.max() ?? .infinity) / scale
