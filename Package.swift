@@ -29,6 +29,7 @@ let package = Package(
         .executable(name: "tensorkit-bench", targets: ["TensorKitBench"]),
         .executable(name: "ddpo-bench", targets: ["DDPOBench"]),
         .executable(name: "tensorkit-gpu-check", targets: ["TensorKitGPUCheck"]),
+        .executable(name: "tensorkit-eval", targets: ["TensorKitEval"]),
     ],
     targets: [
         .systemLibrary(
@@ -55,6 +56,10 @@ let package = Package(
         .executableTarget(
             name: "TensorKitGPUCheck", dependencies: ["GPUCheckKit"],
             path: "TensorKit/GPUCheck/Tool", swiftSettings: optimized),
+        // Runs a JSON program of ops; scripts/tensorkit_sweep.py compares it with PyTorch.
+        .executableTarget(
+            name: "TensorKitEval", dependencies: ["TensorKit"],
+            path: "TensorKit/Eval", swiftSettings: optimized),
         .executableTarget(
             name: "SafeTensorsFuzz", dependencies: ["TensorKit"],
             path: "TensorKit/Fuzz"),

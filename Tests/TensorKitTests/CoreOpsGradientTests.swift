@@ -119,6 +119,12 @@ final class CoreOpsGradientTests: XCTestCase {
         assertGradientsMatch([e, f]) { $0[0].transposed().matmul($0[1].transposed()) }
         let v = randomDouble([4], seed: 20)
         assertGradientsMatch([a, v]) { $0[0].matmul($0[1]) }
+        // Two vectors give their dot product, a 0-D tensor, as torch.matmul does (this trapped).
+        let w = randomDouble([4], seed: 24)
+        assertGradientsMatch([v, w]) { $0[0].matmul($0[1]) }
+        let dot = v.matmul(w)
+        XCTAssertEqual(dot.shape, [])
+        XCTAssertEqual(dot.item(), zip(v.toArray(), w.toArray()).map(*).reduce(0, +), accuracy: 1e-12)
         // Forward against a hand loop, with transposed operands.
         let av = e.toArray(), bv = f.toArray()
         let out = e.transposed().matmul(f.transposed()).toArray()

@@ -1,7 +1,9 @@
 extension Tensor {
     /// Matrix product with NumPy broadcasting over batch axes: [..., M, K] · [..., K, N].
-    /// A 1-D operand is treated as a row (left) or column (right) vector and that axis is dropped.
+    /// A 1-D operand is treated as a row (left) or column (right) vector and that axis is dropped;
+    /// two 1-D operands give their dot product, a 0-D tensor.
     public func matmul(_ other: Tensor) -> Tensor {
+        if rank == 1 && other.rank == 1 { return unsqueeze(0).matmul(other.unsqueeze(1)).reshape([]) }  // a dot product
         if rank == 1 { return unsqueeze(0).matmul(other).squeeze(-2) }
         if other.rank == 1 { return matmul(other.unsqueeze(-1)).squeeze(-1) }
         precondition(dtype == other.dtype && device == other.device, "matmul: \(dtype)/\(device) vs \(other.dtype)/\(other.device)")

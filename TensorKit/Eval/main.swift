@@ -1,0 +1,213 @@
+// tensorkit-eval: runs a small program of TensorKit ops, with autograd, on tensors from a
+// safetensors file and writes the result and the leaves' gradients to another. It exists so that
+// scripts/tensorkit_sweep.py can run the same random programs through PyTorch and through TensorKit
+// and compare them op by op, on shapes, strides, broadcasts and arguments no hand-written test
+// lists.
+//
+//   tensorkit-eval PROGRAM.json INPUTS.safetensors OUTPUT.safetensors [--device cpu|cuda:N]
+//
+// PROGRAM.json:
+//   {"grad": ["x0", ...],                  inputs that require a gradient
+//    "nodes": [{"name": "n0", "op": "add", "in": ["x0", "x1"], "args": {...}}, ...],
+//    "output": "n3",
+//    "seed": "g"}                           optional: an input of the output's shape, fed to backward
+// Names in "in" are inputs or earlier nodes. OUTPUT gets "out" and "grad.<input>" for each input in
+// "grad" that received a gradient (an input the output does not depend on gets none, as PyTorch's
+// .grad stays None). The ops and their arguments are listed in `evaluate` below; every argument
+// spells PyTorch's meaning (axes may be negative, `pad` lists pairs from the last axis, ...).
+// Exit 2 with a message for a malformed program; a program that breaks an op's preconditions traps,
+// as the op would in any caller.
+
+import Foundation
+import TensorKit
+
+struct ProgramError: Error, CustomStringConvertible {
+    let description: String
+    init(_ message: String) { description = message }
+}
+
+struct Node {
+    let name: String
+    let op: String
+    let inputs: [String]
+    let args: [String: Any]
+
+    func int(_ key: String) throws -> Int {
+        guard let value = args[key] as? Int else { throw ProgramError("node \(name) (\(op)): argument '\(key)' must be an integer") }
+        return value
+    }
+    func double(_ key: String) throws -> Double {
+        guard let value = args[key] as? Double ?? (args[key] as? Int).map(Double.init) else {
+            throw ProgramError("node \(name) (\(op)): argument '\(key)' must be a number")
+        }
+        return value
+    }
+    func optionalDouble(_ key: String) throws -> Double? { args[key] == nil || args[key] is NSNull ? nil : try double(key) }
+    func bool(_ key: String, default value: Bool = false) throws -> Bool {
+        guard let raw = args[key] else { return value }
+        guard let flag = raw as? Bool else { throw ProgramError("node \(name) (\(op)): argument '\(key)' must be true or false") }
+        return flag
+    }
+    func ints(_ key: String) throws -> [Int] {
+        guard let value = args[key] as? [Int] else { throw ProgramError("node \(name) (\(op)): argument '\(key)' must be a list of integers") }
+        return value
+    }
+    func optionalInts(_ key: String) throws -> [Int]? { args[key] == nil || args[key] is NSNull ? nil : try ints(key) }
+    func pair(_ key: String, default value: (Int, Int)) throws -> (Int, Int) {
+        guard args[key] != nil else { return value }
+        let list = try ints(key)
+        guard list.count == 2 else { throw ProgramError("node \(name) (\(op)): argument '\(key)' must be two integers") }
+        return (list[0], list[1])
+    }
+}
+
+func dtype(named name: String) throws -> DType {
+    guard let dtype = DType(rawValue: name) else {
+        throw ProgramError("unknown dtype '\(name)' (expected one of \(DType.allCases.map(\.rawValue).joined(separator: ", ")))")
+    }
+    return dtype
+}
+
+/// The op's result. `x` is the node's first input, `inputs` all of them, `optional(i)` input i when
+/// the node names one (a name of "" means nil, for an optional bias or residual).
+func evaluate(_ node: Node, _ inputs: [Tensor?]) throws -> Tensor {
+    func input(_ i: Int) throws -> Tensor {
+        guard i < inputs.count, let t = inputs[i] else { throw ProgramError("node \(node.name) (\(node.op)): needs input \(i)") }
+        return t
+    }
+    func optional(_ i: Int) -> Tensor? { i < inputs.count ? inputs[i] : nil }
+    let unary: [String: (Tensor) -> Tensor] = [
+        "exp": { $0.exp() }, "log": { $0.log() }, "sqrt": { $0.sqrt() }, "rsqrt": { $0.rsqrt() },
+        "square": { $0.square() }, "abs": { $0.abs() }, "tanh": { $0.tanh() }, "sigmoid": { $0.sigmoid() },
+        "silu": { $0.silu() }, "relu": { $0.relu() }, "sin": { $0.sin() }, "cos": { $0.cos() },
+        "reciprocal": { $0.reciprocal() }, "quick_gelu": { $0.quickGelu() }, "neg": { -$0 },
+        "contiguous": { $0.contiguous() },
+    ]
+    let binary: [String: (Tensor, Tensor) -> Tensor] = [
+        "add": { $0 + $1 }, "sub": { $0 - $1 }, "mul": { $0 * $1 }, "div": { $0 / $1 },
+        "pow": { $0.pow($1) }, "maximum": { $0.maximum($1) }, "minimum": { $0.minimum($1) },
+        "eq": { $0.eq($1) }, "gt": { $0.gt($1) }, "ge": { $0.ge($1) }, "lt": { $0.lt($1) }, "le": { $0.le($1) },
+        "matmul": { $0.matmul($1) },
+    ]
+    if let f = unary[node.op] { return f(try input(0)) }
+    if let f = binary[node.op] { return f(try input(0), try input(1)) }
+    let x = try input(0)
+    switch node.op {
+    case "gelu": return x.gelu(approximate: try node.bool("tanh"))
+    case "pow_scalar": return x.pow(try node.double("exponent"))
+    case "clamp": return x.clamp(min: try node.optionalDouble("min"), max: try node.optionalDouble("max"))
+    case "add_scalar": return x + (try node.double("value"))
+    case "mul_scalar": return x * (try node.double("value"))
+    case "rsub_scalar": return (try node.double("value")) - x
+    case "rdiv_scalar": return (try node.double("value")) / x
+    case "div_scalar": return x / (try node.double("value"))
+    case "where": return Tensor.where(x, try input(1), try input(2))
+    case "sum", "mean", "max", "min":
+        let axes = try node.optionalInts("axes"), keep = try node.bool("keepdim")
+        switch node.op {
+        case "sum": return x.sum(axes: axes, keepDims: keep)
+        case "mean": return x.mean(axes: axes, keepDims: keep)
+        case "max": return x.max(axes: axes, keepDims: keep)
+        default: return x.min(axes: axes, keepDims: keep)
+        }
+    case "var":
+        return x.variance(axes: try node.optionalInts("axes"), correction: try node.int("correction"),
+                          keepDims: try node.bool("keepdim"))
+    case "softmax": return x.softmax(axis: try node.int("axis"))
+    case "log_softmax": return x.logSoftmax(axis: try node.int("axis"))
+    case "sum_to_shape": return x.sumToShape(try node.ints("shape"))
+    case "linear": return linear(x, weight: try input(1), bias: optional(2), residual: optional(3))
+    case "conv2d":
+        return conv2d(x, weight: try input(1), bias: optional(2), stride: try node.pair("stride", default: (1, 1)),
+                      padding: try node.pair("padding", default: (0, 0)), dilation: try node.pair("dilation", default: (1, 1)),
+                      groups: (node.args["groups"] as? Int) ?? 1, residual: optional(3))
+    case "bias_residual": return addingBiasAndResidual(x, bias: optional(1), residual: optional(2))
+    case "geglu": return geglu(x, bias: optional(1))
+    case "group_norm":
+        return groupNorm(x, groups: try node.int("groups"), weight: optional(1), bias: optional(2),
+                         eps: try node.double("eps"), silu: try node.bool("silu"))
+    case "layer_norm":
+        return layerNorm(x, normalizedShape: try node.ints("shape"), weight: optional(1), bias: optional(2),
+                         eps: try node.double("eps"))
+    case "sdpa":
+        return scaledDotProductAttention(x, try input(1), try input(2), causal: try node.bool("causal"),
+                                         scale: try node.optionalDouble("scale"))
+    case "embedding": return embedding(x, weight: try input(1))
+    case "reshape": return x.reshape(try node.ints("shape"))
+    case "flatten": return x.flatten(from: try node.int("start"))
+    case "permute": return x.permute(try node.ints("order"))
+    case "transpose": return x.transposed(try node.int("a"), try node.int("b"))
+    case "slice":
+        return x.slice(try node.int("axis"), try node.int("start"), try node.int("end"), step: (node.args["step"] as? Int) ?? 1)
+    case "expand": return x.expand(try node.ints("shape"))
+    case "unsqueeze": return x.unsqueeze(try node.int("axis"))
+    case "squeeze": return x.squeeze(try node.int("axis"))
+    case "concat": return Tensor.concat(try inputs.indices.map(input), axis: try node.int("axis"))
+    case "stack": return Tensor.stack(try inputs.indices.map(input), axis: try node.int("axis"))
+    case "split": return x.split(try node.ints("sizes"), axis: try node.int("axis"))[try node.int("index")]
+    case "chunk": return x.chunk(try node.int("chunks"), axis: try node.int("axis"))[try node.int("index")]
+    case "pad":
+        let flat = try node.ints("padding")
+        guard flat.count % 2 == 0 else { throw ProgramError("node \(node.name) (pad): 'padding' must have an even length") }
+        let pairs = stride(from: 0, to: flat.count, by: 2).map { (flat[$0], flat[$0 + 1]) }
+        return x.pad(pairs, value: try node.double("value"))
+    case "upsample_nearest": return x.upsampleNearest(scale: try node.int("scale"))
+    case "to": return x.to(try dtype(named: node.args["dtype"] as? String ?? ""))
+    default: throw ProgramError("node \(node.name): unknown op '\(node.op)'")
+    }
+}
+
+func run() throws {
+    var arguments = Array(CommandLine.arguments.dropFirst())
+    var device = Device.cpu
+    if let i = arguments.firstIndex(of: "--device") {
+        guard i + 1 < arguments.count else { throw ProgramError("--device needs a value: cpu or cuda:N") }
+        let spec = arguments[i + 1]
+        if spec == "cpu" { device = .cpu }
+        else if spec.hasPrefix("cuda:"), let n = Int(spec.dropFirst(5)) { device = .cuda(n) }
+        else { throw ProgramError("--device: expected cpu or cuda:N, got '\(spec)'") }
+        arguments.removeSubrange(i...(i + 1))
+    }
+    guard arguments.count == 3 else {
+        throw ProgramError("usage: tensorkit-eval PROGRAM.json INPUTS.safetensors OUTPUT.safetensors [--device cpu|cuda:N]")
+    }
+    let programData = try Data(contentsOf: URL(fileURLWithPath: arguments[0]))
+    guard let program = try JSONSerialization.jsonObject(with: programData) as? [String: Any],
+          let rawNodes = program["nodes"] as? [[String: Any]], let outputName = program["output"] as? String else {
+        throw ProgramError("\(arguments[0]): expected an object with 'nodes' (a list) and 'output' (a name)")
+    }
+    var values: [String: Tensor] = [:]
+    for (name, tensor) in try loadSafeTensors(arguments[1]) { values[name] = tensor.copied(to: device) }
+    let gradNames = program["grad"] as? [String] ?? []
+    for name in gradNames {
+        guard let leaf = values[name] else { throw ProgramError("'grad' names '\(name)', which is not in \(arguments[1])") }
+        leaf.requiresGrad = true
+    }
+    for raw in rawNodes {
+        guard let name = raw["name"] as? String, let op = raw["op"] as? String, let inputNames = raw["in"] as? [String] else {
+            throw ProgramError("\(arguments[0]): every node needs 'name', 'op' and 'in'")
+        }
+        let node = Node(name: name, op: op, inputs: inputNames, args: raw["args"] as? [String: Any] ?? [:])
+        let inputs: [Tensor?] = try inputNames.map { n in
+            if n.isEmpty { return nil }
+            guard let t = values[n] else { throw ProgramError("node \(name) (\(op)): unknown input '\(n)'") }
+            return t
+        }
+        values[name] = try evaluate(node, inputs)
+    }
+    guard let output = values[outputName] else { throw ProgramError("output '\(outputName)' is not a node or input") }
+    var results: [String: Tensor] = ["out": output.copied(to: .cpu)]
+    if let seedName = program["seed"] as? String, output.requiresGrad {
+        guard let seed = values[seedName] else { throw ProgramError("seed '\(seedName)' is not an input") }
+        output.backward(seed)
+        for name in gradNames { if let grad = values[name]?.grad { results["grad." + name] = grad.copied(to: .cpu) } }
+    }
+    try saveSafeTensors(results, to: arguments[2])
+}
+
+do {
+    try run()
+} catch {
+    FileHandle.standardError.write(Data("tensorkit-eval: \(error)\n".utf8))
+    exit(2)
+}
