@@ -50,7 +50,7 @@ FAMILIES = (["unary"] * 6 + ["binary"] * 5 + ["compare"] + ["where"] + ["reduce"
             + ["sum_to_shape"] + ["matmul"] * 3 + ["linear"] * 2 + ["conv2d"] * 4 + ["bias_residual"]
             + ["geglu"] + ["group_norm"] * 2 + ["layer_norm"] * 2 + ["sdpa"] * 3 + ["embedding"]
             + ["view"] * 4 + ["concat"] + ["stack"] + ["split"] + ["chunk"] + ["pad"] * 2
-            + ["upsample"] + ["to"] + ["chain"] * 6)
+            + ["upsample"] + ["to"] + ["chain"] * 6 + ["optimizer"] * 3)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,7 +171,31 @@ def torch_op(op, xs, a):
     raise ValueError(op)
 
 
+def run_torch_optimizer(program, inputs):
+    spec = program["optimizer"]
+    params = [inputs[n].clone().requires_grad_(True) for n in program["params"]]
+    if spec["kind"] == "adamw":
+        opt = torch.optim.AdamW(params, lr=spec["lr"], betas=(spec["beta1"], spec["beta2"]), eps=spec["eps"],
+                                weight_decay=spec["weight_decay"], foreach=False)
+    else:
+        opt = torch.optim.SGD(params, lr=spec["lr"], momentum=spec["momentum"], dampening=spec["dampening"],
+                              weight_decay=spec["weight_decay"], nesterov=spec["nesterov"], foreach=False)
+    results = {}
+    for k, step in enumerate(program["steps"]):
+        for name, p in zip(program["params"], params):
+            p.grad = inputs[step["grads"][name]].clone() if name in step["grads"] else None
+        if step.get("clip") is not None:
+            total = torch.nn.utils.clip_grad_norm_(params, step["clip"], norm_type=float(step.get("norm_type", 2)), foreach=False)
+            results[f"norm.{k}"] = total.double().reshape(())
+        opt.step()
+    for name, p in zip(program["params"], params):
+        results["param." + name] = p.detach()
+    return results
+
+
 def run_torch(program, inputs):
+    if "optimizer" in program:
+        return run_torch_optimizer(program, inputs)
     values = {}
     for name, t in inputs.items():
         t = t.clone()
@@ -574,7 +598,7 @@ def gen_to(b, rng):
 
 def gen_chain(b, rng):
     """A unary op on the result of another family's op (an op's output, often a view, as input)."""
-    first = GENERATORS[rng.choice([f for f in FAMILIES if f not in ("chain", "compare", "to", "embedding")])](b, rng)
+    first = GENERATORS[rng.choice([f for f in FAMILIES if f not in ("chain", "compare", "to", "embedding", "optimizer")])](b, rng)
     op = rng.choice(["silu", "tanh", "square", "sigmoid", "sin", "mul_scalar", "exp", "permute_all", "sum_all"])
     if op == "mul_scalar":
         return b.node(op, [first], value=-1.5)
@@ -583,6 +607,35 @@ def gen_chain(b, rng):
     if op == "permute_all":
         return b.node("contiguous", [first])
     return b.node(op, [first])
+
+
+def gen_optimizer(b, rng):
+    """An optimizer program: random hyper-parameters, parameters, and steps where some gradients
+    are missing (that parameter is skipped) and some steps clip the joint norm first."""
+    count = rng.randint(1, 4)
+    params = [b.raw_leaf(rand_shape(rng, rank=rng.randrange(0, 4)), grad=False) for _ in range(count)]
+    if rng.random() < 0.6:
+        spec = {"kind": "adamw", "lr": rng.choice([1e-3, 3e-4, 0.1]), "beta1": rng.choice([0.9, 0.0, 0.5]),
+                "beta2": rng.choice([0.999, 0.9, 0.99]), "eps": rng.choice([1e-8, 1e-6, 0.1]),
+                "weight_decay": rng.choice([0.0, 1e-2, 1e-4, 0.5])}
+    else:
+        momentum = rng.choice([0.0, 0.9, 0.5])
+        nesterov = momentum > 0 and rng.random() < 0.4
+        spec = {"kind": "sgd", "lr": rng.choice([0.1, 1e-2]), "momentum": momentum,
+                "dampening": 0.0 if nesterov else rng.choice([0.0, 0.1]), "weight_decay": rng.choice([0.0, 1e-2]),
+                "nesterov": nesterov}
+    steps = []
+    for _ in range(rng.randint(1, 5)):
+        grads = {}
+        for p in params:
+            if rng.random() < 0.85:
+                grads[p] = b.raw_leaf(list(b.inputs[p].shape), grad=False)
+        step = {"grads": grads}
+        if rng.random() < 0.4:
+            step["clip"] = rng.choice([0.1, 1.0, 100.0])
+            step["norm_type"] = rng.choice([2.0, 2.0, 1.0, "inf"]) if rng.random() < 0.5 else 2.0
+        steps.append(step)
+    return {"optimizer": spec, "params": params, "steps": steps}
 
 
 GENERATORS = {
@@ -601,6 +654,8 @@ def make_case(rng, dtype_name):
     b = Builder(rng, getattr(torch, dtype_name))
     b.dtype_name = dtype_name
     family = rng.choice(FAMILIES)
+    if family == "optimizer":
+        return family, gen_optimizer(b, rng), b.inputs
     out = GENERATORS[family](b, rng)
     program = {"grad": b.grad, "nodes": b.nodes, "output": out}
     return family, program, b.inputs
@@ -656,8 +711,8 @@ def main():
             print(f"case {case} ({family}): torch refused: {error}", file=sys.stderr)
             counts[family] -= 1
             continue
-        out = ref["out"]
-        if out.is_floating_point() and any(n in program["grad"] for n in inputs):
+        out = ref.get("out")
+        if out is not None and out.is_floating_point() and any(n in program["grad"] for n in inputs):
             # Seed the backward with a fixed random upstream gradient of the output's shape.
             seed = torch.randn(out.shape, generator=g, dtype=out.dtype)
             inputs["seed"] = seed
@@ -676,7 +731,8 @@ def main():
             problems.append(f"tensorkit-eval exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-400:]}")
         else:
             ours = load_file(result_path)
-            exact = not ref["out"].is_floating_point() or program["nodes"][-1]["op"] in COMPARE or program["nodes"][-1]["op"] == "to"
+            exact = "out" in ref and (not ref["out"].is_floating_point() or program["nodes"][-1]["op"] in COMPARE
+                                      or program["nodes"][-1]["op"] == "to")
             ref64 = None
             for key, value in ref.items():
                 if key not in ours:
@@ -701,7 +757,7 @@ def main():
             for key in ours:
                 if key not in ref and float(ours[key].double().abs().max() if ours[key].numel() else 0) != 0:
                     problems.append(f"{key}: ours has a non-zero gradient where torch has none")
-        ops = " ".join(n["op"] for n in program["nodes"])
+        ops = " ".join(n["op"] for n in program["nodes"]) if "nodes" in program else program["optimizer"]["kind"]
         if problems:
             failures.append(case)
             print(f"FAIL case {case} ({family}: {ops}): " + "; ".join(problems))

@@ -11,7 +11,8 @@
 //    "nodes": [{"name": "n0", "op": "add", "in": ["x0", "x1"], "args": {...}}, ...],
 //    "output": "n3",
 //    "seed": "g"}                           optional: an input of the output's shape, fed to backward
-// Names in "in" are inputs or earlier nodes. OUTPUT gets "out" and "grad.<input>" for each input in
+// Or an optimizer program (AdamW or SGD steps with given gradients and optional norm clipping; see
+// `runOptimizer`). Names in "in" are inputs or earlier nodes. OUTPUT gets "out" and "grad.<input>" for each input in
 // "grad" that received a gradient (an input the output does not depend on gets none, as PyTorch's
 // .grad stays None). The ops and their arguments are listed in `evaluate` below; every argument
 // spells PyTorch's meaning (axes may be negative, `pad` lists pairs from the last axis, ...).
@@ -157,6 +158,55 @@ func evaluate(_ node: Node, _ inputs: [Tensor?]) throws -> Tensor {
     }
 }
 
+/// An optimizer program: {"optimizer": {"kind": "adamw"|"sgd", ...hyper-parameters},
+/// "params": [names], "steps": [{"grads": {param: input}, "clip": maxNorm|null, "norm_type": p}]}.
+/// Each step sets the named gradients (the other parameters have none), clips when asked, and
+/// steps. OUTPUT gets "param.<name>" after the last step and "norm.<k>" (0-D float64), the total
+/// norm step k's clip returned. "norm_type" is a number or "inf".
+func runOptimizer(_ program: [String: Any], _ values: [String: Tensor]) throws -> [String: Tensor] {
+    guard let spec = program["optimizer"] as? [String: Any], let kind = spec["kind"] as? String,
+          let paramNames = program["params"] as? [String], let steps = program["steps"] as? [[String: Any]] else {
+        throw ProgramError("an optimizer program needs 'optimizer' (with 'kind'), 'params' and 'steps'")
+    }
+    let hyper = Node(name: "optimizer", op: kind, inputs: [], args: spec)
+    let params: [Tensor] = try paramNames.map { name in
+        guard let t = values[name] else { throw ProgramError("'params' names '\(name)', which is not an input") }
+        return t.contiguousCopy().requiringGrad()
+    }
+    let optimizer: Optimizer
+    switch kind {
+    case "adamw":
+        optimizer = AdamW(parameters: params, lr: try hyper.double("lr"), betas: (try hyper.double("beta1"), try hyper.double("beta2")),
+                          eps: try hyper.double("eps"), weightDecay: try hyper.double("weight_decay"))
+    case "sgd":
+        optimizer = SGD(parameters: params, lr: try hyper.double("lr"), momentum: try hyper.double("momentum"),
+                        dampening: try hyper.double("dampening"), weightDecay: try hyper.double("weight_decay"),
+                        nesterov: try hyper.bool("nesterov"))
+    default: throw ProgramError("optimizer kind '\(kind)': expected adamw or sgd")
+    }
+    var results: [String: Tensor] = [:]
+    for (k, step) in steps.enumerated() {
+        let grads = step["grads"] as? [String: String] ?? [:]
+        for (name, p) in zip(paramNames, params) {
+            if let gradName = grads[name] {
+                guard let g = values[gradName] else { throw ProgramError("step \(k): gradient '\(gradName)' is not an input") }
+                p.grad = g.contiguousCopy()
+            } else {
+                p.grad = nil
+            }
+        }
+        if let maxNorm = step["clip"] as? Double ?? (step["clip"] as? Int).map(Double.init) {
+            let normType = step["norm_type"] as? String == "inf" ? .infinity
+                : step["norm_type"] as? Double ?? (step["norm_type"] as? Int).map(Double.init) ?? 2
+            let total = clipGradNorm(params, maxNorm: maxNorm, normType: normType)
+            results["norm.\(k)"] = Tensor([total], shape: [], dtype: .float64)
+        }
+        optimizer.step()
+    }
+    for (name, p) in zip(paramNames, params) { results["param." + name] = p.detach().copied(to: .cpu) }
+    return results
+}
+
 func run() throws {
     var arguments = Array(CommandLine.arguments.dropFirst())
     var device = Device.cpu
@@ -172,12 +222,18 @@ func run() throws {
         throw ProgramError("usage: tensorkit-eval PROGRAM.json INPUTS.safetensors OUTPUT.safetensors [--device cpu|cuda:N]")
     }
     let programData = try Data(contentsOf: URL(fileURLWithPath: arguments[0]))
-    guard let program = try JSONSerialization.jsonObject(with: programData) as? [String: Any],
-          let rawNodes = program["nodes"] as? [[String: Any]], let outputName = program["output"] as? String else {
-        throw ProgramError("\(arguments[0]): expected an object with 'nodes' (a list) and 'output' (a name)")
+    guard let program = try JSONSerialization.jsonObject(with: programData) as? [String: Any] else {
+        throw ProgramError("\(arguments[0]): expected a JSON object")
     }
     var values: [String: Tensor] = [:]
     for (name, tensor) in try loadSafeTensors(arguments[1]) { values[name] = tensor.copied(to: device) }
+    if program["optimizer"] != nil {
+        try saveSafeTensors(try runOptimizer(program, values), to: arguments[2])
+        return
+    }
+    guard let rawNodes = program["nodes"] as? [[String: Any]], let outputName = program["output"] as? String else {
+        throw ProgramError("\(arguments[0]): expected an object with 'nodes' (a list) and 'output' (a name)")
+    }
     let gradNames = program["grad"] as? [String] ?? []
     for name in gradNames {
         guard let leaf = values[name] else { throw ProgramError("'grad' names '\(name)', which is not in \(arguments[1])") }
