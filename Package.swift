@@ -58,7 +58,7 @@ let package = Package(
             path: "TensorKit/GPUCheck/Tool", swiftSettings: optimized),
         // Runs a JSON program of ops; scripts/tensorkit_sweep.py compares it with PyTorch.
         .executableTarget(
-            name: "TensorKitEval", dependencies: ["TensorKit"],
+            name: "TensorKitEval", dependencies: ["GPUCheckKit"],
             path: "TensorKit/Eval", swiftSettings: optimized),
         .executableTarget(
             name: "SafeTensorsFuzz", dependencies: ["TensorKit"],
@@ -77,7 +77,7 @@ let package = Package(
             name: "DDPOApp", dependencies: ["TensorKit", "DiffusionModels", "RLAlgorithms", "GPUCheckKit"],
             path: "DDPOApp"),
         .testTarget(
-            name: "TensorKitTests", dependencies: ["TensorKit"],
+            name: "TensorKitTests", dependencies: ["TensorKit", "GPUCheckKit"],
             path: "Tests/TensorKitTests", exclude: ["Fixtures"]),
         .testTarget(
             name: "NotebookTests", dependencies: ["DDPOApp", "TensorKit"],

@@ -2,7 +2,7 @@ import Foundation
 import TensorKit
 import GPUCheckKit
 
-// The `ddpo` command: `train`, `sample`, `tokenize`, `info`, `pretrain`, `bench-unet`, `gpu-check`, `notebook`.
+// The `ddpo` command: `train`, `sample`, `tokenize`, `info`, `pretrain`, `bench-unet`, `gpu-check`, `eval-ops`, `notebook`.
 
 let usage = """
     usage: ddpo <command> [options]
@@ -15,6 +15,7 @@ let usage = """
       pretrain       train the built-in model from scratch
       bench-unet     time the UNet's forward pass on given inputs (scripts/gpu-bench.sh)
       gpu-check      every TensorKit op on CUDA against the CPU (--compile-only: NVRTC only)
+      eval-ops       run op programs for scripts/tensorkit_sweep.py (tensorkit-eval's command line)
       notebook NN    run notebooks-md/NN-*.md (01 tensors and autograd, 02 sampling, 03 DDPO in a script)
       help           show this message
     """
@@ -49,6 +50,8 @@ do {
     case "gpu-check":
         setvbuf(stdout, nil, _IOLBF, 0)
         exit(GPUCheck.main(rest))
+    case "eval-ops":
+        exit(OpPrograms.main(rest))
     case "pretrain":
         try PretrainCommand.run(rest)
     case "notebook":

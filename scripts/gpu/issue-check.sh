@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything issue 7 asks of one device call (≤ 8 minutes; carry [".gpu-bin", ".whl"], timeout_s 540):
-#   1. the GPU op check (`ddpo gpu-check`: every TensorKit op on CUDA vs the CPU backend) -> $OUT/gpu-check.txt
+#   1. the GPU op check (`ddpo gpu-check`: every TensorKit op on CUDA vs the CPU backend) -> $OUT/gpu-check.txt,
+#      then random op programs against PyTorch (scripts/gpu/op-sweep.sh, ≤ 45 s) -> $OUT/op-sweep.txt
 #   2. the benchmark table (scripts/gpu-bench.sh: UNet forward with the output check, 50-step sampling,
 #      one DDPO epoch at TRL's blog settings, ours vs diffusers / TRL) -> $OUT/bench.md, bench.json,
 #      bench-logs.txt; with PROFILE=1 also the per-kernel profile phase (sampling and training apart).
@@ -81,6 +82,13 @@ if [ $pipeline_ok = 0 ] && [ $flash_ok = 1 ]; then
 elif [ $pipeline_ok = 0 ]; then
     echo "== flash attention cases FAILED: benchmarking with TENSORKIT_CUDA_FLASH_ATTENTION=0"
     export TENSORKIT_CUDA_FLASH_ATTENTION=0
+fi
+# Random op programs against PyTorch (informative: they choose no fallback), within OP_SWEEP_SECONDS
+# (default 45; 0 skips them) -> $OUT/op-sweep.txt.
+if [ "${OP_SWEEP_SECONDS:-45}" -gt 0 ]; then
+    timeout "${OP_SWEEP_SECONDS:-45}" scripts/gpu/op-sweep.sh > "$OUT/op-sweep.txt" 2>&1
+    echo "== op sweep: rc $? (124: its time ran out); summaries and failures:"
+    grep -E "^FAIL|cases \(" "$OUT/op-sweep.txt" | head -12 | cut -c1-300
 fi
 # What is left of ISSUE_CHECK_SECONDS (default 470: 8 minutes; keep it ~50 s under the call's timeout_s)
 # goes to the benchmark (its own setup takes ~20 s).
