@@ -12,6 +12,9 @@ cd "$(dirname "$0")/../.."
 source scripts/gpu/env.sh
 OUT="${OUT:-/tmp/op-sweep-out}"
 cases="${OP_SWEEP_CASES:-300}"; seed="${OP_SWEEP_SEED:-11}"
+if ! python3 -c 'import torch, safetensors.torch' 2>/dev/null; then
+    echo "op-sweep: skipped: python3 cannot import torch and safetensors here"; exit 3
+fi
 status=0
 for run in "float32" "float16" "bfloat16" "float32 --big"; do
     set -- $run
