@@ -14,7 +14,7 @@ enum SampleCommand {
 
     static let options: [OptionSpec] = [
         OptionSpec(name: "model", kind: .value, valueName: "DIR", help: "diffusers folder (default: the built-in shapes model)"),
-        OptionSpec(name: "lora", kind: .value, valueName: "DIR|FILE", help: "LoRA weights to apply (ddpo train's final/, or a .safetensors file)"),
+        OptionSpec(name: "lora", kind: .value, valueName: "DIR|FILE", help: "LoRA weights to apply (ddpo train's final/, or a .safetensors file; UNet and text-encoder layers)"),
         OptionSpec(name: "prompt", kind: .repeated, valueName: "TEXT", help: "a prompt; repeat for more (one image each, in order)"),
         OptionSpec(name: "negative-prompt", kind: .repeated, valueName: "TEXT", help: "negative prompt: once for all prompts, or once per prompt"),
         OptionSpec(name: "seed", kind: .value, valueName: "INT", help: "seed of the initial latents and the step noise (default 0)"),
@@ -98,8 +98,19 @@ enum SampleCommand {
         let ownLoRA = modelDirectory.appendingPathComponent(LoRANetwork.weightName)
         let lora = loraURL ?? (FileManager.default.fileExists(atPath: ownLoRA.path) ? ownLoRA : nil)
         if let lora {
-            do { _ = try LoRANetwork.load(contentsOf: lora, into: pipeline.unet, freezeBase: true) }
-            catch { throw AppError("\(command): --lora: \(error)", exitCode: 1) }
+            // diffusers' training scripts save the text encoder's layers beside the UNet's; each
+            // component's keys go to its model, as `pipe.load_lora_weights` does.
+            do {
+                let components = try LoRANetwork.components(in: lora)
+                if components.contains("unet") {
+                    _ = try LoRANetwork.load(contentsOf: lora, into: pipeline.unet, prefix: "unet", freezeBase: true,
+                                             skipping: ["text_encoder"])
+                }
+                if components.contains("text_encoder") {
+                    _ = try LoRANetwork.load(contentsOf: lora, into: pipeline.textEncoder, prefix: "text_encoder",
+                                             freezeBase: true, skipping: ["unet"])
+                }
+            } catch { throw AppError("\(command): --lora: \(error)", exitCode: 1) }
             if loraURL == nil { progress.line("\(command): applying the folder's own \(LoRANetwork.weightName)") }
         }
         if let latents {

@@ -21,15 +21,28 @@ import TensorKit
 // "lora.down/up" and leaves other targets as "lora_A/B", and diffusers, deciding the form from the
 // first key, then silently skips the layers in the other form.
 //
-// What we read: "lora.down/lora.up" (ours, TRL's, diffusers' older form) and PEFT's "lora_A/lora_B",
-// each key with or without the "unet." prefix; alpha from the metadata (lora_alpha, alpha_pattern),
-// else alpha = r, as diffusers does. Strict: a key of another form or component, a module path that is
+// What we read: "lora.down/lora.up" (ours, TRL's, diffusers' older form), PEFT's "lora_A/lora_B" and
+// diffusers' converted text-encoder form "lora_linear_layer.down/up", each key with or without the
+// component prefix ("unet.", "text_encoder."); alpha from the metadata (lora_alpha, alpha_pattern,
+// per component), else alpha = r, as diffusers does. A file may hold several components (diffusers'
+// training scripts save the UNet's and the text encoder's layers together): `components(in:)` lists
+// them, and each is loaded into its model with `skipping` the others. Strict: a key of another form or component, a module path that is
 // no Linear/Conv2d of the model, a down without its up, or a shape that does not fit the layer is an
 // error naming the file and key, and nothing is changed.
 
 extension LoRANetwork {
     /// The file name diffusers looks for.
     public static let weightName = "pytorch_lora_weights.safetensors"
+
+    /// The pipeline components a LoRA file has weights for (`directoryOrFile` as for `load`): of
+    /// "unet" and "text_encoder", those some key starts with followed by "."; keys of neither (the
+    /// unprefixed form) count as "unet", as diffusers reads them.
+    public static func components(in directoryOrFile: URL) throws -> Set<String> {
+        let file = try SafeTensorsFile(path: resolveWeightFile(directoryOrFile).path)
+        var found = Set<String>()
+        for key in file.keys { found.insert(key.hasPrefix("text_encoder.") ? "text_encoder" : "unet") }
+        return found
+    }
 
     /// `url` itself, or `url/pytorch_lora_weights.safetensors` when `url` is a directory.
     static func resolveWeightFile(_ url: URL) -> URL {
@@ -117,10 +130,12 @@ extension LoRANetwork {
     /// Injects a delta at every layer a LoRA file names (rank from its shapes, alpha from its
     /// metadata or = rank) and loads its values. Throws, changing nothing, when the file does not fit.
     /// - Parameter directoryOrFile: the file, or a directory holding `pytorch_lora_weights.safetensors`.
+    /// - Parameter skipping: other components' prefixes whose keys the file may also hold (for
+    ///   `prefix` "unet", e.g. ["text_encoder"]); without it such keys are an error.
     public static func load(contentsOf directoryOrFile: URL, into model: Module, prefix: String = "unet",
-                            dtype: DType = .float32, freezeBase: Bool = true) throws -> LoRANetwork {
+                            dtype: DType = .float32, freezeBase: Bool = true, skipping: [String] = []) throws -> LoRANetwork {
         let url = resolveWeightFile(directoryOrFile)
-        let file = try LoRAFileContents(url: url, prefix: prefix)
+        let file = try LoRAFileContents(url: url, prefix: prefix, skipping: skipping)
         let candidates = adaptableModules(of: model).layers
         let byPath = Dictionary(candidates, uniquingKeysWith: { first, _ in first })
         for module in file.modules {
@@ -198,9 +213,11 @@ struct LoRAFileContents {
 
     private static let forms: [(suffix: String, isDown: Bool)] = [
         (".lora.down.weight", true), (".lora.up.weight", false), (".lora_A.weight", true), (".lora_B.weight", false),
+        (".lora_linear_layer.down.weight", true), (".lora_linear_layer.up.weight", false),
     ]
 
-    init(url: URL, prefix: String) throws {
+    /// `skipping`: prefixes of other components whose keys are passed over (see `LoRANetwork.load`).
+    init(url: URL, prefix: String, skipping: [String] = []) throws {
         let path = url.path
         let file = try SafeTensorsFile(path: path)
         let lead = prefix + "."
@@ -209,6 +226,7 @@ struct LoRAFileContents {
 
         var downs: [String: (key: String, tensor: Tensor)] = [:], ups: [String: (key: String, tensor: Tensor)] = [:]
         for key in file.keys {
+            if skipping.contains(where: { key.hasPrefix($0 + ".") }) { continue }
             var name = Substring(key)
             if prefixed {
                 guard name.hasPrefix(lead) else {
@@ -217,7 +235,7 @@ struct LoRAFileContents {
                 name = name.dropFirst(lead.count)
             }
             guard let form = Self.forms.first(where: { name.hasSuffix($0.suffix) }), name.count > form.suffix.count else {
-                throw LoRAError(file: path, key: key, "not a LoRA weight key (expected <module>.lora.down.weight, .lora.up.weight, .lora_A.weight or .lora_B.weight)")
+                throw LoRAError(file: path, key: key, "not a LoRA weight key (expected <module>.lora.down.weight, .lora.up.weight, .lora_A.weight, .lora_B.weight or .lora_linear_layer.down/up.weight)")
             }
             let module = String(name.dropLast(form.suffix.count))
             let tensor = try file.tensor(key)
@@ -238,6 +256,7 @@ struct LoRAFileContents {
         for (module, up) in ups where downs[module] == nil {
             throw LoRAError(file: path, key: up.key, "up weight without a down weight for '\(module)'")
         }
+        guard !downs.isEmpty else { throw LoRAError(file: path, "the file holds no \(prefix) LoRA weights") }
 
         let adapter = try Self.adapterMetadata(file.metadata, prefix: prefixed ? prefix : nil, file: path)
         var modules: [ModuleWeights] = []

@@ -91,6 +91,33 @@ final class SampleCommandTests: XCTestCase {
         XCTAssertNotEqual(images[0], images[1], "the LoRA changed nothing")
     }
 
+    /// LoRA files that also hold text-encoder layers, as diffusers' training scripts save them
+    /// (Fixtures/make_lora_sample_fixtures.py): PEFT keys with per-component adapter metadata (text
+    /// encoder r 2, alpha 3, MLP layers too), and train_dreambooth_lora.py's converted keys
+    /// ("lora.down/up" for the UNet, "lora_linear_layer.down/up" for the text encoder). With the sd1
+    /// case's call and latents at eta 0, `ddpo sample --lora` reproduces the images diffusers samples
+    /// after `pipe.load_lora_weights` (1e-4), and the text encoder's layers count: the images differ
+    /// from the UNet-only ones.
+    func testSampleAppliesDiffusersLoRAWithTextEncoderLayers() throws {
+        let dir = try DDPOProcess.temporaryDirectory()
+        let (_, files) = try fixtureInputs(["latents"], in: dir)
+        let fixtures = DDPOProcess.repositoryRoot.appendingPathComponent("Tests/DDPOAppTests/Fixtures/lora_sample")
+        let reference = try SafeTensorsFile(path: fixtures.appendingPathComponent("io.safetensors").path)
+        for name in ["peft", "dreambooth"] {
+            let out = dir.appendingPathComponent(name)
+            let result = try DDPOProcess.run(["sample", "--model", model] + sd1Call
+                                             + ["--eta", "0", "--latents", files["latents"]!.path, "--quiet", "--out", out.path,
+                                                "--lora", fixtures.appendingPathComponent(name).path])
+            XCTAssertEqual(result.status, 0, result.stderr)
+            let images = try SafeTensorsFile(path: out.appendingPathComponent("samples.safetensors").path).tensor("images").toArray()
+            let expected = try reference.tensor("\(name).images").toArray(), unetOnly = try reference.tensor("\(name).unet_only").toArray()
+            XCTAssertEqual(images.count, expected.count)
+            let worst = zip(images, expected).map { abs($0 - $1) }.max() ?? .infinity
+            XCTAssertLessThan(worst, 1e-4, "\(name): images differ from diffusers' by up to \(worst)")
+            XCTAssertGreaterThan(zip(expected, unetOnly).map { abs($0 - $1) }.max() ?? 0, 0.1, "\(name): the text encoder's layers should matter")
+        }
+    }
+
     /// With the recorded step noise (`--noise`, [steps, B, C, h, w]), `--eta 1` reproduces
     /// diffusers' eta-1 run, and `--trajectory` reproduces TRL 0.21's `pipeline_step`: every latent
     /// of the trajectory, every step's log-probability and the timesteps (make_pipeline_fixtures.py,
@@ -138,6 +165,13 @@ final class SampleCommandTests: XCTestCase {
         try saveSafeTensors(["latents": Tensor.zeros([1, 3, 2, 2])], to: wrongChannels.path)
         let garbage = dir.appendingPathComponent("garbage.safetensors")
         try Data("not a safetensors file".utf8).write(to: garbage)
+        // A text-encoder LoRA layer the model does not have (layer 99 of a 5-layer encoder).
+        let dreambooth = try SafeTensorsFile(path: DDPOProcess.repositoryRoot
+            .appendingPathComponent("Tests/DDPOAppTests/Fixtures/lora_sample/dreambooth/pytorch_lora_weights.safetensors").path)
+        var renamed: [String: Tensor] = [:]
+        for key in dreambooth.keys { renamed[key.replacingOccurrences(of: "encoder.layers.0.", with: "encoder.layers.99.")] = try dreambooth.tensor(key) }
+        let badTextEncoder = dir.appendingPathComponent("bad-text-encoder.safetensors")
+        try saveSafeTensors(renamed, to: badTextEncoder.path)
         let base = ["sample", "--model", model, "--out", dir.appendingPathComponent("never").path]
         let cases: [([String], Int32, [String])] = [
             ([], 2, ["--prompt"]),
@@ -151,6 +185,8 @@ final class SampleCommandTests: XCTestCase {
             (["--prompt", "a", "--warmup_steps", "-1"], 2, ["--warmup_steps", "≥ 0"]),
             (["--prompt", "a", "--height", "30"], 2, ["--height", "multiple of 8"]),
             (["--prompt", "a", "--lora", "/nonexistent/lora"], 2, ["--lora", "/nonexistent/lora"]),
+            (["--prompt", "a", "--lora", badTextEncoder.path], 1,
+             ["--lora", badTextEncoder.path, "text_encoder.text_model.encoder.layers.99.", "no Linear or Conv2d module"]),
             (["--prompt", "a", "--seeds", "3"], 2, ["unknown option '--seeds'", "did you mean '--seed'"]),
             (["--prompt", "a", "--trajectory", "--eta", "0"], 2, ["--trajectory", "--eta > 0"]),
             (["--prompt", "a", "--noise", wrongShape.path, "--eta", "1"], 2, ["--noise", "no tensor 'noise'"]),
