@@ -23,7 +23,8 @@ import TensorKit
 //
 // What we read: "lora.down/lora.up" (ours, TRL's, diffusers' older form), PEFT's "lora_A/lora_B" and
 // diffusers' converted text-encoder form "lora_linear_layer.down/up", each key with or without the
-// component prefix ("unet.", "text_encoder."); alpha from the metadata (lora_alpha, alpha_pattern,
+// component prefix ("unet.", "text_encoder."), and kohya-ss sd-scripts' "lora_unet_…/lora_te_…"
+// "lora_down/lora_up" + ".alpha" form (module names resolved against the model's paths); alpha from the metadata (lora_alpha, alpha_pattern,
 // per component), else alpha = r, as diffusers does. A file may hold several components (diffusers'
 // training scripts save the UNet's and the text encoder's layers together): `components(in:)` lists
 // them, and each is loaded into its model with `skipping` the others. Strict: a key of another form or component, a module path that is
@@ -35,12 +36,14 @@ extension LoRANetwork {
     public static let weightName = "pytorch_lora_weights.safetensors"
 
     /// The pipeline components a LoRA file has weights for (`directoryOrFile` as for `load`): of
-    /// "unet" and "text_encoder", those some key starts with followed by "."; keys of neither (the
-    /// unprefixed form) count as "unet", as diffusers reads them.
+    /// "unet" and "text_encoder", those some key starts with followed by "." (or kohya's "lora_unet_",
+    /// "lora_te_"); keys of neither (the unprefixed form) count as "unet", as diffusers reads them.
     public static func components(in directoryOrFile: URL) throws -> Set<String> {
         let file = try SafeTensorsFile(path: resolveWeightFile(directoryOrFile).path)
         var found = Set<String>()
-        for key in file.keys { found.insert(key.hasPrefix("text_encoder.") ? "text_encoder" : "unet") }
+        for key in file.keys {
+            found.insert(key.hasPrefix("text_encoder.") || key.hasPrefix(LoRAFileContents.kohyaLeads["text_encoder"]!) ? "text_encoder" : "unet")
+        }
         return found
     }
 
@@ -106,7 +109,7 @@ extension LoRANetwork {
     /// means alpha = rank).
     public func load(contentsOf directoryOrFile: URL, prefix: String = "unet") throws {
         let url = LoRANetwork.resolveWeightFile(directoryOrFile)
-        let file = try LoRAFileContents(url: url, prefix: prefix)
+        let file = try LoRAFileContents(url: url, prefix: prefix, modulePaths: entries.map(\.path))
         let mine = Dictionary(uniqueKeysWithValues: entries.map { ($0.path, $0) })
         for module in file.modules {
             guard let entry = mine[module.path] else {
@@ -135,8 +138,8 @@ extension LoRANetwork {
     public static func load(contentsOf directoryOrFile: URL, into model: Module, prefix: String = "unet",
                             dtype: DType = .float32, freezeBase: Bool = true, skipping: [String] = []) throws -> LoRANetwork {
         let url = resolveWeightFile(directoryOrFile)
-        let file = try LoRAFileContents(url: url, prefix: prefix, skipping: skipping)
         let candidates = adaptableModules(of: model).layers
+        let file = try LoRAFileContents(url: url, prefix: prefix, skipping: skipping, modulePaths: candidates.map(\.0))
         let byPath = Dictionary(candidates, uniquingKeysWith: { first, _ in first })
         for module in file.modules {
             guard let layer = byPath[module.path] else {
@@ -216,28 +219,79 @@ struct LoRAFileContents {
         (".lora_linear_layer.down.weight", true), (".lora_linear_layer.up.weight", false),
     ]
 
+    /// kohya-ss sd-scripts' form (the LoRAs most community tools write): "lora_unet_<module path with
+    /// '_' for '.'>.lora_down.weight", ".lora_up.weight" and ".alpha" (a scalar; alpha = rank without
+    /// it), "lora_te_" for the text encoder.
+    static let kohyaLeads = ["unet": "lora_unet_", "text_encoder": "lora_te_"]
+    private static let kohyaForms: [(suffix: String, isDown: Bool)] = [(".lora_down.weight", true), (".lora_up.weight", false)]
+
+    static func isKohya(_ key: String) -> Bool { kohyaLeads.values.contains { key.hasPrefix($0) } }
+
     /// `skipping`: prefixes of other components whose keys are passed over (see `LoRANetwork.load`).
-    init(url: URL, prefix: String, skipping: [String] = []) throws {
+    /// `modulePaths`: the model's Linear/Conv2d paths, which kohya's names are resolved against.
+    init(url: URL, prefix: String, skipping: [String] = [], modulePaths: [String] = []) throws {
         let path = url.path
         let file = try SafeTensorsFile(path: path)
         let lead = prefix + "."
         let prefixed = file.keys.contains { $0.hasPrefix(lead) }
         guard !file.keys.isEmpty else { throw LoRAError(file: path, "the file holds no tensors") }
+        let kohya = file.keys.contains(where: Self.isKohya)
+        // Module path with '_' for '.' -> the path; a name two paths share resolves to neither.
+        var kohyaPaths: [String: String] = [:], shared = Set<String>()
+        for modulePath in modulePaths {
+            let name = modulePath.replacingOccurrences(of: ".", with: "_")
+            if kohyaPaths.updateValue(modulePath, forKey: name) != nil { shared.insert(name) }
+        }
+        for name in shared { kohyaPaths[name] = nil }
+        var kohyaAlphas: [String: Double] = [:]
 
         var downs: [String: (key: String, tensor: Tensor)] = [:], ups: [String: (key: String, tensor: Tensor)] = [:]
         for key in file.keys {
-            if skipping.contains(where: { key.hasPrefix($0 + ".") }) { continue }
+            if skipping.contains(where: { key.hasPrefix($0 + ".") || key.hasPrefix(Self.kohyaLeads[$0] ?? "\u{0}") }) { continue }
             var name = Substring(key)
-            if prefixed {
-                guard name.hasPrefix(lead) else {
-                    throw LoRAError(file: path, key: key, "not a '\(lead)' key although the file has them (only \(prefix) LoRA weights are supported)")
+            let form: (suffix: String, isDown: Bool)
+            let module: String
+            if kohya {
+                guard let kohyaLead = Self.kohyaLeads[prefix], name.hasPrefix(kohyaLead) else {
+                    throw LoRAError(file: path, key: key, Self.isKohya(key)
+                        ? "a LoRA key of another component (only \(prefix) LoRA weights are supported here)"
+                        : "not a kohya LoRA key although the file has them (expected lora_unet_… or lora_te_…)")
                 }
-                name = name.dropFirst(lead.count)
+                name = name.dropFirst(kohyaLead.count)
+                if name.hasSuffix(".alpha") {
+                    let alpha = try file.tensor(key)
+                    guard alpha.numel == 1, alpha.dtype.isFloatingPoint, alpha.item().isFinite else {
+                        throw LoRAError(file: path, key: key, "an alpha must be one finite number, got shape \(alpha.shape) \(alpha.dtype)")
+                    }
+                    let underscored = String(name.dropLast(6))
+                    guard let modulePath = kohyaPaths[underscored] else {
+                        throw LoRAError(file: path, key: key, "the model has no Linear or Conv2d module named '\(underscored)' (kohya names are module paths with '_' for '.')")
+                    }
+                    kohyaAlphas[modulePath] = alpha.item()
+                    continue
+                }
+                guard let kohyaForm = Self.kohyaForms.first(where: { name.hasSuffix($0.suffix) }), name.count > kohyaForm.suffix.count else {
+                    throw LoRAError(file: path, key: key, "not a LoRA weight key (kohya form: <name>.lora_down.weight, .lora_up.weight, .alpha; LoHa, LoKr and DoRA weights are not supported)")
+                }
+                let underscored = String(name.dropLast(kohyaForm.suffix.count))
+                guard let modulePath = kohyaPaths[underscored] else {
+                    throw LoRAError(file: path, key: key, "the model has no Linear or Conv2d module named '\(underscored)' (kohya names are module paths with '_' for '.')")
+                }
+                form = kohyaForm
+                module = modulePath
+            } else {
+                if prefixed {
+                    guard name.hasPrefix(lead) else {
+                        throw LoRAError(file: path, key: key, "not a '\(lead)' key although the file has them (only \(prefix) LoRA weights are supported)")
+                    }
+                    name = name.dropFirst(lead.count)
+                }
+                guard let keyForm = Self.forms.first(where: { name.hasSuffix($0.suffix) }), name.count > keyForm.suffix.count else {
+                    throw LoRAError(file: path, key: key, "not a LoRA weight key (expected <module>.lora.down.weight, .lora.up.weight, .lora_A.weight, .lora_B.weight or .lora_linear_layer.down/up.weight)")
+                }
+                form = keyForm
+                module = String(name.dropLast(keyForm.suffix.count))
             }
-            guard let form = Self.forms.first(where: { name.hasSuffix($0.suffix) }), name.count > form.suffix.count else {
-                throw LoRAError(file: path, key: key, "not a LoRA weight key (expected <module>.lora.down.weight, .lora.up.weight, .lora_A.weight, .lora_B.weight or .lora_linear_layer.down/up.weight)")
-            }
-            let module = String(name.dropLast(form.suffix.count))
             let tensor = try file.tensor(key)
             guard tensor.dtype.isFloatingPoint else {
                 throw LoRAError(file: path, key: key, "dtype \(tensor.dtype) is not a floating-point type")
@@ -269,7 +323,8 @@ struct LoRAFileContents {
             guard up.tensor.rank == down.tensor.rank, up.tensor.shape.count >= 2, up.tensor.shape[1] == rank else {
                 throw LoRAError(file: path, key: up.key, "shape \(up.tensor.shape) does not fit the down weight \(down.tensor.shape) (rank \(rank))")
             }
-            let alpha = try adapter?.alpha(for: module, rank: rank, key: down.key, file: path) ?? Double(rank)
+            let alpha = kohya ? kohyaAlphas[module] ?? Double(rank)
+                : try adapter?.alpha(for: module, rank: rank, key: down.key, file: path) ?? Double(rank)
             modules.append(ModuleWeights(path: module, downKey: down.key, upKey: up.key, down: down.tensor, up: up.tensor,
                                          alpha: alpha))
         }

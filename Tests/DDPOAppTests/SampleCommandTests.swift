@@ -94,7 +94,9 @@ final class SampleCommandTests: XCTestCase {
     /// LoRA files that also hold text-encoder layers, as diffusers' training scripts save them
     /// (Fixtures/make_lora_sample_fixtures.py): PEFT keys with per-component adapter metadata (text
     /// encoder r 2, alpha 3, MLP layers too), and train_dreambooth_lora.py's converted keys
-    /// ("lora.down/up" for the UNet, "lora_linear_layer.down/up" for the text encoder). With the sd1
+    /// ("lora.down/up" for the UNet, "lora_linear_layer.down/up" for the text encoder), and kohya-ss
+    /// sd-scripts' form ("lora_unet_…"/"lora_te_…" with lora_down/lora_up/alpha, alpha ≠ rank, a 3×3
+    /// conv layer too), as community LoRAs come. With the sd1
     /// case's call and latents at eta 0, `ddpo sample --lora` reproduces the images diffusers samples
     /// after `pipe.load_lora_weights` (1e-4), and the text encoder's layers count: the images differ
     /// from the UNet-only ones.
@@ -103,7 +105,7 @@ final class SampleCommandTests: XCTestCase {
         let (_, files) = try fixtureInputs(["latents"], in: dir)
         let fixtures = DDPOProcess.repositoryRoot.appendingPathComponent("Tests/DDPOAppTests/Fixtures/lora_sample")
         let reference = try SafeTensorsFile(path: fixtures.appendingPathComponent("io.safetensors").path)
-        for name in ["peft", "dreambooth"] {
+        for name in ["peft", "dreambooth", "kohya"] {
             let out = dir.appendingPathComponent(name)
             let result = try DDPOProcess.run(["sample", "--model", model] + sd1Call
                                              + ["--eta", "0", "--latents", files["latents"]!.path, "--quiet", "--out", out.path,

@@ -13,6 +13,10 @@ with its case's call (prompts, negatives, 4 steps, guidance 7.5, its initial lat
       as diffusers' train_dreambooth_lora.py --train_text_encoder saves: convert_state_dict_to_diffusers
       of each PEFT state dict ("unet.<module>.lora.down/up.weight", "text_encoder.<module>.
       lora_linear_layer.down/up.weight" for q/k/v/out_proj), r 4, no metadata (alpha = r)
+  lora_sample/kohya/pytorch_lora_weights.safetensors
+      kohya-ss sd-scripts' form, as community LoRAs come: "lora_unet_<module path, '_' for '.'>" and
+      "lora_te_<...>" with .lora_down.weight / .lora_up.weight / .alpha; UNet r 4, alpha 2 (scale 0.5)
+      on the attention projections and the ResNet blocks' 3x3 conv1 (LoCon), text encoder r 2, alpha 3
   lora_sample/io.safetensors
       <case>.images: diffusers' images [B, 3, H, W] in [0, 1] with that file loaded;
       <case>.unet_only: the same with only the file's UNet layers applied (so the test can see that
@@ -43,7 +47,21 @@ CASES = {
                  text=(2, 3, ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]), convert=False),
     "dreambooth": dict(unet=(4, 4, ["to_q", "to_k", "to_v", "to_out.0"]),
                        text=(4, 4, ["q_proj", "k_proj", "v_proj", "out_proj"]), convert=True),
+    "kohya": dict(unet=(4, 2, ["to_q", "to_k", "to_v", "to_out.0", "conv1"]),
+                  text=(2, 3, ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]), convert="kohya"),
 }
+
+
+def kohya_state(state, lead, alpha):
+    """kohya-ss sd-scripts' keys for a PEFT state dict: "<lead><module path with _ for .>.lora_down.weight",
+    ".lora_up.weight" and ".alpha" (a scalar)."""
+    out = {}
+    for key, value in state.items():
+        module, kind = key.rsplit(".lora_", 1)
+        name = lead + module.replace(".", "_")
+        out[f"{name}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = value
+        out[f"{name}.alpha"] = torch.tensor(float(alpha))
+    return out
 
 
 def pipeline():
@@ -84,13 +102,21 @@ def main():
             model.add_adapter(config)
             randomize(model, 100 * k + len(layers))
             state = get_peft_model_state_dict(model)
-            layers[component] = (convert_state_dict_to_diffusers(state) if spec["convert"] else state, config)
+            if spec["convert"] == "kohya":
+                state = kohya_state(state, "lora_unet_" if component == "unet" else "lora_te_", alpha)
+            elif spec["convert"]:
+                state = convert_state_dict_to_diffusers(state)
+            layers[component] = (state, config)
         folder = os.path.join(OUT, name)
-        kwargs = dict(unet_lora_layers=layers["unet"][0], text_encoder_lora_layers=layers["text_encoder"][0])
-        if not spec["convert"]:
-            kwargs.update(unet_lora_adapter_metadata=layers["unet"][1].to_dict(),
-                          text_encoder_lora_adapter_metadata=layers["text_encoder"][1].to_dict())
-        StableDiffusionPipeline.save_lora_weights(folder, **kwargs)
+        if spec["convert"] == "kohya":  # one file of both components' keys, as sd-scripts writes it
+            os.makedirs(folder)
+            save_file({**layers["unet"][0], **layers["text_encoder"][0]}, os.path.join(folder, "pytorch_lora_weights.safetensors"))
+        else:
+            kwargs = dict(unet_lora_layers=layers["unet"][0], text_encoder_lora_layers=layers["text_encoder"][0])
+            if not spec["convert"]:
+                kwargs.update(unet_lora_adapter_metadata=layers["unet"][1].to_dict(),
+                              text_encoder_lora_adapter_metadata=layers["text_encoder"][1].to_dict())
+            StableDiffusionPipeline.save_lora_weights(folder, **kwargs)
 
         loaded = pipeline()
         loaded.load_lora_weights(folder)
@@ -102,7 +128,7 @@ def main():
             pipe.text_encoder.disable_adapters()
             io[f"{name}.unet_only"] = pipe(latents=latents.clone(), **call)[0]
         keys = sorted(load_file(os.path.join(folder, "pytorch_lora_weights.safetensors")))
-        print(f"{name}: {len(keys)} keys, e.g. {keys[0]} / {[k for k in keys if k.startswith('text_encoder')][0]}; "
+        print(f"{name}: {len(keys)} keys, e.g. {keys[0]} / {[k for k in keys if k.startswith(('text_encoder', 'lora_te_'))][0]}; "
               f"|images - base| {float((io[f'{name}.images'] - io['base']).abs().max()):.3f}, "
               f"|images - unet only| {float((io[f'{name}.images'] - io[f'{name}.unet_only']).abs().max()):.3f}")
     save_file({k: v.contiguous() for k, v in io.items()}, os.path.join(OUT, "io.safetensors"),
