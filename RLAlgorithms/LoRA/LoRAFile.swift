@@ -21,14 +21,17 @@ import TensorKit
 // "lora.down/up" and leaves other targets as "lora_A/B", and diffusers, deciding the form from the
 // first key, then silently skips the layers in the other form.
 //
-// What we read: "lora.down/lora.up" (ours, TRL's, diffusers' older form), PEFT's "lora_A/lora_B" and
-// diffusers' converted text-encoder form "lora_linear_layer.down/up", each key with or without the
-// component prefix ("unet.", "text_encoder."), and kohya-ss sd-scripts' "lora_unet_…/lora_te_…"
-// "lora_down/lora_up" + ".alpha" form (module names resolved against the model's paths); alpha from the metadata (lora_alpha, alpha_pattern,
-// per component), else alpha = r, as diffusers does. A file may hold several components (diffusers'
-// training scripts save the UNet's and the text encoder's layers together): `components(in:)` lists
-// them, and each is loaded into its model with `skipping` the others. Strict: a key of another form or component, a module path that is
-// no Linear/Conv2d of the model, a down without its up, or a shape that does not fit the layer is an
+// What we read:
+//   - "lora.down/lora.up" (ours, TRL's, diffusers' older form), PEFT's "lora_A/lora_B" and diffusers'
+//     converted text-encoder form "lora_linear_layer.down/up", each key with or without the component
+//     prefix ("unet.", "text_encoder."); alpha from the metadata (lora_alpha, alpha_pattern, per
+//     component), else alpha = r, as diffusers does;
+//   - kohya-ss sd-scripts' form, "lora_unet_…" / "lora_te_…" names (module paths with '_' for '.',
+//     resolved against the model's paths) with "lora_down/lora_up" weights and ".alpha" scalars.
+// A file may hold several components (diffusers' and kohya's training scripts save the UNet's and the
+// text encoder's layers together): `components(in:)` lists them, and each is loaded into its model
+// with `skipping` the others. Strict: a key of another form or component, a module path that is no
+// Linear/Conv2d of the model, a down without its up, or a shape that does not fit the layer is an
 // error naming the file and key, and nothing is changed.
 
 extension LoRANetwork {
@@ -244,10 +247,16 @@ struct LoRAFileContents {
         }
         for name in shared { kohyaPaths[name] = nil }
         var kohyaAlphas: [String: Double] = [:]
+        func kohyaPath(_ underscored: Substring, _ key: String) throws -> String {
+            guard let modulePath = kohyaPaths[String(underscored)] else {
+                throw LoRAError(file: path, key: key, "the model has no Linear or Conv2d module named '\(underscored)' (kohya names are module paths with '_' for '.')")
+            }
+            return modulePath
+        }
 
         var downs: [String: (key: String, tensor: Tensor)] = [:], ups: [String: (key: String, tensor: Tensor)] = [:]
         for key in file.keys {
-            if skipping.contains(where: { key.hasPrefix($0 + ".") || key.hasPrefix(Self.kohyaLeads[$0] ?? "\u{0}") }) { continue }
+            if skipping.contains(where: { key.hasPrefix($0 + ".") || Self.kohyaLeads[$0].map(key.hasPrefix) == true }) { continue }
             var name = Substring(key)
             let form: (suffix: String, isDown: Bool)
             let module: String
@@ -263,22 +272,14 @@ struct LoRAFileContents {
                     guard alpha.numel == 1, alpha.dtype.isFloatingPoint, alpha.item().isFinite else {
                         throw LoRAError(file: path, key: key, "an alpha must be one finite number, got shape \(alpha.shape) \(alpha.dtype)")
                     }
-                    let underscored = String(name.dropLast(6))
-                    guard let modulePath = kohyaPaths[underscored] else {
-                        throw LoRAError(file: path, key: key, "the model has no Linear or Conv2d module named '\(underscored)' (kohya names are module paths with '_' for '.')")
-                    }
-                    kohyaAlphas[modulePath] = alpha.item()
+                    kohyaAlphas[try kohyaPath(name.dropLast(".alpha".count), key)] = alpha.item()
                     continue
                 }
                 guard let kohyaForm = Self.kohyaForms.first(where: { name.hasSuffix($0.suffix) }), name.count > kohyaForm.suffix.count else {
                     throw LoRAError(file: path, key: key, "not a LoRA weight key (kohya form: <name>.lora_down.weight, .lora_up.weight, .alpha; LoHa, LoKr and DoRA weights are not supported)")
                 }
-                let underscored = String(name.dropLast(kohyaForm.suffix.count))
-                guard let modulePath = kohyaPaths[underscored] else {
-                    throw LoRAError(file: path, key: key, "the model has no Linear or Conv2d module named '\(underscored)' (kohya names are module paths with '_' for '.')")
-                }
                 form = kohyaForm
-                module = modulePath
+                module = try kohyaPath(name.dropLast(kohyaForm.suffix.count), key)
             } else {
                 if prefixed {
                     guard name.hasPrefix(lead) else {

@@ -174,6 +174,13 @@ final class SampleCommandTests: XCTestCase {
         for key in dreambooth.keys { renamed[key.replacingOccurrences(of: "encoder.layers.0.", with: "encoder.layers.99.")] = try dreambooth.tensor(key) }
         let badTextEncoder = dir.appendingPathComponent("bad-text-encoder.safetensors")
         try saveSafeTensors(renamed, to: badTextEncoder.path)
+        // A kohya file with a LoHa weight, which we do not read.
+        let kohya = try SafeTensorsFile(path: DDPOProcess.repositoryRoot
+            .appendingPathComponent("Tests/DDPOAppTests/Fixtures/lora_sample/kohya/pytorch_lora_weights.safetensors").path)
+        var loha: [String: Tensor] = ["lora_unet_conv_in.hada_w1_a": Tensor.zeros([2, 2])]
+        for key in kohya.keys { loha[key] = try kohya.tensor(key) }
+        let lohaFile = dir.appendingPathComponent("loha.safetensors")
+        try saveSafeTensors(loha, to: lohaFile.path)
         let base = ["sample", "--model", model, "--out", dir.appendingPathComponent("never").path]
         let cases: [([String], Int32, [String])] = [
             ([], 2, ["--prompt"]),
@@ -189,6 +196,7 @@ final class SampleCommandTests: XCTestCase {
             (["--prompt", "a", "--lora", "/nonexistent/lora"], 2, ["--lora", "/nonexistent/lora"]),
             (["--prompt", "a", "--lora", badTextEncoder.path], 1,
              ["--lora", badTextEncoder.path, "text_encoder.text_model.encoder.layers.99.", "no Linear or Conv2d module"]),
+            (["--prompt", "a", "--lora", lohaFile.path], 1, ["--lora", lohaFile.path, "lora_unet_conv_in.hada_w1_a", "LoHa"]),
             (["--prompt", "a", "--seeds", "3"], 2, ["unknown option '--seeds'", "did you mean '--seed'"]),
             (["--prompt", "a", "--trajectory", "--eta", "0"], 2, ["--trajectory", "--eta > 0"]),
             (["--prompt", "a", "--noise", wrongShape.path, "--eta", "1"], 2, ["--noise", "no tensor 'noise'"]),
