@@ -20,8 +20,10 @@ need not divide by the UNet's downsampling.
 
 diffusers runs the pipeline at eta 0 from given latents (float32, CPU); `ddpo sample` runs from the
 same latents file. With --lora each model also gets a random LoRA saved as TRL saves it (TRL's
-targets, or others with alpha != rank and diffusers' adapter metadata); the reference samples with
-the PEFT-adapted UNet in memory, `ddpo sample --lora` loads the saved file. With --ddpo, DDPO's
+targets, or others with alpha != rank and diffusers' adapter metadata), as diffusers' training
+scripts save one (PEFT keys with per-component metadata), or in kohya-ss sd-scripts' form (ResNet
+convolutions among the targets), half of the latter two with text-encoder layers too; the reference
+samples with the PEFT-adapted UNet and text encoder in memory, `ddpo sample --lora` loads the file. With --ddpo, DDPO's
 sampler (`ddpo sample --trajectory --noise`) is compared with TRL 0.21's `pipeline_step` fed the same
 step noise: every latent of the trajectory, every log-probability, the images; where TRL's
 log-probability is NaN (a schedule ending at timestep 0) ddpo must refuse with exit 2. The images and final latents are compared (max |diff| over max |value|, which
@@ -193,11 +195,27 @@ def build(case, folder, vocab_dir, seed):
     return model_dir
 
 
+def kohya_state(state, lead, alpha):
+    """kohya-ss sd-scripts' keys for a PEFT state dict: "<lead><module path with _ for .>.lora_down.weight",
+    ".lora_up.weight" and ".alpha" (a scalar)."""
+    out = {}
+    for key, value in state.items():
+        module, kind = key.rsplit(".lora_", 1)
+        name = lead + module.replace(".", "_")
+        out[f"{name}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = value
+        out[f"{name}.alpha"] = torch.tensor(float(alpha))
+    return out
+
+
 def add_lora(model_dir, lora_dir, rng, seed):
-    """A LoRA on the case's UNet, saved as TRL saves one (PEFT adapter, diffusers' converted state dict,
-    `save_lora_weights`): TRL's targets and alpha = rank without metadata, or other targets and alpha
-    with the adapter metadata diffusers writes. Returns a description and the adapted UNet, or None
-    when the UNet has no layer to adapt (PEFT refuses it).
+    """A LoRA on the case's UNet (and, in half the non-TRL cases, on its text encoder), saved in one of
+    three forms: as TRL saves one (PEFT adapter, diffusers' converted state dict, `save_lora_weights`;
+    TRL's targets and alpha = rank without metadata, or other targets and alpha with the adapter
+    metadata diffusers writes); PEFT keys of both components with per-component metadata (diffusers'
+    training scripts); or kohya-ss sd-scripts' form (lora_unet_/lora_te_ names, lora_down/lora_up,
+    .alpha; the ResNet convolutions may be targets too). Returns a description and the adapted
+    models {"unet", "text_encoder"} (None when not adapted), or (None, None) when the UNet has no
+    layer to adapt (PEFT refuses it).
 
     The reference is that in-memory UNet (what TRL trained and samples with), not diffusers'
     load_lora_weights of the file: with targets beyond the attention projections the file mixes
@@ -205,34 +223,71 @@ def add_lora(model_dir, lora_dir, rng, seed):
     only the "lora_A/B" ones, silently dropping the rest."""
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig, get_peft_model_state_dict
+    from transformers import CLIPTextModel
     unet = UNet2DConditionModel.from_pretrained(os.path.join(model_dir, "unet"))
     rank = rng.choice([1, 2, 4])
-    trl_style = rng.random() < 0.5
+    form = rng.choice(["trl", "trl", "peft", "kohya"])
+    trl_style = form == "trl" and rng.random() < 0.5
     targets = ["to_k", "to_q", "to_v", "to_out.0"] if trl_style else rng.choice(
-        [["to_q", "to_v"], ["to_k", "to_q", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]])
+        [["to_q", "to_v"], ["to_k", "to_q", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]]
+        + ([["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]] if form == "kohya" else []))
     alpha = rank if trl_style else rng.choice([1, 2 * rank, 3])
+    g = torch.Generator().manual_seed(seed + 17)
+
+    def adapt(model, config):
+        model.add_adapter(config)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_" in name:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+        return get_peft_model_state_dict(model)
+
     config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets)
     try:
-        unet.add_adapter(config)
+        unet_state = adapt(unet, config)
     except ValueError:
         return None, None
-    g = torch.Generator().manual_seed(seed + 17)
-    with torch.no_grad():
-        for name, p in unet.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    metadata = None if trl_style else config.to_dict()
-    StableDiffusionPipeline.save_lora_weights(lora_dir, unet_lora_layers=state, unet_lora_adapter_metadata=metadata)
-    return f"rank {rank}, alpha {alpha}, {len(targets)} targets{'' if trl_style else ', metadata'}", unet.eval()
+    text_encoder, text_state, text_config = None, None, None
+    if form != "trl" and rng.random() < 0.5:
+        text_encoder = CLIPTextModel.from_pretrained(os.path.join(model_dir, "text_encoder"))
+        text_targets = rng.choice([["q_proj", "k_proj", "v_proj", "out_proj"], ["q_proj", "v_proj", "fc1", "fc2"]])
+        text_config = LoraConfig(r=rng.choice([1, 2, 4]), lora_alpha=rng.choice([1, 2, 4, 3]), init_lora_weights="gaussian",
+                                 target_modules=text_targets)
+        text_state = adapt(text_encoder, text_config)
+    if form == "trl":
+        metadata = None if trl_style else config.to_dict()
+        StableDiffusionPipeline.save_lora_weights(lora_dir, unet_lora_layers=convert_state_dict_to_diffusers(unet_state),
+                                                  unet_lora_adapter_metadata=metadata)
+    elif form == "peft":
+        StableDiffusionPipeline.save_lora_weights(
+            lora_dir, unet_lora_layers=unet_state, unet_lora_adapter_metadata=config.to_dict(),
+            text_encoder_lora_layers=text_state, text_encoder_lora_adapter_metadata=text_config.to_dict() if text_config else None)
+    else:
+        tensors = kohya_state(unet_state, "lora_unet_", alpha)
+        if text_state is not None:
+            tensors.update(kohya_state(text_state, "lora_te_", text_config.lora_alpha))
+        os.makedirs(lora_dir, exist_ok=True)
+        save_file(tensors, os.path.join(lora_dir, "pytorch_lora_weights.safetensors"))
+    described = (f"{form} form, rank {rank}, alpha {alpha}, {len(targets)} targets{', metadata' if form == 'peft' or (form == 'trl' and not trl_style) else ''}"
+                 + (f"; text encoder rank {text_config.r}, alpha {text_config.lora_alpha}, {len(text_config.target_modules)} targets"
+                    if text_config else ""))
+    return described, {"unet": unet.eval(), "text_encoder": text_encoder.eval() if text_encoder is not None else None}
 
 
-def reference(model_dir, call, seed, dtype=torch.float32, unet=None):
+def apply_adapted(pipe, adapted, dtype):
+    """The adapted UNet and text encoder (copies, in `dtype`) in place of the pipeline's own."""
+    if adapted is None:
+        return pipe
+    pipe.unet = copy.deepcopy(adapted["unet"]).to(dtype)
+    if adapted.get("text_encoder") is not None:
+        pipe.text_encoder = copy.deepcopy(adapted["text_encoder"]).to(dtype)
+    return pipe
+
+
+def reference(model_dir, call, seed, dtype=torch.float32, adapted=None):
     """diffusers' images and final latents at eta 0, with the scheduler converted to DDIM as TRL does
-    (and `unet` in place of the folder's, when given)."""
-    pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=dtype)
-    if unet is not None:
-        pipe.unet = copy.deepcopy(unet).to(dtype)
+    (and the `adapted` models in place of the folder's, when given)."""
+    pipe = apply_adapted(StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=dtype), adapted, dtype)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     f = pipe.vae_scale_factor
@@ -243,7 +298,7 @@ def reference(model_dir, call, seed, dtype=torch.float32, unet=None):
                   guidance_scale=call["guidance"], height=call["height"], width=call["width"], eta=0.0,
                   return_dict=False)
     if dtype != torch.float32:  # transformers' CLIP cannot make its causal mask in float64: encode in float32
-        text = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32)  # no LoRA on the text encoder
+        text = apply_adapted(StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32), adapted, torch.float32)
         cfg = call["guidance"] > 1
         with torch.no_grad():
             cond, uncond = text.encode_prompt(call["prompts"], "cpu", 1, cfg, call["negatives"])
@@ -281,16 +336,14 @@ def exact_alphas_cumprod(config):
     return torch.cumprod(1.0 - betas, dim=0)
 
 
-def reference_ddpo(model_dir, call, seed, unet=None, dtype=torch.float32):
+def reference_ddpo(model_dir, call, seed, adapted=None, dtype=torch.float32):
     """TRL 0.21's DDPO sampler (`pipeline_step`, eta 1, guidance as given) with the step noise drawn
     here and substituted for TRL's own draw: initial latents, noise [T, B, C, h, w], the trajectory
     [B, T+1, C, h, w], log-probabilities [B, T] and images. In float64 the scheduler's ᾱ are computed
     in float64 too (TRL computes its step scalars from them; see `exact_alphas_cumprod`), and the
     prompts are encoded in float32 (as in `reference`)."""
     import trl.models.modeling_sd_base as trl_sd
-    pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=dtype)
-    if unet is not None:
-        pipe.unet = copy.deepcopy(unet).to(dtype)
+    pipe = apply_adapted(StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=dtype), adapted, dtype)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     if dtype == torch.float64:
         pipe.scheduler.alphas_cumprod = exact_alphas_cumprod(pipe.scheduler.config)
@@ -305,7 +358,7 @@ def reference_ddpo(model_dir, call, seed, unet=None, dtype=torch.float32):
     noise = torch.randn(call["steps"], *shape, generator=g)
     text = dict(prompt=call["prompts"], negative_prompt=call["negatives"])
     if dtype != torch.float32:
-        encoder = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32)
+        encoder = apply_adapted(StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32), adapted, torch.float32)
         with torch.no_grad():
             cond, uncond = encoder.encode_prompt(call["prompts"], "cpu", 1, True, call["negatives"])
         text = dict(prompt_embeds=cond.to(dtype), negative_prompt_embeds=uncond.to(dtype))
@@ -458,7 +511,7 @@ def main():
                 else:
                     print(f"case {seed}: LoRA {described}")
             try:
-                latents, images, final = reference(model_dir, case["call"], seed, unet=adapted)
+                latents, images, final = reference(model_dir, case["call"], seed, adapted=adapted)
             except Exception as e:  # diffusers refuses the call: ddpo must refuse it too, cleanly
                 run = ours(args.binary, model_dir, case["call"], None, os.path.join(work, "out"), lora_dir)
                 said = (run.stderr or run.stdout).strip().splitlines()
