@@ -2,7 +2,7 @@ import Foundation
 import TensorKit
 import GPUCheckKit
 
-// The `ddpo` command: `train`, `sample`, `tokenize`, `info`, `pretrain`, `bench-unet`, `gpu-check`, `eval-ops`, `notebook`.
+// The `ddpo` command: `train`, `sample`, `tokenize`, `info`, `pretrain`, `bench-unet`, `gpu-check`, `eval-ops`, `train-step`, `notebook`.
 
 let usage = """
     usage: ddpo <command> [options]
@@ -16,6 +16,7 @@ let usage = """
       bench-unet     time the UNet's forward pass on given inputs (scripts/gpu-bench.sh)
       gpu-check      every TensorKit op on CUDA against the CPU (--compile-only: NVRTC only)
       eval-ops       run op programs for scripts/tensorkit_sweep.py (tensorkit-eval's command line)
+      train-step     one DDPO training pass on a given batch (scripts/diffusers_sweep.py --train-step)
       notebook NN    run notebooks-md/NN-*.md (01 tensors and autograd, 02 sampling, 03 DDPO in a script)
       help           show this message
     """
@@ -50,6 +51,8 @@ do {
     case "gpu-check":
         setvbuf(stdout, nil, _IOLBF, 0)
         exit(GPUCheck.main(rest))
+    case "train-step":
+        try TrainStepCommand.run(rest)
     case "eval-ops":
         exit(OpPrograms.main(rest))
     case "pretrain":

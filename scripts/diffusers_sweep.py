@@ -26,7 +26,10 @@ convolutions among the targets), half of the latter two with text-encoder layers
 samples with the PEFT-adapted UNet and text encoder in memory, `ddpo sample --lora` loads the file. With --ddpo, DDPO's
 sampler (`ddpo sample --trajectory --noise`) is compared with TRL 0.21's `pipeline_step` fed the same
 step noise: every latent of the trajectory, every log-probability, the images; where TRL's
-log-probability is NaN (a schedule ending at timestep 0) ddpo must refuse with exit 2. The images and final latents are compared (max |diff| over max |value|, which
+log-probability is NaN (a schedule ending at timestep 0) ddpo must refuse with exit 2. With
+--train-step, one training pass (`ddpo train-step`: loss, approx_kl, clipfrac, every LoRA gradient) is
+compared with TRL 0.21's `DDPOTrainer.calculate_loss` on the case's model with TRL's own LoRA, a batch
+from TRL's trajectory, random advantages and random train_cfg, guidance, eta and clipping. The images and final latents are compared (max |diff| over max |value|, which
 float32 keeps near 1e-6; above --tolerance the case is judged against diffusers in float64: ours
 must be within 10x of diffusers' own float32 error). A call diffusers refuses (a latent too small
 for downsample_padding 0, ...) must be refused by ddpo too, with exit 2 and a message. A case only
@@ -390,6 +393,137 @@ def ours(binary, model_dir, call, latents_path, out_dir, lora_dir=None, noise_pa
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
+def check_train_step(binary, model_dir, call, seed, work):
+    """One DDPO training pass, TRL 0.21's `DDPOTrainer.calculate_loss` (the real method, bound to a
+    stand-in holding what it reads, as Tests/RLAlgorithmsTests/Fixtures/make_train_step_fixtures.py
+    does) against `ddpo train-step`, on the case's model with TRL's own LoRA (random up weights,
+    saved with TRL's save_pretrained): a batch of the case's prompts, each sample at a random step of
+    a trajectory from TRL's sampler, random advantages, and random train_cfg, guidance, eta, clip
+    range and advantage clip. Loss and approx_kl within 1e-4 (relative), clipfrac equal, every LoRA
+    gradient within 1e-4 of max(its own scale, 1e-3 x the largest), as TrainStepTests judges."""
+    import types
+    from trl import DDPOConfig
+    from trl.models.modeling_sd_base import DefaultDDPOStableDiffusionPipeline
+    from trl.trainer.ddpo_trainer import DDPOTrainer
+    rng = random.Random(seed + 3)
+    # The batch's latents: a trajectory of TRL's sampler (guided: TRL's pipeline_step needs CFG).
+    _, _, trajectory, log_probs, _ = reference_ddpo(model_dir, dict(call, guidance=max(call["guidance"], 2.0)), seed)
+    # Steps TRL scores finitely (a schedule ending at timestep 0 has a NaN last log-probability; a
+    # zero-terminal-SNR one may have NaN latents): the batch is drawn from those.
+    usable = [t for t in range(call["steps"]) if bool(torch.isfinite(log_probs[:, t]).all())
+              and bool(torch.isfinite(trajectory[:, t:t + 2]).all())]
+    if not usable:
+        return "skipped: TRL's trajectory has no finite step"
+    try:
+        pipe = DefaultDDPOStableDiffusionPipeline(model_dir, use_lora=True)
+        pipe.get_trainable_layers()
+    except Exception as e:  # no attention layer for TRL's LoRA targets
+        return f"skipped: TRL cannot add its LoRA ({type(e).__name__}: {str(e)[:80]})"
+    g = torch.Generator().manual_seed(seed + 5)
+    with torch.no_grad():
+        for name, p in pipe.unet.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    lora_dir = os.path.join(work, "trl_lora")
+    pipe.save_pretrained(lora_dir)
+
+    steps, batch = call["steps"], len(call["prompts"])
+    index = torch.tensor([rng.choice(usable) for _ in range(batch)])
+    rows = torch.arange(batch)
+    pipe.scheduler.set_timesteps(steps)
+    tok = pipe.tokenizer
+    def encode(texts):
+        ids = tok(texts, return_tensors="pt", padding="max_length", truncation=True, max_length=tok.model_max_length).input_ids
+        with torch.no_grad():
+            return pipe.text_encoder(ids)[0]
+    io = {"latents": trajectory[rows, index], "next_latents": trajectory[rows, index + 1],
+          "log_probs": log_probs[rows, index], "timesteps": pipe.scheduler.timesteps[index].to(torch.float32),
+          "advantages": torch.tensor([rng.uniform(-3, 3) for _ in range(batch)]),
+          "prompt_embeds": encode(call["prompts"]), "negative_prompt_embeds": encode([""]).repeat(batch, 1, 1)}
+    fields = dict(sample_num_steps=steps, sample_guidance_scale=rng.choice([1.0, 3.0, 7.5]), sample_eta=rng.choice([1.0, 1.0, 0.5]),
+                  train_cfg=rng.random() < 0.7, train_clip_range=rng.choice([1e-4, 0.05, 0.2, 10.0]),
+                  train_adv_clip_max=rng.choice([5.0, 1.0, 0.5]), mixed_precision="no")
+    config = DDPOConfig(**fields)
+    embeds = torch.cat([io["negative_prompt_embeds"], io["prompt_embeds"]]) if config.train_cfg else io["prompt_embeds"]
+    unet32 = copy.deepcopy(pipe.unet)
+
+    def trl_step(dtype):
+        """TRL's loss, approx_kl, clipfrac and LoRA gradients (keyed as the LoRA file), in `dtype`
+        (in float64 with the scheduler's alphas computed in float64, see `exact_alphas_cumprod`)."""
+        pipe.sd_pipeline.unet = copy.deepcopy(unet32).to(dtype)
+        pipe.sd_pipeline.unet.train()
+        if dtype == torch.float64:
+            pipe.scheduler.alphas_cumprod = exact_alphas_cumprod(pipe.scheduler.config)
+            c = pipe.scheduler.config
+            pipe.scheduler.final_alpha_cumprod = (torch.tensor(1.0, dtype=dtype) if c.set_alpha_to_one
+                                                  else pipe.scheduler.alphas_cumprod[0])
+        stand_in = types.SimpleNamespace(sd_pipeline=pipe, config=config, autocast=pipe.autocast,
+                                         loss=lambda a, c, r: DDPOTrainer.loss(None, a, c, r))
+        t = lambda k: io[k].to(dtype)
+        loss, approx_kl, clipfrac = DDPOTrainer.calculate_loss(stand_in, t("latents"), pipe.scheduler.timesteps[index],
+                                                               t("next_latents"), t("log_probs"), t("advantages"), embeds.to(dtype))
+        loss.backward()
+        values = {"loss": float(loss), "approx_kl": float(approx_kl), "clipfrac": float(clipfrac)}
+        grads = {}
+        for name, p in pipe.sd_pipeline.unet.named_parameters():
+            if p.grad is not None and "lora" in name:
+                path = name.replace("base_model.model.", "").replace(".lora_A.default.weight", ".lora.down.weight")
+                grads["grad.unet." + path.replace(".lora_B.default.weight", ".lora.up.weight")] = p.grad.detach().double()
+        return values, grads
+
+    expected, grads = trl_step(torch.float32)
+    if not math.isfinite(expected["loss"]):
+        return "skipped: TRL's loss is not finite"
+
+    batch_path, config_path, out_path = (os.path.join(work, n) for n in ("batch.safetensors", "config.json", "step.safetensors"))
+    save_file({k: v.detach().contiguous() for k, v in io.items()}, batch_path)
+    with open(config_path, "w") as f:
+        json.dump(fields, f)
+    run = subprocess.run([binary, "train-step", "--model", model_dir, "--lora", lora_dir, "--batch", batch_path,
+                          "--config", config_path, "--out", out_path], capture_output=True, text=True)
+    if run.returncode != 0:
+        return f"ddpo train-step exit {run.returncode}: {(run.stderr or run.stdout).strip()[-300:]}"
+    got = {k: v.double() for k, v in load_file(out_path).items()}
+
+    def problems_against(reference_values, reference_grads, allowance=None):
+        """What differs from the reference beyond 1e-4 (relative; gradients: of max(own scale, 1e-3 x the
+        largest)), or, with `allowance` (TRL's own float32 errors against the float64 run), beyond 10x that."""
+        found = []
+        for key in ("loss", "approx_kl"):
+            err, want = abs(float(got[key]) - reference_values[key]), reference_values[key]
+            limit = max(1e-4 * max(abs(want), 1e-6), 10 * allowance[key] if allowance else 0)
+            if err > limit:
+                found.append(f"{key} {float(got[key]):.6g} vs TRL {want:.6g}")
+        if float(got["clipfrac"]) != reference_values["clipfrac"]:
+            found.append(f"clipfrac {float(got['clipfrac'])} vs TRL {reference_values['clipfrac']}")
+        keys = {k for k in got if k.startswith("grad.")}
+        if keys != set(reference_grads):
+            found.append(f"gradient keys differ: {sorted(keys ^ set(reference_grads))[:3]}")
+        largest = max((float(v.abs().max()) for v in reference_grads.values()), default=0.0)
+        for key, want in reference_grads.items():
+            if key in got:
+                diff = float((got[key] - want).abs().max())
+                limit = max(1e-4 * max(float(want.abs().max()), 1e-3 * largest), 10 * allowance[key] if allowance else 0)
+                if diff > limit:
+                    found.append(f"{key}: max |diff| {diff:.2e} (limit {limit:.2e})")
+                    break
+        return found
+
+    problems = problems_against(expected, grads)
+    judged = ""
+    if problems:
+        # A step that amplifies rounding (log-probabilities of large magnitude whose difference is
+        # small, a small eta): judge against TRL in float64, within 10x TRL's own float32 error.
+        exact, exact_grads = trl_step(torch.float64)
+        allowance = {k: abs(expected[k] - exact[k]) for k in ("loss", "approx_kl")}
+        allowance.update({k: float((grads[k] - exact_grads[k]).abs().max()) for k in grads})
+        problems = problems_against(exact, exact_grads, allowance)
+        judged = " (judged against float64 TRL)"
+    described = (f"train_cfg {fields['train_cfg']}, guidance {fields['sample_guidance_scale']}, eta {fields['sample_eta']}, "
+                 f"clip {fields['train_clip_range']}, loss {expected['loss']:.4g}, clipfrac {expected['clipfrac']}")
+    return (f"ok{judged}" if judged else None) if not problems else f"training step ({described}){judged}: " + "; ".join(problems)
+
+
 def train_once(binary, model_dir, call, work):
     """One tiny `ddpo train` epoch on the case's model (LoRA, 2 samples, 2 steps, brightness reward):
     returns None when it finishes with finite metrics, "refused: <message>" when it stops with a
@@ -483,6 +617,9 @@ def main():
                          "fed the same step noise: trajectory, log-probabilities, images")
     ap.add_argument("--train", action="store_true",
                     help="also run one tiny `ddpo train` epoch on each model (finishes, finite metrics)")
+    ap.add_argument("--train-step", action="store_true",
+                    help="also compare one training pass (loss, approx_kl, clipfrac, LoRA gradients) with TRL's "
+                         "calculate_loss on each model, with random train_cfg, guidance, eta and clipping")
     args = ap.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -566,12 +703,13 @@ def main():
                         print(f"case {seed}: ok (images {e_img:.1e}, latents {e_lat:.1e})")
             extras = [("DDPO sampler", args.ddpo, lambda: check_ddpo(args.binary, model_dir, case["call"], seed, work,
                                                                     adapted, lora_dir, args.tolerance)),
-                      ("ddpo train", args.train, lambda: train_once(args.binary, model_dir, case["call"], work))]
+                      ("ddpo train", args.train, lambda: train_once(args.binary, model_dir, case["call"], work)),
+                      ("training step", args.train_step, lambda: check_train_step(args.binary, model_dir, case["call"], seed, work))]
             for name, wanted, check in extras:
                 if not wanted or verdict is not None:
                     continue
-                problem = check()  # None: agrees; "skipped: …" / "refused: …": no verdict; else the failure
-                if problem is None or problem.startswith(("skipped: ", "refused: ")):
+                problem = check()  # None / "ok …": agrees; "skipped: …" / "refused: …": no verdict; else the failure
+                if problem is None or problem.startswith(("skipped: ", "refused: ", "ok ")):
                     print(f"case {seed}: {name} {(problem or 'ok')[:300]}")
                 else:
                     verdict = problem

@@ -43,6 +43,24 @@ public protocol DDPOPipeline: AnyObject {
 }
 
 extension DDPOPipeline {
+    /// One training pass's loss, as TRL 0.21's `DDPOTrainer.calculate_loss`: the UNet's prediction at
+    /// each sample's timestep (guided with `sample_guidance_scale` against `negativePromptEmbeddings`
+    /// when `train_cfg`, from the prompt alone otherwise), the DDIM log-probability of the stored next
+    /// latents under it (eta `sample_eta`), and PPO's clipped loss (`train_clip_range`,
+    /// `train_adv_clip_max`). `latents`, `nextLatents`: [B, C, h, w]; `oldLogProbs`, `advantages`: [B].
+    public func trainingLoss(latents: Tensor, nextLatents: Tensor, timesteps: [Int], oldLogProbs: Tensor,
+                             advantages: Tensor, promptEmbeddings: Tensor, negativePromptEmbeddings: Tensor?,
+                             config: DDPOConfig) throws -> PPOLossOutput {
+        let prediction = noisePrediction(
+            latents: latents, timesteps: timesteps, promptEmbeddings: promptEmbeddings,
+            negativePromptEmbeddings: config.train_cfg ? negativePromptEmbeddings : nil,
+            guidanceScale: config.train_cfg ? config.sample_guidance_scale : 1)
+        let scored = try schedulerStep(modelOutput: prediction, timesteps: timesteps, sample: latents,
+                                       eta: config.sample_eta, prevSample: nextLatents, noise: nil)
+        return PPOLoss.compute(logProbNew: scored.logProb, logProbOld: oldLogProbs, advantages: advantages,
+                               clipRange: config.train_clip_range, advantageClipMax: config.train_adv_clip_max)
+    }
+
     /// Writes the trainable weights as `directory/<name>` (safetensors, atomically).
     public func saveCheckpoint(to directory: URL, name: String = "trainable.safetensors") throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

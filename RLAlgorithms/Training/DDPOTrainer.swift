@@ -403,14 +403,10 @@ public final class DDPOTrainer {
                 let oldLogProbs = gather(\.logProbs, offset: 0)
                 let timesteps = zip(chosen, index).map { s, t in s.timesteps[t] }
 
-                let prediction = pipeline.noisePrediction(
-                    latents: latents, timesteps: timesteps, promptEmbeddings: embeds,
-                    negativePromptEmbeddings: negative.map { $0.slice(0, 0, chosen.count) },
-                    guidanceScale: config.train_cfg ? config.sample_guidance_scale : 1)
-                let scored = try pipeline.schedulerStep(modelOutput: prediction, timesteps: timesteps, sample: latents,
-                                                        eta: config.sample_eta, prevSample: next, noise: nil)
-                let out = PPOLoss.compute(logProbNew: scored.logProb, logProbOld: oldLogProbs, advantages: advantages,
-                                          clipRange: config.train_clip_range, advantageClipMax: config.train_adv_clip_max)
+                let out = try pipeline.trainingLoss(
+                    latents: latents, nextLatents: next, timesteps: timesteps, oldLogProbs: oldLogProbs,
+                    advantages: advantages, promptEmbeddings: embeds,
+                    negativePromptEmbeddings: negative.map { $0.slice(0, 0, chosen.count) }, config: config)
                 // accelerate divides the loss by the number of accumulated passes (and multiplies
                 // it by the loss scale under fp16).
                 (out.loss * ((lossScaler?.scale ?? 1) / Double(accumulation))).backward()

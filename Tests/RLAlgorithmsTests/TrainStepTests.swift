@@ -6,6 +6,7 @@ import XCTest
 /// Fixtures/make_train_step_fixtures.py): the guided prediction at per-sample timesteps, the DDIM
 /// log-probability of the stored next latents, PPO's clipped loss with advantage clipping,
 /// approx_kl, clipfrac, and the gradient of every LoRA parameter, starting from the LoRA file TRL saved.
+/// The pass is `DDPOPipeline.trainingLoss`, the function `DDPOTrainer` trains with.
 ///
 /// Tolerance: loss and approx_kl relative error ≤ 1e-4; gradients per tensor max|Δ| ≤ 1e-4 ×
 /// max(max|TRL's tensor|, 1e-3 × the largest gradient of all).
@@ -35,13 +36,16 @@ final class TrainStepTests: XCTestCase {
         assertClose(negative.expand(expectedNegative.shape), expectedNegative, 1e-4, "negative_prompt_embeds")
 
         let timesteps = try get("timesteps").toArray().map { Int($0) }
-        let prediction = pipe.noisePrediction(latents: try get("latents"), timesteps: timesteps,
-                                              promptEmbeddings: try get("prompt_embeds"),
-                                              negativePromptEmbeddings: expectedNegative, guidanceScale: info.guidance)
-        let scored = try pipe.schedulerStep(modelOutput: prediction, timesteps: timesteps, sample: try get("latents"),
-                                            eta: info.eta, prevSample: try get("next_latents"), noise: nil)
-        let out = PPOLoss.compute(logProbNew: scored.logProb, logProbOld: try get("log_probs"), advantages: try get("advantages"),
-                                  clipRange: info.clip_range, advantageClipMax: info.adv_clip_max)
+        var config = DDPOConfig()
+        config.sample_guidance_scale = info.guidance
+        config.sample_eta = info.eta
+        config.train_cfg = true
+        config.train_clip_range = info.clip_range
+        config.train_adv_clip_max = info.adv_clip_max
+        let out = try pipe.trainingLoss(latents: try get("latents"), nextLatents: try get("next_latents"), timesteps: timesteps,
+                                        oldLogProbs: try get("log_probs"), advantages: try get("advantages"),
+                                        promptEmbeddings: try get("prompt_embeds"), negativePromptEmbeddings: expectedNegative,
+                                        config: config)
         assertClose(out.loss, try get("loss").reshape([]), 1e-4, "loss")
         XCTAssertEqual(out.approxKL, try get("approx_kl").item(), accuracy: 1e-4 * abs(try get("approx_kl").item()))
         XCTAssertEqual(out.clipFraction, try get("clipfrac").item())
