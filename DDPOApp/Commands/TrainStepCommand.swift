@@ -8,8 +8,9 @@ import RLAlgorithms
 //   prompt_embeds [B, N, D]; negative_prompt_embeds [B, N, D] (needed with train_cfg)
 // and TRL's config fields from --config (a JSON file; sample_num_steps, sample_guidance_scale,
 // sample_eta, train_cfg, train_clip_range, train_adv_clip_max are the ones used). Writes to --out:
-// loss, approx_kl, clipfrac (float32, shape [1]) and grad.<key> for every trainable weight, keyed as
-// the LoRA file (unet.<path>.lora.down.weight / .lora.up.weight).
+// loss, approx_kl, clipfrac (float64, shape [1]) and grad.<key> for every trainable weight, keyed as the LoRA
+// file (unet.<path>.lora.down.weight / .lora.up.weight). `--dtype float64` runs the whole pass in
+// float64 (the LoRA weights stay float32 and are cast per call), to tell rounding from a difference.
 
 enum TrainStepCommand {
     static let command = "ddpo train-step"
@@ -20,6 +21,7 @@ enum TrainStepCommand {
         OptionSpec(name: "batch", kind: .value, valueName: "FILE", help: "safetensors with the batch (see the source)"),
         OptionSpec(name: "config", kind: .value, valueName: "FILE", help: "DDPOConfig JSON (TRL's keys)"),
         OptionSpec(name: "out", kind: .value, valueName: "FILE", help: "where the loss, statistics and gradients go"),
+        OptionSpec(name: "dtype", kind: .value, valueName: "float32|float64", help: "the models' and the batch's dtype (default float32)"),
     ]
 
     static var usage: String {
@@ -39,6 +41,12 @@ enum TrainStepCommand {
         }
         let (model, loraPath, batchPath, configPath, out) = (try required("model"), try required("lora"),
                                                             try required("batch"), try required("config"), try required("out"))
+        let dtype: DType
+        switch parsed.value("dtype") ?? "float32" {
+        case "float32": dtype = .float32
+        case "float64": dtype = .float64
+        case let other: throw AppError("\(command): --dtype: expected float32 or float64, got '\(other)'")
+        }
         let config: DDPOConfig
         do { config = try DDPOConfig(contentsOf: URL(fileURLWithPath: configPath)) } catch { throw AppError("\(command): --config: \(error)") }
         let batch: [String: Tensor]
@@ -47,12 +55,12 @@ enum TrainStepCommand {
             guard let t = batch[key] else {
                 throw AppError("\(command): --batch: \(batchPath): no tensor '\(key)' (found: \(batch.keys.sorted().joined(separator: ", ")))")
             }
-            return t.to(.float32)
+            return t.to(dtype)
         }
 
         let pipe: DefaultDDPOStableDiffusionPipeline
         do {
-            let sd = try StableDiffusionPipeline.load(directory: URL(fileURLWithPath: model))
+            let sd = try StableDiffusionPipeline.load(directory: URL(fileURLWithPath: model), dtype: dtype)
             try sd.scheduler.setTimesteps(config.sample_num_steps)
             pipe = try DefaultDDPOStableDiffusionPipeline(pipeline: sd, loraWeights: URL(fileURLWithPath: loraPath))
         } catch { throw AppError("\(command): \(error)", exitCode: 1) }
@@ -65,11 +73,12 @@ enum TrainStepCommand {
         loss.loss.backward()
         let statistics = PPOLossOutput.values(of: loss.statistics.toArray())
         var results: [String: Tensor] = [
-            "loss": Tensor([statistics.loss], shape: [1]), "approx_kl": Tensor([statistics.approxKL], shape: [1]),
-            "clipfrac": Tensor([statistics.clipFraction], shape: [1]),
+            "loss": Tensor([statistics.loss], shape: [1], dtype: .float64),
+            "approx_kl": Tensor([statistics.approxKL], shape: [1], dtype: .float64),
+            "clipfrac": Tensor([statistics.clipFraction], shape: [1], dtype: .float64),
         ]
         for (key, parameter) in pipe.lora?.namedParameters ?? [] {
-            if let grad = parameter.grad { results["grad.unet." + key] = grad.copied(to: .cpu) }
+            if let grad = parameter.grad { results["grad.unet." + key] = grad.to(dtype).copied(to: .cpu) }
         }
         do { try saveSafeTensors(results, to: out) }   // a temporary file renamed over `out`
         catch { throw AppError("\(command): --out: \(error)", exitCode: 1) }
