@@ -35,10 +35,10 @@ struct ProgramError: Error, CustomStringConvertible {
     init(_ message: String) { description = message }
 }
 
+/// A node's name, op and arguments, with typed readers that name the node in their errors.
 struct Node {
     let name: String
     let op: String
-    let inputs: [String]
     let args: [String: Any]
 
     func int(_ key: String) throws -> Int {
@@ -176,7 +176,7 @@ func runOptimizer(_ program: [String: Any], _ values: [String: Tensor]) throws -
           let paramNames = program["params"] as? [String], let steps = program["steps"] as? [[String: Any]] else {
         throw ProgramError("an optimizer program needs 'optimizer' (with 'kind'), 'params' and 'steps'")
     }
-    let hyper = Node(name: "optimizer", op: kind, inputs: [], args: spec)
+    let hyper = Node(name: "optimizer", op: kind, args: spec)
     let params: [Tensor] = try paramNames.map { name in
         guard let t = values[name] else { throw ProgramError("'params' names '\(name)', which is not an input") }
         return t.contiguousCopy().requiringGrad()
@@ -310,7 +310,7 @@ func runNodes(_ program: [String: Any], _ inputValues: [String: Tensor], _ progr
         guard let name = raw["name"] as? String, let op = raw["op"] as? String, let inputNames = raw["in"] as? [String] else {
             throw ProgramError("\(programPath): every node needs 'name', 'op' and 'in'")
         }
-        let node = Node(name: name, op: op, inputs: inputNames, args: raw["args"] as? [String: Any] ?? [:])
+        let node = Node(name: name, op: op, args: raw["args"] as? [String: Any] ?? [:])
         let inputs: [Tensor?] = try inputNames.map { n in
             if n.isEmpty { return nil }
             guard let t = values[n] else { throw ProgramError("node \(name) (\(op)): unknown input '\(n)'") }
