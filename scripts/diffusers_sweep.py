@@ -59,6 +59,8 @@ from transformers import CLIPTokenizer
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "Tests", "DiffusionModelsTests", "Fixtures"))
 from make_pipeline_fixtures import NoiseFeed, random_pipeline, tiny_tokenizer, write_scheduler  # noqa: E402  (the fixtures' helpers)
+sys.path.insert(0, os.path.join(ROOT, "Tests", "DDPOAppTests", "Fixtures"))
+from make_lora_sample_fixtures import kohya_state  # noqa: E402  (kohya-ss's key form)
 WORDS = ["the", "cat", "dog", "and", "is", "hello", "world", "a", "cat's", "the dog", "red", "photo",
          "HELLO", "World!", "it's", "ünïcode", "日本", "🐱", "x-y", "  spaced  ", "3.14", "don't"]
 
@@ -196,18 +198,6 @@ def build(case, folder, vocab_dir, seed):
     shutil.rmtree(os.path.join(folder, "_tok"))
     write_scheduler(model_dir, case["scheduler"])
     return model_dir
-
-
-def kohya_state(state, lead, alpha):
-    """kohya-ss sd-scripts' keys for a PEFT state dict: "<lead><module path with _ for .>.lora_down.weight",
-    ".lora_up.weight" and ".alpha" (a scalar)."""
-    out = {}
-    for key, value in state.items():
-        module, kind = key.rsplit(".lora_", 1)
-        name = lead + module.replace(".", "_")
-        out[f"{name}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = value
-        out[f"{name}.alpha"] = torch.tensor(float(alpha))
-    return out
 
 
 def add_lora(model_dir, lora_dir, rng, seed):
