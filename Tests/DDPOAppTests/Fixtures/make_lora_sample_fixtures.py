@@ -64,6 +64,14 @@ def kohya_state(state, lead, alpha):
     return out
 
 
+def sorted_metadata(config):
+    """The LoraConfig as diffusers stores it, target_modules sorted (PEFT keeps a set, whose order
+    changes between Python processes, and so would the file's bytes)."""
+    metadata = config.to_dict()
+    metadata["target_modules"] = sorted(metadata["target_modules"])
+    return metadata
+
+
 def pipeline():
     pipe = StableDiffusionPipeline.from_pretrained(MODEL, torch_dtype=torch.float32, safety_checker=None)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # as TRL's DDPO pipeline
@@ -114,8 +122,8 @@ def main():
         else:
             kwargs = dict(unet_lora_layers=layers["unet"][0], text_encoder_lora_layers=layers["text_encoder"][0])
             if not spec["convert"]:
-                kwargs.update(unet_lora_adapter_metadata=layers["unet"][1].to_dict(),
-                              text_encoder_lora_adapter_metadata=layers["text_encoder"][1].to_dict())
+                kwargs.update(unet_lora_adapter_metadata=sorted_metadata(layers["unet"][1]),
+                              text_encoder_lora_adapter_metadata=sorted_metadata(layers["text_encoder"][1]))
             StableDiffusionPipeline.save_lora_weights(folder, **kwargs)
 
         loaded = pipeline()
