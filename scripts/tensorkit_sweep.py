@@ -745,6 +745,7 @@ def main():
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N, passed to tensorkit-eval")
     parser.add_argument("--ref-device", default="cpu", help="where PyTorch computes its float16/bfloat16 run")
     parser.add_argument("--keep", help="folder for failed cases (program + inputs)")
+    parser.add_argument("--keep-limit", type=int, default=1000, help="keep at most this many failed cases")
     parser.add_argument("--only", help="comma-separated families to draw from")
     parser.add_argument("--big", action="store_true", help="sizes up to 8x larger (blocked, chunked, threaded paths)")
     parser.add_argument("--shapes-only", action="store_true",
@@ -839,7 +840,7 @@ def main():
         if problems:
             failures.append(case)
             print(f"FAIL case {case} ({family}: {ops}): " + "; ".join(problems))
-            if args.keep:
+            if args.keep and len(failures) <= args.keep_limit:
                 shutil.copytree(case_dir, os.path.join(args.keep, f"case_{case}"), dirs_exist_ok=True)
     shutil.rmtree(work, ignore_errors=True)
     total = sum(counts.values())
