@@ -38,6 +38,11 @@ struct ParsedArguments {
     /// Every value given for `key`, in order.
     func values(_ key: String) -> [String] { occurrences.filter { $0.key == OptionSpec.key(key) }.map(\.value) }
     func has(_ key: String) -> Bool { value(key) != nil }
+    /// The value of an option the command cannot run without; "<command>: --<name> <VALUE> is required" if absent.
+    func required(_ key: String, _ valueName: String, command: String) throws -> String {
+        guard let value = value(key) else { throw AppError("\(command): --\(key) \(valueName) is required") }
+        return value
+    }
     /// A boolean option: nil when absent.
     func bool(_ key: String) -> Bool? { value(key).map { $0 == "true" } }
 }

@@ -33,8 +33,8 @@ enum BenchUNetCommand {
 
     static func run(_ arguments: [String]) throws {
         guard let parsed = try ArgumentParser.parseOrShowHelp(arguments, specs: options, command: command, usage: usage) else { return }
-        guard let model = parsed.value("model") else { throw AppError("\(command): --model DIR is required") }
-        guard let inputsPath = parsed.value("inputs") else { throw AppError("\(command): --inputs FILE is required") }
+        let model = try parsed.required("model", "DIR", command: command)
+        let inputsPath = try parsed.required("inputs", "FILE", command: command)
         let choice = try DeviceChoice.resolve(parsed.value("device"), command: command)
         let precision = try choice.mixedPrecision(parsed.value("mixed_precision"), command: command)
         let warmup = try parsed.value("warmup").map { try ArgumentParser.parseInt($0, option: "warmup", command: command) } ?? 3

@@ -35,12 +35,11 @@ enum TrainStepCommand {
 
     static func run(_ arguments: [String]) throws {
         guard let parsed = try ArgumentParser.parseOrShowHelp(arguments, specs: options, command: command, usage: usage) else { return }
-        func required(_ name: String) throws -> String {
-            guard let value = parsed.value(name) else { throw AppError("\(command): --\(name) is required") }
-            return value
-        }
-        let (model, loraPath, batchPath, configPath, out) = (try required("model"), try required("lora"),
-                                                            try required("batch"), try required("config"), try required("out"))
+        let model = try parsed.required("model", "DIR", command: command)
+        let loraPath = try parsed.required("lora", "DIR|FILE", command: command)
+        let batchPath = try parsed.required("batch", "FILE", command: command)
+        let configPath = try parsed.required("config", "FILE", command: command)
+        let out = try parsed.required("out", "FILE", command: command)
         let dtype: DType
         switch parsed.value("dtype") ?? "float32" {
         case "float32": dtype = .float32
