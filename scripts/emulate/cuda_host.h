@@ -35,10 +35,29 @@ inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); r
 inline float __int_as_float(int u) { float f; std::memcpy(&f, &u, 4); return f; }
 inline double __longlong_as_double(long long u) { double f; std::memcpy(&f, &u, 8); return f; }
 
+#ifdef TK_HOST_FIBERS
+/* Fiber mode (scripts/emu-cuda): a block's threads are fibers of one OS thread, switched only at
+   barriers, so a launch costs no thread creation. The barrier yields until every fiber arrived. */
+#include <ucontext.h>
+void tk_fiber_yield();
+struct tk_host_barrier {
+    int target, arrived = 0;
+    unsigned generation = 0;
+    explicit tk_host_barrier(int n) : target(n) {}
+    void arrive_and_wait() {
+        const unsigned g = generation;
+        if (++arrived == target) { arrived = 0; ++generation; return; }
+        while (generation == g) tk_fiber_yield();
+    }
+};
+#else
+typedef std::barrier<> tk_host_barrier;
+#endif
+
 struct tk_host_block {
     int threads = 0;
-    std::barrier<>* block = nullptr;
-    std::barrier<>* warp[32] = {};
+    tk_host_barrier* block = nullptr;
+    tk_host_barrier* warp[32] = {};
     float shuffle[32][32];
     double shuffle64[32][32];
     uint32_t a[32][32][4], b[32][32][2];
@@ -59,6 +78,17 @@ template <typename V> inline V tk_host_shuffle(V (*buffer)[32], V x, int mask) {
 }
 inline float __shfl_xor_sync(unsigned, float x, int mask) { return tk_host_shuffle(tk_host.shuffle, x, mask); }
 inline double __shfl_xor_sync(unsigned, double x, int mask) { return tk_host_shuffle(tk_host.shuffle64, x, mask); }
+/* Lane `source`'s value, for every lane of the warp. */
+template <typename V> inline V tk_host_broadcast(V (*buffer)[32], V x, int source) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    buffer[w][lane] = x;
+    tk_host.warp[w]->arrive_and_wait();
+    const V y = buffer[w][source & 31];
+    tk_host.warp[w]->arrive_and_wait();
+    return y;
+}
+inline float __shfl_sync(unsigned, float x, int source) { return tk_host_broadcast(tk_host.shuffle, x, source); }
+inline double __shfl_sync(unsigned, double x, int source) { return tk_host_broadcast(tk_host.shuffle64, x, source); }
 
 inline size_t __cvta_generic_to_shared(const void* p) { return (size_t)p; }
 
@@ -92,8 +122,14 @@ inline void tk_host_ldmatrix(uint32_t* r, const uint16_t* row, bool trans) {
    another warp still reads shows up too). */
 struct tk_host_copy_op { void* dst; const void* src; int n, size; };
 inline bool tk_host_eager_copies = false;
-inline thread_local std::vector<tk_host_copy_op> tk_host_open;
-inline thread_local std::vector<std::vector<tk_host_copy_op>> tk_host_groups;
+struct tk_host_copies { std::vector<tk_host_copy_op> open; std::vector<std::vector<tk_host_copy_op>> groups; };
+#ifdef TK_HOST_FIBERS
+tk_host_copies& tk_host_thread_copies();  // the running fiber's
+#else
+inline tk_host_copies& tk_host_thread_copies() { static thread_local tk_host_copies copies; return copies; }
+#endif
+#define tk_host_open (tk_host_thread_copies().open)
+#define tk_host_groups (tk_host_thread_copies().groups)
 inline void tk_host_land(const tk_host_copy_op& op) {
     if (op.n) std::memcpy(op.dst, op.src, op.size); else std::memset(op.dst, 0, op.size);
 }
@@ -111,29 +147,27 @@ inline void tk_host_wait(int pending) {
     }
 }
 
+/* float16 → float, exactly, by moving bits (a subnormal's mantissa times 2^-24 is exact). */
 inline float tk_host_half_to_float(uint16_t h) {
-    const uint32_t sign = (h >> 15) & 1, exp = (h >> 10) & 31, man = h & 1023;
-    float v;
-    if (exp == 0) v = std::ldexp((float)man, -24);
-    else if (exp == 31) v = man ? NAN : INFINITY;
-    else v = std::ldexp((float)(man | 1024), (int)exp - 25);
-    return sign ? -v : v;
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 31, man = h & 1023;
+    if (exp == 0) { const float v = (float)man * 5.9604644775390625e-8f; return sign ? -v : v; }
+    if (exp == 31) return __uint_as_float(sign | 0x7F800000u | (man << 13));
+    return __uint_as_float(sign | ((exp + 112) << 23) | (man << 13));
 }
-/* Round to nearest even, through double (exact for every float). */
+/* float → float16, round to nearest even; NaN → 0x7E00, |f| ≥ 65520 → ±inf. */
 inline uint16_t tk_host_float_to_half(float f) {
-    if (std::isnan(f)) return 0x7E00;
-    const uint16_t sign = std::signbit(f) ? 0x8000 : 0;
-    double a = std::fabs((double)f);
-    if (a >= 65520.0) return sign | 0x7C00;
-    if (a < std::ldexp(1.0, -14)) {  // subnormal: units of 2^-24
-        return sign | (uint16_t)std::nearbyint(a * std::ldexp(1.0, 24));
+    uint32_t x = __float_as_uint(f);
+    const uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    x &= 0x7FFFFFFFu;
+    if (x > 0x7F800000u) return 0x7E00;
+    if (x >= 0x477FF000u) return sign | 0x7C00;  // 65520 and up
+    if (x < 0x38800000u) {                       // below 2^-14: units of 2^-24 (the product is exact)
+        return sign | (uint16_t)std::nearbyint(__uint_as_float(x) * 16777216.0f);
     }
-    int e; std::frexp(a, &e);  // a = m·2^e, m in [0.5, 1)
-    const double unit = std::ldexp(1.0, e - 11);
-    const double q = std::nearbyint(a / unit);  // 1024..2048
-    const int exp = e - 1 + 15;
-    uint32_t bits = ((uint32_t)exp << 10) + (uint32_t)q - 1024;  // q == 2048 carries into the exponent
-    return sign | (uint16_t)bits;
+    const uint32_t mantissa = x & 0x7FFFFFu, rest = mantissa & 0x1FFFu;
+    uint32_t h = (((x >> 23) - 112) << 10) | (mantissa >> 13);
+    if (rest > 0x1000u || (rest == 0x1000u && (h & 1))) ++h;  // a carry moves into the exponent
+    return sign | (uint16_t)h;
 }
 
 float tk_host_element(uint16_t bits);  // storage type → float, defined per dtype by the driver
@@ -169,6 +203,7 @@ inline void tk_host_mma(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
     }
 }
 
+#ifndef TK_HOST_FIBERS
 /* Runs `kernel` over `grid` blocks of `threads` threads, one block at a time. */
 inline void tk_host_launch(int grid, int threads, const std::function<void()>& kernel) {
     std::barrier<> block(threads);
@@ -184,3 +219,4 @@ inline void tk_host_launch(int grid, int threads, const std::function<void()>& k
     }
     for (auto* w : warps) delete w;
 }
+#endif

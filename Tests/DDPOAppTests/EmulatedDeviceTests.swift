@@ -1,0 +1,145 @@
+import Foundation
+import XCTest
+import RLAlgorithms
+
+/// `ddpo` on the emulated CUDA device (scripts/emu-cuda: the driver, NVRTC and cuBLAS on the host;
+/// every kernel TensorKit compiles for the GPU runs, its PTX emulated, a block's threads as fibers),
+/// against the CPU backend. This is the CUDA backend end to end — launch geometry, the parameters as
+/// the host packs them, fp16/bf16 mixed precision, the upload ring and the reads of statistics — on a
+/// machine without a GPU. Stream work is held until the host waits (EMU_CUDA_DEFER=1), so a host that
+/// reuses a pinned buffer, or reads a download, before the device got there computes wrong values.
+/// What the emulation cannot show is speed, or the hardware's own rounding of tensor-core sums.
+/// Skipped without g++ or python3 (scripts/install-deps.sh installs both).
+final class EmulatedDeviceTests: XCTestCase {
+    /// The driver, built once per test run; modules are cached under .build-emu-cuda, keyed by the
+    /// emulation's own sources.
+    static let setup: Result<[String: String], Error> = Result {
+        let root = DDPOProcess.repositoryRoot
+        let emu = root.appendingPathComponent("scripts/emu-cuda")
+        for name in ["g++", "python3"] where !onPath(name) {
+            throw XCTSkip("\(name) not found (scripts/install-deps.sh installs it)")
+        }
+        var hasher = Hasher()
+        for file in ["scripts/emu-cuda/emu_fibers.h", "scripts/emu-cuda/make_module.py", "scripts/emulate/cuda_host.h"] {
+            hasher.combine(try String(contentsOf: root.appendingPathComponent(file), encoding: .utf8))
+        }
+        let key = String(UInt(bitPattern: hasher.finalize()), radix: 16)
+        let dir = root.appendingPathComponent(".build-emu-cuda/tests-\(key)")
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("modules"), withIntermediateDirectories: true)
+        let driver = dir.appendingPathComponent("libcuda.so.1")
+        let build = Process()
+        build.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        build.arguments = ["g++", "-std=c++20", "-O2", "-fPIC", "-shared", "-o", driver.path + ".tmp",
+                           emu.appendingPathComponent("emu_cuda.cpp").path, "-ldl", "-lopenblas"]
+        try build.run()
+        build.waitUntilExit()
+        guard build.terminationStatus == 0 else { throw XCTSkip("g++ could not build the emulated CUDA driver") }
+        _ = try? FileManager.default.removeItem(at: driver)
+        try FileManager.default.moveItem(atPath: driver.path + ".tmp", toPath: driver.path)
+        for name in ["libnvrtc.so.13", "libcublas.so.13", "libcublasLt.so.13"] {
+            let link = dir.appendingPathComponent(name).path
+            if (try? FileManager.default.destinationOfSymbolicLink(atPath: link)) == nil {
+                try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: "libcuda.so.1")
+            }
+        }
+        return ["TENSORKIT_CUDA_DRIVER_PATH": driver.path, "TENSORKIT_CUBLAS_PATH": dir.path,
+                "TENSORKIT_NVRTC_PATH": dir.appendingPathComponent("libnvrtc.so.13").path,
+                "TENSORKIT_KERNEL_CACHE": dir.appendingPathComponent("kernels").path,
+                "EMU_CUDA_DIR": emu.path, "EMU_CUDA_MODULES": dir.appendingPathComponent("modules").path,
+                "EMU_CUDA_DEFER": "1"]
+    }
+
+    private static func onPath(_ name: String) -> Bool {
+        let which = Process()
+        which.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        which.arguments = ["sh", "-c", "command -v \(name)"]
+        which.standardOutput = FileHandle.nullDevice
+        guard (try? which.run()) != nil else { return false }
+        which.waitUntilExit()
+        return which.terminationStatus == 0
+    }
+
+    private func environment() throws -> [String: String] { try Self.setup.get() }
+
+    /// Every case of `ddpo gpu-check` (each op forward and backward in float32, float16 and bfloat16
+    /// against the CPU backend, the tolerances of a real device) passes on the emulated device.
+    func testOpCheckPassesOnTheEmulatedDevice() throws {
+        let result = try DDPOProcess.run(["gpu-check"], environment: try environment())
+        XCTAssertEqual(result.status, 0, String((result.stdout + result.stderr).suffix(4000)))
+        let summary = result.stdout.split(separator: "\n").first { $0.contains(" passed in ") }.map(String.init) ?? ""
+        let counts = summary.split(separator: " ").first?.split(separator: "/").compactMap { Int($0) } ?? []
+        XCTAssertEqual(counts.count, 2, "no summary line in:\n\(result.stdout.suffix(3000))")
+        if counts.count == 2 {
+            XCTAssertEqual(counts[0], counts[1], summary)
+            XCTAssertGreaterThan(counts[1], 200, "fewer op cases than expected: \(summary)")
+        }
+        XCTAssertTrue(result.stdout.contains("conv2d mma") && result.stdout.contains("attention flash"),
+                      "the tensor-core paths were not exercised:\n\(result.stdout.suffix(3000))")
+    }
+
+    /// `ddpo sample` in fp16 and bf16 on the device gives the CPU's float32 images within the
+    /// half dtypes' rounding, with no NaN.
+    func testSamplingInHalfPrecisionMatchesTheCPU() throws {
+        let dir = try DDPOProcess.temporaryDirectory()
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        func sample(_ device: String, _ precision: String) throws -> Tensor {
+            let out = dir.appendingPathComponent("\(device)-\(precision)")
+            let result = try DDPOProcess.run(
+                ["sample", "--model", DDPOProcess.fixtureModel.path, "--prompt", "a photo of a cat", "--prompt", "dog",
+                 "--negative-prompt", "blurry", "--steps", "4", "--guidance", "5", "--seed", "3", "--device", device,
+                 "--mixed_precision", precision, "--out", out.path],
+                environment: device == "cpu" ? [:] : try environment())
+            XCTAssertEqual(result.status, 0, String(result.stderr.suffix(3000)))
+            return try loadSafeTensors(out.appendingPathComponent("samples.safetensors").path)["images"]!.to(.float64)
+        }
+        let reference = try sample("cpu", "no")
+        for (precision, tolerance) in [("fp16", 1e-2), ("bf16", 5e-2)] {
+            let images = try sample("cuda:0", precision)
+            XCTAssertEqual(images.shape, reference.shape)
+            let worst = (images - reference).abs().max().item()
+            XCTAssertFalse(worst.isNaN, "\(precision): NaN in the device's images")
+            XCTAssertLessThanOrEqual(worst, tolerance, "\(precision): images differ from the CPU's by \(worst)")
+        }
+    }
+
+    /// One DDPO epoch in fp16 on the device (LoRA trained in float32, dynamic loss scaling) logs the
+    /// rewards, losses and KL estimates of the CPU's float32 epoch, and all of them are finite.
+    func testDDPOEpochInFP16MatchesTheCPU() throws {
+        let dir = try DDPOProcess.temporaryDirectory()
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        let prompts = dir.appendingPathComponent("prompts.txt")
+        try "a photo of a cat\ndog\n".write(to: prompts, atomically: true, encoding: .utf8)
+        func train(_ device: String, _ precision: String) throws -> [String: [Double]] {
+            let logdir = dir.appendingPathComponent("logs-\(device)")
+            let result = try DDPOProcess.run(
+                ["train", "--model", DDPOProcess.fixtureModel.path, "--device", device, "--mixed_precision", precision,
+                 "--num_epochs", "1", "--sample_batch_size", "2", "--sample_num_batches_per_epoch", "1",
+                 "--train_batch_size", "1", "--sample_num_steps", "3", "--train_learning_rate", "3e-3",
+                 "--reward", "brightness", "--prompts", prompts.path, "--logdir", logdir.path, "--run_name", "r",
+                 "--save_freq", "1000", "--report_prompts", "0", "--quiet"],
+                environment: device == "cpu" ? [:] : try environment())
+            XCTAssertEqual(result.status, 0, String(result.stderr.suffix(3000)))
+            let text = try String(contentsOf: logdir.appendingPathComponent("r/metrics.jsonl"), encoding: .utf8)
+            var series: [String: [Double]] = [:]
+            for line in text.split(separator: "\n") {
+                guard let object = try JSONValue(parsing: Data(line.utf8)).objectValue else { continue }
+                for key in ["reward_mean", "loss", "approx_kl"] {
+                    if let v = object[key]?.doubleValue { series[key, default: []].append(v) }
+                }
+            }
+            return series
+        }
+        let cpu = try train("cpu", "no")
+        let gpu = try train("cuda:0", "fp16")
+        for key in ["reward_mean", "loss", "approx_kl"] {
+            let a = cpu[key] ?? [], b = gpu[key] ?? []
+            XCTAssertFalse(a.isEmpty, "\(key) not logged")
+            XCTAssertEqual(a.count, b.count, key)
+            for (x, y) in zip(a, b) {
+                XCTAssertTrue(y.isFinite, "\(key): \(y) on the device")
+                // fp16 activations: the log-probabilities, hence losses and KL, move in the 3rd digit.
+                XCTAssertEqual(y, x, accuracy: 2e-2 * max(abs(x), 1e-2), "\(key): device \(y), CPU \(x)")
+            }
+        }
+    }
+}
