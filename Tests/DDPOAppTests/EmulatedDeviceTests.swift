@@ -19,11 +19,12 @@ final class EmulatedDeviceTests: XCTestCase {
         for name in ["g++", "python3"] where !onPath(name) {
             throw XCTSkip("\(name) not found (scripts/install-deps.sh installs it)")
         }
-        var hasher = Hasher()
+        // FNV-1a of the files (Swift's Hasher is seeded per process).
+        var hash: UInt64 = 0xcbf29ce484222325
         for file in ["scripts/emu-cuda/emu_fibers.h", "scripts/emu-cuda/make_module.py", "scripts/emulate/cuda_host.h"] {
-            hasher.combine(try String(contentsOf: root.appendingPathComponent(file), encoding: .utf8))
+            for byte in try Data(contentsOf: root.appendingPathComponent(file)) { hash = (hash ^ UInt64(byte)) &* 0x100000001b3 }
         }
-        let key = String(UInt(bitPattern: hasher.finalize()), radix: 16)
+        let key = String(hash, radix: 16)
         let dir = root.appendingPathComponent(".build-emu-cuda/tests-\(key)")
         try FileManager.default.createDirectory(at: dir.appendingPathComponent("modules"), withIntermediateDirectories: true)
         let driver = dir.appendingPathComponent("libcuda.so.1")
@@ -78,17 +79,20 @@ final class EmulatedDeviceTests: XCTestCase {
     }
 
     /// `ddpo sample` in fp16 and bf16 on the device gives the CPU's float32 images within the
-    /// half dtypes' rounding, with no NaN.
+    /// half dtypes' rounding, with no NaN. The fp16 run's device reports one multiprocessor, so that
+    /// the tensor-core convolution (used where the output fills two tiles per multiprocessor) takes
+    /// this tiny model's convolutions too.
     func testSamplingInHalfPrecisionMatchesTheCPU() throws {
         let dir = try DDPOProcess.temporaryDirectory()
         addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
         func sample(_ device: String, _ precision: String) throws -> Tensor {
             let out = dir.appendingPathComponent("\(device)-\(precision)")
+            let emulated = try environment().merging(precision == "fp16" ? ["EMU_CUDA_SMS": "1"] : [:]) { $1 }
             let result = try DDPOProcess.run(
                 ["sample", "--model", DDPOProcess.fixtureModel.path, "--prompt", "a photo of a cat", "--prompt", "dog",
                  "--negative-prompt", "blurry", "--steps", "4", "--guidance", "5", "--seed", "3", "--device", device,
                  "--mixed_precision", precision, "--out", out.path],
-                environment: device == "cpu" ? [:] : try environment())
+                environment: device == "cpu" ? [:] : emulated)
             XCTAssertEqual(result.status, 0, String(result.stderr.suffix(3000)))
             return try loadSafeTensors(out.appendingPathComponent("samples.safetensors").path)["images"]!.to(.float64)
         }
@@ -103,7 +107,8 @@ final class EmulatedDeviceTests: XCTestCase {
     }
 
     /// One DDPO epoch in fp16 on the device (LoRA trained in float32, dynamic loss scaling) logs the
-    /// rewards, losses and KL estimates of the CPU's float32 epoch, and all of them are finite.
+    /// rewards, losses and KL estimates of the CPU's float32 epoch, and all of them are finite. One
+    /// multiprocessor, as above: the tensor-core convolution runs forward and for input gradients.
     func testDDPOEpochInFP16MatchesTheCPU() throws {
         let dir = try DDPOProcess.temporaryDirectory()
         addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
@@ -117,7 +122,7 @@ final class EmulatedDeviceTests: XCTestCase {
                  "--train_batch_size", "1", "--sample_num_steps", "3", "--train_learning_rate", "3e-3",
                  "--reward", "brightness", "--prompts", prompts.path, "--logdir", logdir.path, "--run_name", "r",
                  "--save_freq", "1000", "--report_prompts", "0", "--quiet"],
-                environment: device == "cpu" ? [:] : try environment())
+                environment: device == "cpu" ? [:] : try environment().merging(["EMU_CUDA_SMS": "1"]) { $1 })
             XCTAssertEqual(result.status, 0, String(result.stderr.suffix(3000)))
             let text = try String(contentsOf: logdir.appendingPathComponent("r/metrics.jsonl"), encoding: .utf8)
             var series: [String: [Double]] = [:]

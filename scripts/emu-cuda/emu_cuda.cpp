@@ -16,8 +16,9 @@
 // the device); EMU_CUDA_DEFER=1 instead holds every queued operation until the host synchronises
 // (a stream or event wait, a device-to-host copy's wait), the latest moment a GPU may run it: a host
 // that reuses a pinned upload buffer, or reads a download, before waiting then computes wrong values.
-// The device reports sm_90 with 132 multiprocessors, so the backend takes its H100/H200 paths
-// (flash attention and convolutions on tensor cores through the emulated mma.sync, cp.async copies).
+// The device reports sm_90 with 132 multiprocessors (EMU_CUDA_SMS=N: N), so the backend takes its
+// H100/H200 paths (flash attention and convolutions on tensor cores through the emulated mma.sync,
+// cp.async copies).
 #include <atomic>
 #include <cblas.h>
 #include <dlfcn.h>
@@ -80,7 +81,12 @@ static const size_t total_memory = 16ull << 30;
 EXPORT CUresult cuDeviceTotalMem_v2(size_t* bytes, int) { *bytes = total_memory; return 0; }
 EXPORT CUresult cuDeviceGetAttribute(int* value, int attribute, int) {
     switch (attribute) {
-    case 16: *value = 132; break;  // multiprocessors
+    case 16: {  // multiprocessors: 132 (an H100's), or EMU_CUDA_SMS, to move size-based choices (the
+                // tensor-core convolution needs two output tiles per multiprocessor) to tiny models
+        const char* sms = getenv("EMU_CUDA_SMS");
+        *value = sms && atoi(sms) > 0 ? atoi(sms) : 132;
+        break;
+    }
     case 75: *value = 9; break;    // compute capability major
     case 76: *value = 0; break;
     default: *value = 0;
