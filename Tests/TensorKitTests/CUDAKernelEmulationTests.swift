@@ -4,11 +4,12 @@ import XCTest
 
 /// Runs CUDA kernels on the CPU: the exact source NVRTC compiles, with its PTX `asm` statements (the
 /// prelude's two `cvt`s; the flash kernels' `mma.sync`, `ldmatrix`, `cp.async` and paired `cvt`)
-/// replaced by the host emulations in
+/// replaced (by scripts/emu-cuda/make_module.py --host-source) with the host emulations in
 /// scripts/emulate/cuda_host.h (a block is OS threads with barriers, a warp exchanges through a
 /// buffer), built with g++ together with a driver in scripts/emulate/ that compares the kernels'
 /// results with loops written there. This checks index arithmetic, fragment layouts, masking and
-/// the algorithms without a GPU; gpu-check's cases on a device have the last word. Skips without g++.
+/// the algorithms without a GPU; gpu-check's cases on a device have the last word. Skips without g++
+/// or python3.
 final class CUDAKernelEmulationTests: XCTestCase {
     static let emulation = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .appendingPathComponent("../../scripts/emulate").standardized
@@ -79,37 +80,30 @@ final class CUDAKernelEmulationTests: XCTestCase {
         XCTAssertEqual(passed.count, 11, "expected 11 passing checks:\n\(output)")
     }
 
-    /// The family's source with each `asm` statement swapped for its host emulation.
-    static func hostSource(family: String, dtype: DType?) throws -> String {
-        var text = CUDAKernelSources.source(family: family, dtype: dtype).source
-        let flash = family == "flash_attention" || family == "conv_mma"  // the tensor-core helpers
-        let substitutions: [(pattern: String, replacement: String, required: Bool)] = [
-            (#"asm\("cvt\.f32\.f16 %0, %1;" : "=f"\(f\) : "h"\(h\)\);"#, "f = tk_host_half_to_float(h);", true),
-            (#"asm\("cvt\.rn\.f16\.f32 %0, %1;" : "=h"\(h\) : "f"\(f\)\);"#, "h = tk_host_float_to_half(f);", true),
-            (#"#if TK_DTYPE == 2\n\s*asm volatile\("mma\.sync.*?\);\n"#, "tk_host_mma(c, a, b0, b1);\n", flash),
-            (#"#if TK_DTYPE == 2\n\s*asm\("cvt\.rn\.f16x2\.f32.*?\);\n#else\n\s*asm\("cvt\.rn\.bf16x2\.f32.*?\);\n"#,
-             "#if TK_DTYPE == 2\nr = (u32)tk_float_to_half(lo) | ((u32)tk_float_to_half(hi) << 16);\n#else\n"
-                + "r = (u32)tk_float_to_bf16(lo) | ((u32)tk_float_to_bf16(hi) << 16);\n", flash),
-            (#"asm volatile\("ldmatrix\.sync\.aligned\.m8n8\.x4\.shared\.b16.*?\);\n"#, "tk_host_ldmatrix(r, row, false);\n", flash),
-            (#"asm volatile\("ldmatrix\.sync\.aligned\.m8n8\.x4\.trans\.shared\.b16.*?\);\n"#, "tk_host_ldmatrix(r, row, true);\n", flash),
-            (#"asm volatile\("cp\.async\.cg\.shared\.global \[%0\], \[%1\], 16, %2;.*?\);\n"#, "tk_host_copy(dst, src, n, 16);\n", flash),
-            (#"asm volatile\("cp\.async\.ca\.shared\.global \[%0\], \[%1\], 4, %2;.*?\);\n"#, "tk_host_copy(dst, src, n, 4);\n", flash),
-            (#"asm volatile\("cp\.async\.commit_group;.*?\);"#, "tk_host_commit();", flash),
-            (#"asm volatile\("cp\.async\.wait_group %0;.*?\);"#, "tk_host_wait(N);", flash),
-        ]
-        for s in substitutions {
-            let regex = try NSRegularExpression(pattern: s.pattern, options: [.dotMatchesLineSeparators])
-            let match = regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text))
-            guard let match, let range = Range(match.range, in: text) else {
-                if s.required {
-                    throw NSError(domain: "CUDAKernelEmulation", code: 1,
-                                  userInfo: [NSLocalizedDescriptionKey: "\(family): no match for \(s.pattern)"])
-                }
-                continue
-            }
-            text.replaceSubrange(range, with: s.replacement)
+    /// The family's source with each `asm` statement swapped for its host emulation, by
+    /// scripts/emu-cuda/make_module.py (the emulated CUDA device builds its modules from the same
+    /// substitutions); it fails on a statement it has no emulation for.
+    static func hostSource(family: String, dtype: DType?, work: URL) throws -> String {
+        let raw = work.appendingPathComponent("kernels.cu"), substituted = work.appendingPathComponent("kernels.host")
+        try CUDAKernelSources.source(family: family, dtype: dtype).source.write(to: raw, atomically: true, encoding: .utf8)
+        let script = emulation.deletingLastPathComponent().appendingPathComponent("emu-cuda/make_module.py").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script, "--host-source", raw.path, substituted.path]
+        let pipe = Pipe()
+        process.standardError = pipe
+        try process.run()
+        let errors = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        if process.terminationStatus == 127 {
+            print("skipped: python3 not found (scripts/install-deps.sh installs it)")
+            throw XCTSkip("python3 not found")
         }
-        return text
+        guard process.terminationStatus == 0 else {
+            throw NSError(domain: "CUDAKernelEmulation", code: 1,
+                          userInfo: [NSLocalizedDescriptionKey: "\(family): make_module.py --host-source failed: \(errors)"])
+        }
+        return try String(contentsOf: substituted, encoding: .utf8)
     }
 
     /// Builds `driver` with the family's host source as `include`, runs it and returns its output;
@@ -119,11 +113,11 @@ final class CUDAKernelEmulationTests: XCTestCase {
             print("skipped: g++ not found (scripts/install-deps.sh installs it)")
             throw XCTSkip("g++ not found")
         }
-        let source = try Self.hostSource(family: family, dtype: dtype)
-        XCTAssertFalse(source.contains("asm(") || source.contains("asm volatile"), "\(family): an asm statement the emulation does not replace")
         let work = FileManager.default.temporaryDirectory.appendingPathComponent("tk-emulation-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: work) }
+        let source = try Self.hostSource(family: family, dtype: dtype, work: work)
+        XCTAssertFalse(source.contains("asm(") || source.contains("asm volatile"), "\(family): an asm statement the emulation does not replace")
         try source.write(to: work.appendingPathComponent(include), atomically: true, encoding: .utf8)
         let binary = work.appendingPathComponent("check").path
         let build = try run(gxx, ["-std=c++20", "-O1", "-pthread", "-w", "-I", Self.emulation.path, "-I", work.path,

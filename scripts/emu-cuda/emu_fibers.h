@@ -83,7 +83,6 @@ static void prepare(fiber& f) {
 
 void tk_fiber_yield() { tk_emu_swap(&tk_emu::fibers[tk_emu::current].sp, tk_emu::scheduler_sp); }
 tk_host_copies& tk_host_thread_copies() { return tk_emu::fibers[tk_emu::current].copies; }
-static unsigned char* tk_host_dynamic_shared;
 
 extern "C" __attribute__((visibility("default"))) void tk_emu_run(void* bound, unsigned grid, unsigned threads, unsigned shared) {
     std::function<void()>* kernel = (std::function<void()>*)bound;

@@ -2,10 +2,10 @@
 """Builds one emulated kernel module for scripts/emu-cuda/emu_cuda.cpp's NVRTC stand-in.
 
 usage: make_module.py SOURCE.cu OUT.so
+       make_module.py --host-source SOURCE.cu OUT   (the substituted source only)
 
 SOURCE.cu is the CUDA C text TensorKit hands NVRTC (a kernel family for one dtype). Its PTX `asm`
-statements are replaced by the host emulations of scripts/emulate/cuda_host.h (the substitutions of
-Tests/TensorKitTests/CUDAKernelEmulationTests.swift), dynamic shared memory becomes a buffer the
+statements are replaced by the host emulations of scripts/emulate/cuda_host.h, dynamic shared memory becomes a buffer the
 launcher sizes, and each `extern "C" __global__` kernel gets a binder, tk_emu_bind_<name>(params),
 that copies its parameters out of the driver's `void**` with the kernel's own C types, and its
 largest block (tk_emu_max_threads_<name>, from __launch_bounds__). The result is
@@ -20,7 +20,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 EMULATE = os.path.join(HERE, "..", "emulate")
 
-# (pattern, replacement), applied where they match; the same as CUDAKernelEmulationTests.hostSource.
+# (pattern, replacement), applied where they match. CUDAKernelEmulationTests uses them too (--host-source).
 SUBSTITUTIONS = [
     (r'asm\("cvt\.f32\.f16 %0, %1;" : "=f"\(f\) : "h"\(h\)\);', "f = tk_host_half_to_float(h);"),
     (r'asm\("cvt\.rn\.f16\.f32 %0, %1;" : "=h"\(h\) : "f"\(f\)\);', "h = tk_host_float_to_half(f);"),
@@ -62,14 +62,26 @@ def parameters(text, start):
     return params
 
 
-def main():
-    source_path, out_path = sys.argv[1], sys.argv[2]
-    text = open(source_path).read()
+def host_source(text):
+    """The kernel source with every PTX `asm` statement replaced by its host emulation; exits naming
+    any statement left over (the kernels' asm changed and the emulation did not follow)."""
     for pattern, replacement in SUBSTITUTIONS:
         text = re.sub(pattern, replacement, text, flags=re.S)
     leftover = re.findall(r"asm(?: volatile)?\(\"([^\"]*)", text)
     if leftover:
         sys.exit(f"make_module: no host emulation for asm {leftover[:3]}")
+    return text
+
+
+def main():
+    if sys.argv[1] == "--host-source":
+        # Only the substituted text: CUDAKernelEmulationTests includes it in its check drivers.
+        text = host_source(open(sys.argv[2]).read())
+        with open(sys.argv[3], "w") as f:
+            f.write(text)
+        return
+    source_path, out_path = sys.argv[1], sys.argv[2]
+    text = host_source(open(source_path).read())
     binders = []
     for m in KERNEL.finditer(text):
         bound, name = m.group(1), m.group(2)

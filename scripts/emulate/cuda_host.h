@@ -3,8 +3,9 @@
 // with a barrier for __syncthreads, a warp exchanges values through a buffer and a 32-thread barrier
 // (__shfl_xor_sync, mma.sync, ldmatrix), cp.async copies land at their wait (or at once, to expose
 // the other kind of race), and __shared__ arrays are statics (blocks run one after another).
-// Tests/TensorKitTests/CUDAKernelEmulationTests.swift substitutes the PTX `asm` statements with
-// the tk_host_* calls and builds a driver (flash_attention_check.cpp, conv_kernels_check.cpp) with g++.
+// scripts/emu-cuda/make_module.py substitutes the PTX `asm` statements with the tk_host_* calls;
+// Tests/TensorKitTests/CUDAKernelEmulationTests.swift builds the result into a driver
+// (flash_attention_check.cpp, conv_kernels_check.cpp, …) with g++, scripts/emu-cuda into modules.
 // It checks index arithmetic, fragment layouts, masking and the algorithm, not speed or the
 // hardware's rounding of tensor-core sums.
 #pragma once
@@ -91,6 +92,9 @@ inline float __shfl_sync(unsigned, float x, int source) { return tk_host_broadca
 inline double __shfl_sync(unsigned, double x, int source) { return tk_host_broadcast(tk_host.shuffle64, x, source); }
 
 inline size_t __cvta_generic_to_shared(const void* p) { return (size_t)p; }
+
+/* `extern __shared__` arrays point here (make_module.py substitutes them); a launch sizes it. */
+inline unsigned char* tk_host_dynamic_shared = nullptr;
 
 inline void tk_host_misaligned(const char* what, const void* p, size_t alignment) {
     if ((uintptr_t)p % alignment) {
