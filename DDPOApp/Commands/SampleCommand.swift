@@ -221,6 +221,12 @@ enum SampleCommand {
         }
         try saveSafeTensors(saved, to: out.appendingPathComponent("samples.safetensors").path)
         progress.line("\(command): wrote \(pngs.count) PNGs and samples.safetensors to \(out.path)")
+        if pipeline.vaeDecodeFallbacks > 0 {
+            // The issue's "VAE decoded in float32 when fp16 would overflow", made visible.
+            progress.line("\(command): the VAE's \(pipeline.vaeDecodeDType.map { "\($0)" } ?? "half-precision") decode overflowed; "
+                          + "decoded again with its \(pipeline.vae.decoder.conv_in.weight.dtype) weights "
+                          + "(\(pipeline.vaeDecodeFallbacks) time\(pipeline.vaeDecodeFallbacks == 1 ? "" : "s"))")
+        }
         choice.reportMemoryTrace(command: command)
         if parsed.bool("timing") ?? false {
             // raw_allocations: device allocations (cuMemAlloc, which can stall the GPU) made by the timed run.

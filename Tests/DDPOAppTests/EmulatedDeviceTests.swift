@@ -85,7 +85,7 @@ final class EmulatedDeviceTests: XCTestCase {
     func testSamplingInHalfPrecisionMatchesTheCPU() throws {
         let dir = try DDPOProcess.temporaryDirectory()
         addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
-        func sample(_ device: String, _ precision: String) throws -> Tensor {
+        func sample(_ device: String, _ precision: String) throws -> (images: Tensor, log: String) {
             let out = dir.appendingPathComponent("\(device)-\(precision)")
             let emulated = try environment().merging(precision == "fp16" ? ["EMU_CUDA_SMS": "1"] : [:]) { $1 }
             let result = try DDPOProcess.run(
@@ -94,16 +94,48 @@ final class EmulatedDeviceTests: XCTestCase {
                  "--mixed_precision", precision, "--out", out.path],
                 environment: device == "cpu" ? [:] : emulated)
             XCTAssertEqual(result.status, 0, String(result.stderr.suffix(3000)))
-            return try loadSafeTensors(out.appendingPathComponent("samples.safetensors").path)["images"]!.to(.float64)
+            return (try loadSafeTensors(out.appendingPathComponent("samples.safetensors").path)["images"]!.to(.float64),
+                    result.stdout + result.stderr)
         }
-        let reference = try sample("cpu", "no")
+        let reference = try sample("cpu", "no").images
         for (precision, tolerance) in [("fp16", 1e-2), ("bf16", 5e-2)] {
-            let images = try sample("cuda:0", precision)
+            let (images, log) = try sample("cuda:0", precision)
+            XCTAssertFalse(log.contains("decode overflowed"), "\(precision): this VAE does not overflow:\n\(log)")
             XCTAssertEqual(images.shape, reference.shape)
             let worst = (images - reference).abs().max().item()
             XCTAssertFalse(worst.isNaN, "\(precision): NaN in the device's images")
             XCTAssertLessThanOrEqual(worst, tolerance, "\(precision): images differ from the CPU's by \(worst)")
         }
+    }
+
+    /// A VAE whose float16 decode overflows (the fixture's decoder.conv_in scaled by 1e5: its outputs
+    /// pass float16's 65504, while the group norm after it brings float32 values back to scale) is
+    /// decoded again in float32 under fp16: the images are the CPU's float32 ones, and the run says so.
+    func testOverflowingHalfPrecisionDecodeFallsBackToFloat32() throws {
+        let dir = try DDPOProcess.temporaryDirectory()
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        let model = dir.appendingPathComponent("model")
+        try FileManager.default.copyItem(at: DDPOProcess.fixtureModel, to: model)
+        let vae = model.appendingPathComponent("vae/diffusion_pytorch_model.safetensors").path
+        var weights = try loadSafeTensors(vae)
+        for key in ["decoder.conv_in.weight", "decoder.conv_in.bias"] { weights[key] = weights[key]! * 1e5 }
+        try saveSafeTensors(weights, to: vae)
+        func sample(_ device: String, _ precision: String) throws -> (images: Tensor, log: String) {
+            let out = dir.appendingPathComponent("\(device)-\(precision)")
+            let result = try DDPOProcess.run(
+                ["sample", "--model", model.path, "--prompt", "a photo of a cat", "--prompt", "dog", "--steps", "4",
+                 "--seed", "3", "--device", device, "--mixed_precision", precision, "--out", out.path],
+                environment: device == "cpu" ? [:] : try environment())
+            XCTAssertEqual(result.status, 0, String(result.stderr.suffix(3000)))
+            return (try loadSafeTensors(out.appendingPathComponent("samples.safetensors").path)["images"]!.to(.float64),
+                    result.stdout + result.stderr)
+        }
+        let reference = try sample("cpu", "no").images
+        let (images, log) = try sample("cuda:0", "fp16")
+        XCTAssertTrue(log.contains("decode overflowed; decoded again with its float32 weights (1 time)"), log)
+        let worst = (images - reference).abs().max().item()
+        XCTAssertLessThanOrEqual(worst, 1e-2, "images differ from the CPU's by \(worst)")
+        XCTAssertGreaterThan(reference.variance().item(), 1e-3, "the float32 decode should give an image, not a flat one")
     }
 
     /// One DDPO epoch in fp16 on the device (LoRA trained in float32, dynamic loss scaling) logs the
