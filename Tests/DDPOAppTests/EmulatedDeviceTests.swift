@@ -86,16 +86,8 @@ final class EmulatedDeviceTests: XCTestCase {
         let dir = try DDPOProcess.temporaryDirectory()
         addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
         func sample(_ device: String, _ precision: String) throws -> (images: Tensor, log: String) {
-            let out = dir.appendingPathComponent("\(device)-\(precision)")
-            let emulated = try environment().merging(precision == "fp16" ? ["EMU_CUDA_SMS": "1"] : [:]) { $1 }
-            let result = try DDPOProcess.run(
-                ["sample", "--model", DDPOProcess.fixtureModel.path, "--prompt", "a photo of a cat", "--prompt", "dog",
-                 "--negative-prompt", "blurry", "--steps", "4", "--guidance", "5", "--seed", "3", "--device", device,
-                 "--mixed_precision", precision, "--out", out.path],
-                environment: device == "cpu" ? [:] : emulated)
-            XCTAssertEqual(result.status, 0, String(result.stderr.suffix(3000)))
-            return (try loadSafeTensors(out.appendingPathComponent("samples.safetensors").path)["images"]!.to(.float64),
-                    result.stdout + result.stderr)
+            try self.sample(DDPOProcess.fixtureModel, device, precision, ["--negative-prompt", "blurry", "--guidance", "5"],
+                            extra: precision == "fp16" ? ["EMU_CUDA_SMS": "1"] : [:], in: dir)
         }
         let reference = try sample("cpu", "no").images
         for (precision, tolerance) in [("fp16", 1e-2), ("bf16", 5e-2)] {
@@ -121,14 +113,7 @@ final class EmulatedDeviceTests: XCTestCase {
         for key in ["decoder.conv_in.weight", "decoder.conv_in.bias"] { weights[key] = weights[key]! * 1e5 }
         try saveSafeTensors(weights, to: vae)
         func sample(_ device: String, _ precision: String) throws -> (images: Tensor, log: String) {
-            let out = dir.appendingPathComponent("\(device)-\(precision)")
-            let result = try DDPOProcess.run(
-                ["sample", "--model", model.path, "--prompt", "a photo of a cat", "--prompt", "dog", "--steps", "4",
-                 "--seed", "3", "--device", device, "--mixed_precision", precision, "--out", out.path],
-                environment: device == "cpu" ? [:] : try environment())
-            XCTAssertEqual(result.status, 0, String(result.stderr.suffix(3000)))
-            return (try loadSafeTensors(out.appendingPathComponent("samples.safetensors").path)["images"]!.to(.float64),
-                    result.stdout + result.stderr)
+            try self.sample(model, device, precision, [], in: dir)
         }
         let reference = try sample("cpu", "no").images
         let (images, log) = try sample("cuda:0", "fp16")
@@ -136,6 +121,21 @@ final class EmulatedDeviceTests: XCTestCase {
         let worst = (images - reference).abs().max().item()
         XCTAssertLessThanOrEqual(worst, 1e-2, "images differ from the CPU's by \(worst)")
         XCTAssertGreaterThan(reference.variance().item(), 1e-3, "the float32 decode should give an image, not a flat one")
+    }
+
+    /// `ddpo sample --model model` of two prompts, 4 steps, seed 3 (plus `arguments`) on `device`
+    /// ("cpu", or "cuda:0" for the emulated device, with `extra` environment): its images in float64
+    /// and what it printed.
+    private func sample(_ model: URL, _ device: String, _ precision: String, _ arguments: [String],
+                        extra: [String: String] = [:], in dir: URL) throws -> (images: Tensor, log: String) {
+        let out = dir.appendingPathComponent("\(device)-\(precision)")
+        let result = try DDPOProcess.run(
+            ["sample", "--model", model.path, "--prompt", "a photo of a cat", "--prompt", "dog", "--steps", "4", "--seed", "3",
+             "--device", device, "--mixed_precision", precision, "--out", out.path] + arguments,
+            environment: device == "cpu" ? [:] : try environment().merging(extra) { $1 })
+        XCTAssertEqual(result.status, 0, String(result.stderr.suffix(3000)))
+        return (try loadSafeTensors(out.appendingPathComponent("samples.safetensors").path)["images"]!.to(.float64),
+                result.stdout + result.stderr)
     }
 
     /// One DDPO epoch in fp16 on the device (LoRA trained in float32, dynamic loss scaling) logs the
