@@ -8,6 +8,9 @@ import RLAlgorithms
 /// the host packs them, fp16/bf16 mixed precision, the upload ring and the reads of statistics — on a
 /// machine without a GPU. Stream work is held until the host waits (EMU_CUDA_DEFER=1), so a host that
 /// reuses a pinned buffer, or reads a download, before the device got there computes wrong values.
+/// A block's threads take turns in a shuffled order with warps running ahead of each other
+/// (EMU_CUDA_ORDER=shuffle, fixed seed), so a kernel that shares memory between threads without a
+/// barrier in between computes wrong values too.
 /// What the emulation cannot show is speed, or the hardware's own rounding of tensor-core sums.
 /// Skipped without g++ or python3 (scripts/install-deps.sh installs both).
 final class EmulatedDeviceTests: XCTestCase {
@@ -47,7 +50,7 @@ final class EmulatedDeviceTests: XCTestCase {
                 "TENSORKIT_NVRTC_PATH": dir.appendingPathComponent("libnvrtc.so.13").path,
                 "TENSORKIT_KERNEL_CACHE": dir.appendingPathComponent("kernels").path,
                 "EMU_CUDA_DIR": emu.path, "EMU_CUDA_MODULES": dir.appendingPathComponent("modules").path,
-                "EMU_CUDA_DEFER": "1"]
+                "EMU_CUDA_DEFER": "1", "EMU_CUDA_ORDER": "shuffle", "EMU_CUDA_SEED": "0"]
     }
 
     private static func onPath(_ name: String) -> Bool {

@@ -101,20 +101,70 @@ extern "C" __attribute__((visibility("default"))) void tk_emu_run(void* bound, u
     blockDim.x = threads; blockDim.y = blockDim.z = 1;
     gridDim.x = grid; gridDim.y = gridDim.z = 1;
     body = kernel;
+    // EMU_CUDA_ORDER: how a block's threads take turns between barriers (a turn runs a thread on to
+    // its next block or warp barrier). "forward" (default): rounds of turns, thread 0 first;
+    // "reverse": the same, last thread first. "shuffle": every round takes the warps in a new
+    // pseudo-random order (EMU_CUDA_SEED seeds it) and gives each warp 1 to 64 turns in a row, its
+    // lanes in a new order each turn, so warps run ahead of each other as far as the barriers allow,
+    // as on a GPU. A kernel whose threads share memory without a barrier between a write and a
+    // read or a later write by another thread then computes differently, and the op check fails.
+    static const int order_mode = [] {
+        const char* o = std::getenv("EMU_CUDA_ORDER");
+        if (!o || !*o || !std::strcmp(o, "forward")) return 0;
+        if (!std::strcmp(o, "reverse")) return 1;
+        if (!std::strcmp(o, "shuffle")) return 2;
+        std::fprintf(stderr, "emu-cuda: EMU_CUDA_ORDER must be forward, reverse or shuffle, not '%s'\n", o);
+        std::abort();
+    }();
+    static unsigned long long rng = [] {
+        const char* s = std::getenv("EMU_CUDA_SEED");
+        return 0x9E3779B97F4A7C15ull ^ (s ? std::strtoull(s, nullptr, 10) : 0ull);
+    }();
+    auto below = [](unsigned n) {   // xorshift64*
+        rng ^= rng >> 12; rng ^= rng << 25; rng ^= rng >> 27;
+        return (unsigned)((rng * 0x2545F4914F6CDD1Dull >> 32) % n);
+    };
+    auto shuffle = [&](std::vector<unsigned>& v) {
+        for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[below((unsigned)i)]);
+    };
+    const unsigned warp_count = (unsigned)warps.size();
+    std::vector<unsigned> warp_order(warp_count), lanes;
+    for (unsigned w = 0; w < warp_count; ++w) warp_order[w] = w;
+    unsigned remaining = 0;
+    auto turn = [&](unsigned i) {
+        if (fibers[i].done) return;
+        current = (int)i;
+        threadIdx.x = i; threadIdx.y = threadIdx.z = 0;
+        tk_emu_swap(&scheduler_sp, fibers[i].sp);
+        if (fibers[i].done) --remaining;
+    };
     for (unsigned b = 0; b < grid; ++b) {
         blockIdx.x = b; blockIdx.y = blockIdx.z = 0;
         for (unsigned i = 0; i < threads; ++i) prepare(fibers[i]);
-        unsigned remaining = threads;
+        remaining = threads;
         while (remaining > 0) {
             const unsigned long long before = progress;
             unsigned generations = block.generation;
             for (auto* w : warps) generations += w->generation;
-            for (unsigned i = 0; i < threads; ++i) {
-                if (fibers[i].done) continue;
-                current = (int)i;
-                threadIdx.x = i; threadIdx.y = threadIdx.z = 0;
-                tk_emu_swap(&scheduler_sp, fibers[i].sp);
-                if (fibers[i].done) --remaining;
+            if (order_mode == 0) {
+                for (unsigned i = 0; i < threads; ++i) turn(i);
+            } else if (order_mode == 1) {
+                for (unsigned i = threads; i-- > 0;) turn(i);
+            } else {
+                shuffle(warp_order);
+                for (unsigned w : warp_order) {
+                    const unsigned first = 32 * w, count = std::min(32u, threads - first);
+                    lanes.resize(count);
+                    for (unsigned l = 0; l < count; ++l) lanes[l] = first + l;
+                    for (unsigned t = 1u << below(7); t > 0; --t) {
+                        const unsigned long long was = progress;
+                        const unsigned was_block = block.generation, was_warp = warps[w]->generation;
+                        shuffle(lanes);
+                        for (unsigned i : lanes) turn(i);
+                        // Stop early once the warp waits at the block barrier (or has finished).
+                        if (progress == was && block.generation == was_block && warps[w]->generation == was_warp) break;
+                    }
+                }
             }
             unsigned after = block.generation;
             for (auto* w : warps) after += w->generation;

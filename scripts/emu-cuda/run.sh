@@ -5,7 +5,8 @@
 # that what the backend launches computes what the CPU backend does, without a GPU.
 #
 # usage: scripts/emu-cuda/run.sh COMMAND [ARGS...]     e.g. scripts/emu-cuda/run.sh .build/release/ddpo gpu-check
-# EMU_CUDA_DEFER=1 holds stream work until the host waits (see emu_cuda.cpp); EMU_CUDA_STATS=1 counts.
+# EMU_CUDA_DEFER=1 holds stream work until the host waits (see emu_cuda.cpp); EMU_CUDA_STATS=1 counts;
+# EMU_CUDA_ORDER=shuffle (EMU_CUDA_SEED=N) runs warps ahead of each other between barriers (emu_fibers.h).
 # Modules are cached in .build-emu-cuda/modules (keyed by the kernel source).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
