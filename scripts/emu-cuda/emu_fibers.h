@@ -102,12 +102,13 @@ extern "C" __attribute__((visibility("default"))) void tk_emu_run(void* bound, u
     gridDim.x = grid; gridDim.y = gridDim.z = 1;
     body = kernel;
     // EMU_CUDA_ORDER: how a block's threads take turns between barriers (a turn runs a thread on to
-    // its next block or warp barrier). "forward" (default): rounds of turns, thread 0 first;
-    // "reverse": the same, last thread first. "shuffle": every round takes the warps in a new
-    // pseudo-random order (EMU_CUDA_SEED seeds it) and gives each warp 1 to 64 turns in a row, its
-    // lanes in a new order each turn, so warps run ahead of each other as far as the barriers allow,
-    // as on a GPU. A kernel whose threads share memory without a barrier between a write and a
-    // read or a later write by another thread then computes differently, and the op check fails.
+    // its next block or warp barrier). "forward" (default): blocks in order, and in each, rounds of
+    // turns, thread 0 first; "reverse": the same, last thread first. "shuffle": the blocks in a
+    // pseudo-random order (EMU_CUDA_SEED seeds it), and every round takes the block's warps in a new
+    // order and gives each warp 1 to 64 turns in a row, its lanes reordered every turn, so warps run
+    // ahead of each other as far as the barriers allow, as on a GPU. A kernel whose threads share
+    // memory without a barrier between a write and another thread's read or write then computes
+    // differently, and so does one whose blocks depend on each other's order.
     static const int order_mode = [] {
         const char* o = std::getenv("EMU_CUDA_ORDER");
         if (!o || !*o || !std::strcmp(o, "forward")) return 0;
@@ -138,7 +139,15 @@ extern "C" __attribute__((visibility("default"))) void tk_emu_run(void* bound, u
         tk_emu_swap(&scheduler_sp, fibers[i].sp);
         if (fibers[i].done) --remaining;
     };
-    for (unsigned b = 0; b < grid; ++b) {
+    // Shuffled, the blocks run in a pseudo-random order too (a GPU runs them in any order, or at once).
+    std::vector<unsigned> block_order;
+    if (order_mode == 2) {
+        block_order.resize(grid);
+        for (unsigned b = 0; b < grid; ++b) block_order[b] = b;
+        shuffle(block_order);
+    }
+    for (unsigned n = 0; n < grid; ++n) {
+        const unsigned b = order_mode == 2 ? block_order[n] : n;
         blockIdx.x = b; blockIdx.y = blockIdx.z = 0;
         for (unsigned i = 0; i < threads; ++i) prepare(fibers[i]);
         remaining = threads;
