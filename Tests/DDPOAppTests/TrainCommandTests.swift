@@ -114,6 +114,40 @@ final class TrainCommandTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: logdir.appendingPathComponent("again/final/pytorch_lora_weights.safetensors").path))
     }
 
+    /// TensorKit's CPU kernels cut work at fixed sizes, never by the number of threads, and add partial
+    /// sums in a fixed order; OpenBLAS splits a product's output, not its inner sum. So a run on one
+    /// thread and the same run on several write the same bits: a laptop's run can be replayed on a
+    /// server. The shipped built-in model (not the fixture) is large enough for its convolutions,
+    /// attention and reductions to be split across threads; the full fine-tune also computes every
+    /// weight, bias and norm gradient (column sums, per-block partial sums), which LoRA does not.
+    func testRunIsBitIdenticalWhateverTheThreadCount() throws {
+        let logdir = try DDPOProcess.temporaryDirectory()
+        let builtin = DDPOProcess.repositoryRoot.appendingPathComponent("models/shapes-sd").path
+        for (mode, extra, weights) in [("lora", ["--train_learning_rate", "2e-3"], "pytorch_lora_weights.safetensors"),
+                                       ("full", ["--use_lora=false", "--train_learning_rate", "1e-4"],
+                                        "unet/diffusion_pytorch_model.safetensors")] {
+            var metrics: [String: [[String: JSONValue]]] = [:]
+            for threads in ["1", "3"] {
+                let result = try DDPOProcess.run(
+                    ["train", "--model", builtin, "--logdir", logdir.path, "--run_name", mode + threads, "--num_epochs", "2",
+                     "--sample_batch_size", "4", "--sample_num_batches_per_epoch", "1", "--sample_num_steps", "4",
+                     "--train_batch_size", "2", "--report_prompts", "0", "--quiet"] + extra,
+                    environment: ["TENSORKIT_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads])
+                XCTAssertEqual(result.status, 0, result.stderr)
+                let lines = try String(contentsOf: logdir.appendingPathComponent("\(mode)\(threads)/metrics.jsonl"), encoding: .utf8)
+                metrics[threads] = try lines.split(separator: "\n").map { line in
+                    // Timings differ from run to run; every other value must not.
+                    try XCTUnwrap(JSONValue(parsing: Data(line.utf8)).objectValue).filter { !$0.key.hasSuffix("seconds") && $0.key != "wall_time" }
+                }
+            }
+            let one = try Data(contentsOf: logdir.appendingPathComponent("\(mode)1/final/\(weights)"))
+            let three = try Data(contentsOf: logdir.appendingPathComponent("\(mode)3/final/\(weights)"))
+            XCTAssertTrue(one == three, "\(mode): the weights trained on 1 and on 3 threads differ")
+            XCTAssertEqual(metrics["1"]?.filter { $0["loss"] != nil }.count, 4, "\(mode): 2 epochs of 2 training batches each")
+            XCTAssertEqual(metrics["1"], metrics["3"], "\(mode): the metrics on 1 and on 3 threads differ")
+        }
+    }
+
     func testFullFineTuneWritesADiffusersFolder() throws {
         let logdir = try DDPOProcess.temporaryDirectory()
         let result = try DDPOProcess.run(smallRun(logdir: logdir, extra: ["--run_name", "full", "--num_epochs", "1", "--use_lora", "False",
