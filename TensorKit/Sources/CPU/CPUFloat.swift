@@ -2,7 +2,7 @@ import Foundation
 
 /// The floating-point types CPU kernels are written over (Float for work, Double for gradient checks).
 /// Kernels are generic over this protocol; release builds specialise them per type.
-public protocol CPUFloat: BinaryFloatingPoint, SIMDScalar, Sendable where Self.RawSignificand: FixedWidthInteger {
+public protocol CPUFloat: BinaryFloatingPoint, SIMDScalar, Sendable, Codable where Self.RawSignificand: FixedWidthInteger {
     static var dtype: DType { get }
     static func exp(_ x: Self) -> Self
     static func log(_ x: Self) -> Self
