@@ -107,10 +107,15 @@ def make(out):
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    import diffusers
+    import transformers
+    # The folders depend on the libraries that wrote them too: transformers 5 saves the text encoder's
+    # keys without "text_model." and the tokenizer as tokenizer.json only, which transformers 4 cannot read.
+    versions = {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__}
     for name, cfg in CONFIGS.items():
         folder = os.path.join(out, name)
         stamp = os.path.join(folder, ".config.json")
-        wanted = json.dumps(cfg, sort_keys=True)
+        wanted = json.dumps({"config": cfg, "versions": versions}, sort_keys=True)
         if os.path.exists(stamp) and open(stamp).read() == wanted:
             continue
         shutil.rmtree(folder, ignore_errors=True)
