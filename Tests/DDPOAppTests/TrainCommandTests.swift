@@ -117,9 +117,10 @@ final class TrainCommandTests: XCTestCase {
     /// TensorKit's CPU kernels cut work at fixed sizes, never by the number of threads, and add partial
     /// sums in a fixed order; OpenBLAS splits a product's output, not its inner sum. So a run on one
     /// thread and the same run on several write the same bits: a laptop's run can be replayed on a
-    /// server. The shipped built-in model (not the fixture) is large enough for its convolutions,
-    /// attention and reductions to be split across threads; the full fine-tune also computes every
-    /// weight, bias and norm gradient (column sums, per-block partial sums), which LoRA does not.
+    /// server. The shipped built-in model (not the fixture) is used: its attention runs on several
+    /// workers. The full fine-tune also computes every weight, bias and norm gradient (column sums,
+    /// per-block partial sums), which LoRA does not; a column-sum chunk size that followed the thread
+    /// count failed this test in full mode only.
     func testRunIsBitIdenticalWhateverTheThreadCount() throws {
         let logdir = try DDPOProcess.temporaryDirectory()
         let builtin = DDPOProcess.repositoryRoot.appendingPathComponent("models/shapes-sd").path
