@@ -94,7 +94,8 @@ def define_cases():
         x, w, b = param((2, 4096, 320), 3), param((1280, 320), 4, 0.05), param((1280,), 5)
         return forward_backward([x, w, b], randn((2, 4096, 1280), 6), lambda: F.linear(x, w, b))
 
-    for n, c, h, label in ((2, 320, 64, "2x320x64x64"), (2, 640, 32, "2x640x32x32"), (1, 128, 256, "1x128x256x256")):
+    for n, c, h, label in ((2, 320, 64, "2x320x64x64"), (2, 640, 32, "2x640x32x32"), (1, 128, 256, "1x128x256x256"),
+                           (2, 1280, 16, "2x1280x16x16"), (2, 1280, 8, "2x1280x8x8"), (2, 256, 8, "2x256x8x8")):
         flops = 2.0 * n * c * h * h * c * 9
 
         def fwd(n=n, c=c, h=h):

@@ -72,7 +72,6 @@ enum SampleCommand {
         }
         let out = URL(fileURLWithPath: parsed.value("out") ?? "samples")
         let modelDirectory = try BuiltinModelLocator.resolve(parsed.value("model"), command: command)
-        if parsed.value("model") == nil { useSingleThreadedBLASUnlessSet() }
         let loraURL = parsed.value("lora").map { URL(fileURLWithPath: $0) }
         if let loraURL, !FileManager.default.fileExists(atPath: loraURL.path) {
             throw AppError("\(command): --lora: \(loraURL.path): no such file or folder")

@@ -231,7 +231,6 @@ enum TrainCommand {
 
     static func execute(_ plan: Plan, commandLine: [String]) throws {
         let progress = ProgressReporter(quiet: plan.quiet)
-        if plan.builtinModel { useSingleThreadedBLASUnlessSet() }
         let fm = FileManager.default
         let run = plan.runDirectory
         let started = Date()
@@ -436,12 +435,6 @@ enum TrainCommand {
         let values = (try? JSONValue(parsing: config.jsonData()))?.objectValue ?? [:]
         return DDPOConfig.fieldTable.map { ($0.name, values[$0.name]?.jsonString ?? "") }
     }
-}
-
-/// The built-in model's matrices are small: OpenBLAS's own threads only spin against TensorKit's
-/// workers there. An explicit OPENBLAS_NUM_THREADS is respected.
-func useSingleThreadedBLASUnlessSet() {
-    if ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] == nil { BLASThreads.count = 1 }
 }
 
 /// Writes text through a temporary file and a rename.

@@ -80,6 +80,8 @@ var cases: [BenchCase] = []
 // MARK: matmul vs raw cblas_sgemm (square float32, C = A·B)
 
 // "matmul_N" also prints "sgemm_raw_N": cblas_sgemm on preallocated buffers, interleaved with it.
+// OpenBLAS runs on one thread here unless OPENBLAS_NUM_THREADS is set (TensorKit splits products
+// across its own workers instead), so from 512 up the ratio includes that split's parallelism.
 for n in [256, 512, 1024, 2048] {
     let flops = 2 * Double(n) * Double(n) * Double(n)
     cases.append(BenchCase(name: "matmul_\(n)", flops: flops, setup: {
@@ -113,7 +115,8 @@ do {
 
 // MARK: conv2d 3×3, padding 1
 
-for (n, c, h, label) in [(2, 320, 64, "2x320x64x64"), (2, 640, 32, "2x640x32x32"), (1, 128, 256, "1x128x256x256")] {
+for (n, c, h, label) in [(2, 320, 64, "2x320x64x64"), (2, 640, 32, "2x640x32x32"), (1, 128, 256, "1x128x256x256"),
+                         (2, 1280, 16, "2x1280x16x16"), (2, 1280, 8, "2x1280x8x8"), (2, 256, 8, "2x256x8x8")] {
     let flops = conv2dFlops(n, c, c, h, h, 3)
     cases.append(BenchCase(name: "conv2d3x3_\(label)_fwd", flops: flops) {
         let x = randn([n, c, h, h], 7), w = (randn([c, c, 3, 3], 8) * 0.02).detach(), b = randn([c], 9)

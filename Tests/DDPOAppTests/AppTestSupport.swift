@@ -24,7 +24,8 @@ enum DDPOProcess {
     }
 
     /// Runs `ddpo arguments…` in `directory` (default: a fresh temporary folder) and waits.
-    static func run(_ arguments: [String], in directory: URL? = nil, environment: [String: String] = [:]) throws -> Result {
+    static func run(_ arguments: [String], in directory: URL? = nil, environment: [String: String] = [:],
+                    unset: [String] = []) throws -> Result {
         guard FileManager.default.isExecutableFile(atPath: binary.path) else {
             struct MissingBinary: Error, CustomStringConvertible { var description: String }
             throw MissingBinary(description: "the ddpo binary is not built at \(binary.path) (swift build builds it with the tests)")
@@ -38,6 +39,7 @@ enum DDPOProcess {
         env["DDPO_BUILTIN_MODEL"] = "/nonexistent-ddpo-builtin"
         env["DDPO_DEVICE"] = "cpu"   // the fixtures are CPU float32 results, also on a GPU machine
         for (k, v) in environment { env[k] = v }
+        for k in unset { env[k] = nil }
         process.environment = env
         let out = Pipe(), err = Pipe()
         process.standardOutput = out

@@ -115,12 +115,13 @@ final class TrainCommandTests: XCTestCase {
     }
 
     /// TensorKit's CPU kernels cut work at fixed sizes, never by the number of threads, and add partial
-    /// sums in a fixed order; OpenBLAS splits a product's output, not its inner sum. So a run on one
-    /// thread and the same run on several write the same bits: a laptop's run can be replayed on a
-    /// server. The shipped built-in model (not the fixture) is used: its attention runs on several
-    /// workers. The full fine-tune also computes every weight, bias and norm gradient (column sums,
-    /// per-block partial sums), which LoRA does not; a column-sum chunk size that followed the thread
-    /// count failed this test in full mode only.
+    /// sums in a fixed order; matrix products are split into blocks by their shape alone (OpenBLAS
+    /// itself on one thread). So a run on one thread and the same run on several write the same bits:
+    /// a laptop's run can be replayed on a server. The shipped built-in model (not the fixture) is
+    /// used: its attention runs on several workers and its larger products are split. The full
+    /// fine-tune also computes every weight, bias and norm gradient (column sums, per-block partial
+    /// sums), which LoRA does not; a column-sum chunk size that followed the thread count failed this
+    /// test in full mode only.
     func testRunIsBitIdenticalWhateverTheThreadCount() throws {
         let logdir = try DDPOProcess.temporaryDirectory()
         let builtin = DDPOProcess.repositoryRoot.appendingPathComponent("models/shapes-sd").path
@@ -133,7 +134,7 @@ final class TrainCommandTests: XCTestCase {
                     ["train", "--model", builtin, "--logdir", logdir.path, "--run_name", mode + threads, "--num_epochs", "2",
                      "--sample_batch_size", "4", "--sample_num_batches_per_epoch", "1", "--sample_num_steps", "4",
                      "--train_batch_size", "2", "--report_prompts", "0", "--quiet"] + extra,
-                    environment: ["TENSORKIT_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads])
+                    environment: ["TENSORKIT_NUM_THREADS": threads], unset: ["OPENBLAS_NUM_THREADS"])
                 XCTAssertEqual(result.status, 0, result.stderr)
                 let lines = try String(contentsOf: logdir.appendingPathComponent("\(mode)\(threads)/metrics.jsonl"), encoding: .utf8)
                 metrics[threads] = try lines.split(separator: "\n").map { line in

@@ -2,8 +2,8 @@ import XCTest
 @testable import TensorKit
 
 /// conv2d forward against a direct seven-loop convolution, and its input, weight and bias gradients
-/// against finite differences, over the kernel paths (1×1, stride-1 shifted GEMMs, Winograd for 3×3,
-/// strided im2col).
+/// against finite differences, over the kernel paths (1×1; for stride 1 Winograd (3×3), shifted
+/// GEMMs and im2col; strided im2col).
 final class ConvTests: XCTestCase {
     struct Case {
         let name: String
@@ -74,17 +74,18 @@ final class ConvTests: XCTestCase {
          c.bias ? randomDouble([c.weight[0]], seed: seed + 2) : nil)
     }
 
-    /// Each case under each stride-1 algorithm that applies to it: Winograd (forced) for 3×3 stride-1
-    /// undilated kernels, then everything with Winograd off (shifted GEMMs, im2col, 1×1).
+    /// Each case under each stride-1 algorithm, forced: Winograd for 3×3 stride-1 undilated kernels,
+    /// then everything with shifted GEMMs, then everything with im2col (strided and 1×1 cases take
+    /// their own paths under all three).
     func forEachCase(seed: UInt64, _ body: (Case, String, (Tensor, Tensor, Tensor?)) -> Void) {
-        let saved = convWinogradPolicy
-        defer { convWinogradPolicy = saved }
-        for (policy, label) in [(WinogradPolicy.always, "winograd"), (.never, "gemm")] {
-            convWinogradPolicy = policy
+        let saved = convStrideOneAlgorithm
+        defer { convStrideOneAlgorithm = saved }
+        for algorithm in [StrideOneConvAlgorithm.winograd, .shifted, .im2col] {
+            convStrideOneAlgorithm = algorithm
             for (k, c) in Self.cases.enumerated() {
                 let winogradApplies = c.weight[2] == 3 && c.weight[3] == 3 && c.stride == (1, 1) && c.dilation == (1, 1)
-                if policy == .always && !winogradApplies { continue }
-                body(c, label, inputs(c, seed: seed + 10 * UInt64(k)))
+                if algorithm == .winograd && !winogradApplies { continue }
+                body(c, "\(algorithm)", inputs(c, seed: seed + 10 * UInt64(k)))
             }
         }
     }
@@ -172,13 +173,13 @@ final class ConvTests: XCTestCase {
         assertClose(y, expected, atol: 1e-4, rtol: 1e-4, "float32 winograd")
 
         // The automatic choice is Winograd: bit-identical to forced Winograd, not to the GEMM path.
-        let saved = convWinogradPolicy
-        defer { convWinogradPolicy = saved }
-        convWinogradPolicy = .always
+        let saved = convStrideOneAlgorithm
+        defer { convStrideOneAlgorithm = saved }
+        convStrideOneAlgorithm = .winograd
         XCTAssertEqual(conv(x32, w32, b32, c).toArray(), y)
-        convWinogradPolicy = .never
+        convStrideOneAlgorithm = .shifted
         XCTAssertNotEqual(conv(x32, w32, b32, c).toArray(), y)
-        convWinogradPolicy = saved
+        convStrideOneAlgorithm = saved
 
         func grads(_ dtype: DType) -> [[Double]] {
             let xs = x.to(dtype).detach().requiringGrad(), ws = w.to(dtype).detach().requiringGrad()
@@ -189,5 +190,33 @@ final class ConvTests: XCTestCase {
         let g32 = grads(.float32), g64 = grads(.float64)
         assertClose(g32[0], g64[0], atol: 1e-4, rtol: 1e-4, "float32 input gradient")
         assertClose(g32[1], g64[1], atol: 1e-3, rtol: 1e-4, "float32 weight gradient")
+    }
+
+    /// A small image with more output channels than output pixels (a UNet's lowest level): the
+    /// automatic choice is im2col in all three passes. Forward against the direct sum, gradients
+    /// against finite differences in float64; float32 bit-identical to forced im2col, not to shifted.
+    func testSmallImageManyChannelsTakesIm2col() {
+        let c = Case(name: "small image", input: [2, 20, 3, 4], weight: [32, 20, 3, 3], padding: (1, 1))
+        let (x, w, b) = inputs(c, seed: 600)
+        let expected = Self.directConv(x.toArray(), c.input, w.toArray(), c.weight, b?.toArray(), c)
+        assertClose(conv(x, w, b, c).toArray(), expected, atol: 1e-12, rtol: 1e-12, "float64")
+        assertGradientsMatch([x, w, b!]) { t in self.conv(t[0], t[1], t[2], c) }
+
+        func run(_ algorithm: StrideOneConvAlgorithm?) -> [[Double]] {
+            let saved = convStrideOneAlgorithm
+            defer { convStrideOneAlgorithm = saved }
+            convStrideOneAlgorithm = algorithm
+            let xs = x.to(.float32).detach().requiringGrad(), ws = w.to(.float32).detach().requiringGrad()
+            let y = conv(xs, ws, b?.to(.float32), c)
+            (y * randomDouble(y.shape, seed: 7).to(.float32)).sum().backward()
+            return [y, xs.grad!, ws.grad!].map { $0.toArray() }
+        }
+        let automatic = run(nil)
+        assertClose(automatic[0], expected, atol: 1e-4, rtol: 1e-4, "float32")
+        XCTAssertEqual(automatic, run(.im2col))
+        let shifted = run(.shifted)
+        for (part, name) in zip(0..<3, ["output", "input gradient", "weight gradient"]) {
+            XCTAssertNotEqual(automatic[part], shifted[part], "\(name): the automatic choice computed it as shifted GEMMs do")
+        }
     }
 }

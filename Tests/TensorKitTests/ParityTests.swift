@@ -77,20 +77,20 @@ final class ParityTests: XCTestCase {
         assertClose(actual.toArray(), e, atol: atol * scale, rtol: rtol, label, file: file, line: line)
     }
 
-    /// Every case under each of the CPU backend's stride-1 algorithm choices: automatic, Winograd
-    /// forced wherever it applies (3×3, dilation 1), and Winograd off.
+    /// Every case under each of the CPU backend's stride-1 algorithm choices: automatic, then
+    /// Winograd (wherever it applies: 3×3, dilation 1), shifted GEMMs and im2col forced.
     func testConv2d() throws {
         let fx = try Fixture("conv2d")
         XCTAssertGreaterThanOrEqual(fx.cases.count, 9)
-        let saved = convWinogradPolicy
-        defer { convWinogradPolicy = saved }
-        for policy in [WinogradPolicy.automatic, .always, .never] {
-            convWinogradPolicy = policy
+        let saved = convStrideOneAlgorithm
+        defer { convStrideOneAlgorithm = saved }
+        for policy in [StrideOneConvAlgorithm?.none, .winograd, .shifted, .im2col] {
+            convStrideOneAlgorithm = policy
             for c in fx.cases {
                 let s = try fx.ints(c, "stride"), p = try fx.ints(c, "padding"), d = try fx.ints(c, "dilation")
                 let groups = try fx.ints(c, "groups")[0]
                 try check(fx, c, inputs: ["input", "weight", "bias"], atol: 1e-5, gradAtol: 2e-5,
-                          label: "winograd \(policy)") { t in
+                          label: "stride-1 algorithm \(policy.map { "\($0)" } ?? "automatic")") { t in
                     conv2d(t["input"]!, weight: t["weight"]!, bias: t["bias"], stride: (s[0], s[1]),
                            padding: (p[0], p[1]), dilation: (d[0], d[1]), groups: groups)
                 }

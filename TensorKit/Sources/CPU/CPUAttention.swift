@@ -124,7 +124,7 @@ private func attentionForward<T: CPUFloat>(_: T.Type, _ g: AttentionGeometry, _ 
         }
         if dv == 0 { return }  // BLAS rejects a zero leading dimension
         let oh = op + (h * nq + i0) * dv
-        gemm(false, false, m, dv, kn, 1, s, kn, vh, dv, 0, oh, dv)
+        gemm(false, false, m, dv, kn, 1, s, kn, vh, dv, 0, oh, dv, split: false)
         // Normalising the m × Dv output is cheaper than normalising the m × Nk probabilities.
         for r in 0..<m {
             let row = oh + r * dv, f = inverse[r]
@@ -138,7 +138,7 @@ private func attentionForward<T: CPUFloat>(_: T.Type, _ g: AttentionGeometry, _ 
 private func attentionScores<T: CPUFloat>(_ m: Int, _ kn: Int, _ d: Int, _ alpha: T, _ q: UnsafePointer<T>,
                                           _ k: UnsafePointer<T>, _ s: UnsafeMutablePointer<T>) {
     if d == 0 { s.update(repeating: 0, count: m * kn); return }
-    gemm(false, true, m, kn, d, alpha, q, d, k, d, 0, s, kn)
+    gemm(false, true, m, kn, d, alpha, q, d, k, d, 0, s, kn, split: false)
 }
 
 // MARK: - Backward
@@ -184,8 +184,8 @@ private func attentionBackwardKernel<T: CPUFloat>(
             if dvn == 0 {  // BLAS rejects a zero leading dimension
                 dp.update(repeating: 0, count: m * kn)
             } else {
-                gemm(true, false, kn, dvn, m, 1, p, kn, gc, dvn, 1, dvh, dvn)
-                gemm(false, true, m, kn, dvn, 1, gc, dvn, vh, dvn, 0, dp, kn)
+                gemm(true, false, kn, dvn, m, 1, p, kn, gc, dvn, 1, dvh, dvn, split: false)
+                gemm(false, true, m, kn, dvn, 1, gc, dvn, vh, dvn, 0, dp, kn, split: false)
             }
             for r in 0..<m {
                 let pr = p + r * kn, dr = dp + r * kn, di = rowDot[r]
@@ -193,8 +193,8 @@ private func attentionBackwardKernel<T: CPUFloat>(
             }
             if d > 0 {
                 // dQ = scale · dS K; dK += scale · dSᵀ Q
-                gemm(false, false, m, d, kn, alpha, dp, kn, kh, d, 0, dqp + (h * nq + i0) * d, d)
-                gemm(true, false, kn, d, m, alpha, dp, kn, qc, d, 1, dkh, d)
+                gemm(false, false, m, d, kn, alpha, dp, kn, kh, d, 0, dqp + (h * nq + i0) * d, d, split: false)
+                gemm(true, false, kn, d, m, alpha, dp, kn, qc, d, 1, dkh, d, split: false)
             }
         }
     }
@@ -291,36 +291,17 @@ private func fastExp(_ input: SIMD8<Float>) -> SIMD8<Float> {
 
 // MARK: - Scheduling
 
-/// Runs `body(task, scratch)` for every task in 0..<count on up to `cpuWorkerCount` threads, each
-/// thread owning a scratch buffer of `scratchCount` elements and pulling tasks from a shared counter
-/// (causal blocks differ in cost). While several threads run, OpenBLAS is held to one thread: its
-/// pthreads build would otherwise serialise concurrent threaded GEMMs on one lock and oversubscribe
-/// the cores (6× slower measured). With a single worker, GEMMs keep OpenBLAS's own threading; on
-/// 2 cores that ran SD self-attention about 2× slower than this split over heads and blocks.
+/// Runs `body(task, scratch)` for every task in 0..<count (`forEachTask`; causal blocks differ in
+/// cost), each thread owning a scratch buffer of `scratchCount` elements. The tasks' GEMMs are not
+/// split further. While several threads run, OpenBLAS is held to one thread (it is at one already
+/// unless OPENBLAS_NUM_THREADS asked for more): its pthreads build would otherwise serialise
+/// concurrent threaded GEMMs on one lock and oversubscribe the cores (6× slower measured).
 private func runAttentionTasks<T>(_ count: Int, scratchCount: Int, _: T.Type,
                                   _ body: (Int, UnsafeMutablePointer<T>) -> Void) {
-    let workers = min(cpuWorkerCount, count)
-    if workers <= 1 {
-        let scratch = UnsafeMutablePointer<T>.allocate(capacity: Swift.max(scratchCount, 1))
-        defer { scratch.deallocate() }
-        for task in 0..<count { body(task, scratch) }
-        return
-    }
-    let lock = NSLock()
-    var next = 0
-    SingleThreadedBLAS.run {
-        DispatchQueue.concurrentPerform(iterations: workers) { _ in
-            let scratch = UnsafeMutablePointer<T>.allocate(capacity: Swift.max(scratchCount, 1))
-            defer { scratch.deallocate() }
-            while true {
-                lock.lock()
-                let task = next
-                next += 1
-                lock.unlock()
-                if task >= count { break }
-                body(task, scratch)
-            }
-        }
+    if min(cpuWorkerCount, count) <= 1 {
+        forEachTask(count, scratch: scratchCount, T.self, body)
+    } else {
+        SingleThreadedBLAS.run { forEachTask(count, scratch: scratchCount, T.self, body) }
     }
 }
 
@@ -334,7 +315,7 @@ enum SingleThreadedBLAS {
     static func run(_ body: () -> Void) {
         lock.lock()
         if depth == 0 {
-            saved = openblas_get_num_threads()
+            saved = Int32(BLASThreads.count)
             if saved > 1 { openblas_set_num_threads(1) }
         }
         depth += 1

@@ -289,17 +289,15 @@ public final class CPUBackend: Backend {
         let out = uninitialized([batch, m, n], a.dtype)
         let (ga, ta, lda) = gemmOperand(a)
         let (gb, tb, ldb) = gemmOperand(b)
+        func run<T: CPUFloat>(_: T.Type) {
+            let ap = ga.pointer(as: T.self), bp = gb.pointer(as: T.self), cp = out.pointer(as: T.self)
+            for i in 0..<batch {
+                gemm(ta, tb, m, n, k, 1, ap + i * ga.strides[0], lda, bp + i * gb.strides[0], ldb, 0, cp + i * m * n, n)
+            }
+        }
         switch a.dtype {
-        case .float32:
-            let ap = ga.pointer(as: Float.self), bp = gb.pointer(as: Float.self), cp = out.pointer(as: Float.self)
-            for i in 0..<batch {
-                sgemm(ta, tb, m, n, k, 1, ap + i * ga.strides[0], lda, bp + i * gb.strides[0], ldb, 0, cp + i * m * n, n)
-            }
-        case .float64:
-            let ap = ga.pointer(as: Double.self), bp = gb.pointer(as: Double.self), cp = out.pointer(as: Double.self)
-            for i in 0..<batch {
-                dgemm(ta, tb, m, n, k, 1, ap + i * ga.strides[0], lda, bp + i * gb.strides[0], ldb, 0, cp + i * m * n, n)
-            }
+        case .float32: run(Float.self)
+        case .float64: run(Double.self)
         default: preconditionFailure("matmul is not defined for \(a.dtype) on the CPU; convert to float32 first")
         }
         return out

@@ -3,12 +3,15 @@ import Foundation
 // 2-D convolution on the CPU as GEMMs (OpenBLAS threads them). Schemes, picked per call:
 // - 1×1, stride 1, no padding: one GEMM per image and group on the [C, H·W] view.
 // - stride 1, 3×3, dilation 1, enough channels and tiles: Winograd F(4×4, 3×3) (see its section).
-// - other stride-1 kernels: "shifted GEMMs". The batch is laid out as one tall, zero-padded image of
+// - other stride-1 kernels with more pixels than output channels: "shifted GEMMs". The batch is laid out as one tall, zero-padded image of
 //   row width Wp = W + 2·pw (each image keeps its own padding rows). There a kernel tap (i, j) is a
 //   constant offset i·dh·Wp + j·dw, so the output on a "wide" grid of width Wp is
 //   Σ_taps W_tap [O, C] · X_padded(shifted) [C, rows·Wp]; the Wp − OW extra columns (and the rows
-//   straddling two images) are computed and dropped. This skips im2col's KH·KW-fold copy.
-// - otherwise (strided): im2col / col2im per image and block of output rows, then one GEMM.
+//   straddling two images) are computed and dropped. This skips im2col's KH·KW-fold copy, but
+//   rearranges the whole weight into KH·KW matrices on every call.
+// - otherwise (strided, or small images with many channels, where that weight outweighs the
+//   input: a UNet's 8×8 level): im2col / col2im per image and block of output rows, then one GEMM
+//   on the weight as it is stored.
 // For stride 1 the input gradient is the stride-1 convolution of dY with the flipped kernel (channel
 // axes swapped), and the weight gradient uses the same layouts as the forward pass.
 // Scratch memory is bounded by processing blocks of rows (`convScratchBytes`) and pooled between calls.
@@ -124,9 +127,10 @@ private func convForward<T: CPUFloat>(_ s: ConvShape, _ x: UnsafePointer<T>, _ w
                      x + (img * s.c + g * s.cg) * hw, hw, bias == nil ? 0 : 1, out + (img * s.o + g * s.og) * hw, hw)
             }
         }
-    } else if s.sh == 1 && s.sw == 1 {
+    } else if s.sh == 1 && s.sw == 1, let algorithm = strideOneAlgorithm(T.self, s, .forward) {
         strideOneConv(x, images: s.n, channels: s.c, height: s.h, width: s.w, kernel: .forward(w, s),
-                      padding: (s.ph, s.pw), dilation: (s.dh, s.dw), groups: s.groups, bias: bias, out)
+                      padding: (s.ph, s.pw), dilation: (s.dh, s.dw), groups: s.groups, bias: bias,
+                      winograd: algorithm == .winograd, out)
     } else {
         im2colForward(s, x, w, bias, out)
     }
@@ -148,9 +152,10 @@ private func convBackwardInput<T: CPUFloat>(_ s: ConvShape, _ dy: UnsafePointer<
     // Stride 1: dX is the stride-1 convolution of dY with the flipped kernel, channels swapped within
     // each group, padded by d·(K−1) − p (needs that padding to be non-negative).
     let qh = s.dh * (s.kh - 1) - s.ph, qw = s.dw * (s.kw - 1) - s.pw
-    if s.sh == 1 && s.sw == 1 && qh >= 0 && qw >= 0 {
+    if s.sh == 1 && s.sw == 1 && qh >= 0 && qw >= 0, let algorithm = strideOneAlgorithm(T.self, s, .inputGradient) {
         strideOneConv(dy, images: s.n, channels: s.o, height: s.oh, width: s.ow, kernel: .inputGradient(w, s),
-                      padding: (qh, qw), dilation: (s.dh, s.dw), groups: s.groups, bias: nil, dx)
+                      padding: (qh, qw), dilation: (s.dh, s.dw), groups: s.groups, bias: nil,
+                      winograd: algorithm == .winograd, dx)
         return
     }
     // General case: columns = W_gᵀ · dY_g, then scatter-add them (col2im) into the zeroed dX.
@@ -183,9 +188,8 @@ private func convBackwardWeight<T: CPUFloat>(_ s: ConvShape, _ dy: UnsafePointer
                      x + (img * s.c + g * s.cg) * hw, hw, 1, dw + g * s.og * s.cg, s.cg)
             }
         }
-    } else if s.sh == 1 && s.sw == 1 {
-        if useWinograd(T.self, kernel: (s.kh, s.kw), dilation: (s.dh, s.dw), images: s.n, outSize: (s.oh, s.ow),
-                       inPerGroup: s.cg, outChannels: s.o) {
+    } else if s.sh == 1 && s.sw == 1, let algorithm = strideOneAlgorithm(T.self, s, .forward) {
+        if algorithm == .winograd {
             winogradWeightGrad(s, dy, x, dw)
         } else {
             shiftedConvWeightGrad(s, dy, x, dw)
@@ -397,17 +401,37 @@ private struct ConvKernel<T: CPUFloat> {
         let g = m / cg, c = m % cg
         return weight[((g * og + k) * cg + c) * taps + taps - 1 - t]
     }
+
+    /// Writes every tap as a row-major [rows, columns] matrix: tap t at `into + t·stride`. Works in
+    /// tiles of 16×16 filters: a flipped kernel's column k runs over the weight's slowest axis, so
+    /// row by row its reads would each touch a new cache line (the whole weight once per row).
+    func writeTapMatrices(into out: UnsafeMutablePointer<T>, stride ts: Int) {
+        let tile = 16, tapCount = taps, blocks = (rows + tile - 1) / tile
+        // Element (m, k, t) sits at first(m) + k·kStep + t·tStep.
+        let kStep = flipped ? cg * tapCount : tapCount, tStep = flipped ? -1 : 1
+        parallelFor(blocks, minimumPerChunk: max(1, 32_768 / max(tile * columns * tapCount, 1))) { range in
+            for m0 in Swift.stride(from: range.lowerBound * tile, to: min(rows, range.upperBound * tile), by: tile) {
+                for k0 in Swift.stride(from: 0, to: columns, by: tile) {
+                    for m in m0..<min(m0 + tile, rows) {
+                        let first = flipped ? weight + ((m / cg) * og * cg + m % cg) * tapCount + tapCount - 1
+                                            : weight + m * columns * tapCount
+                        for k in k0..<min(k0 + tile, columns) {
+                            let from = first + k * kStep, to = out + m * columns + k
+                            for t in 0..<tapCount { to[t * ts] = from[t * tStep] }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Stride-1 convolution of `src` [N, channels, height, width] with `kernel` into
-/// dst [N, kernel.rows, OH, OW], plus `bias`; Winograd where it applies, shifted GEMMs otherwise.
+/// dst [N, kernel.rows, OH, OW], plus `bias`; by Winograd or by shifted GEMMs.
 private func strideOneConv<T: CPUFloat>(_ src: UnsafePointer<T>, images: Int, channels: Int, height: Int, width: Int,
                                         kernel: ConvKernel<T>, padding: (Int, Int), dilation: (Int, Int), groups: Int,
-                                        bias: UnsafePointer<T>?, _ dst: UnsafeMutablePointer<T>) {
-    let outSize = (height + 2 * padding.0 - dilation.0 * (kernel.kh - 1),
-                   width + 2 * padding.1 - dilation.1 * (kernel.kw - 1))
-    if useWinograd(T.self, kernel: (kernel.kh, kernel.kw), dilation: dilation, images: images, outSize: outSize,
-                   inPerGroup: kernel.columns, outChannels: kernel.rows) {
+                                        bias: UnsafePointer<T>?, winograd: Bool, _ dst: UnsafeMutablePointer<T>) {
+    if winograd {
         winogradConv(src, images: images, channels: channels, height: height, width: width, kernel: kernel,
                      padding: padding, groups: groups, bias: bias, dst)
     } else {
@@ -477,13 +501,7 @@ private func shiftedConv<T: CPUFloat>(_ src: UnsafePointer<T>, images: Int, chan
     withScratch(T.self, [tapCount * ts, channels * L.slabStride(rows: rows), outChannels * rows * L.wp]) { buffers in
         let taps = buffers[0], slab = buffers[1], wide = buffers[2]
         // Taps as [KH·KW][rows][columns]: each tap a plain row-major matrix.
-        parallelFor(outChannels, minimumPerChunk: max(1, 16_384 / max(kg * tapCount, 1))) { range in
-            for m in range {
-                for k in 0..<kg {
-                    for t in 0..<tapCount { taps[t * ts + m * kg + k] = kernel.tap(m, k, t) }
-                }
-            }
-        }
+        kernel.writeTapMatrices(into: taps, stride: ts)
         for t0 in stride(from: 0, to: L.outputRows, by: rows) {
             let r = min(rows, L.outputRows - t0)
             L.buildSlab(src, channels: channels, firstRow: t0, rows: r, into: slab)
@@ -573,23 +591,40 @@ private func shiftedConvWeightGrad<T: CPUFloat>(_ s: ConvShape, _ dy: UnsafePoin
 // 2×320×64×64 (unit-scale outputs) the error against float64 is ~3e-6 rms and 8e-5 at worst,
 // where the GEMM paths give ~3e-7 and 3e-6.
 
-enum WinogradPolicy { case automatic, always, never }
-/// Variable only so tests can force either stride-1 algorithm.
-nonisolated(unsafe) var convWinogradPolicy = WinogradPolicy.automatic
+/// The algorithms a stride-1 convolution can take. `winograd` applies to 3×3 undilated kernels only;
+/// forced elsewhere, it falls back to `shifted`.
+enum StrideOneConvAlgorithm { case winograd, shifted, im2col }
+/// nil: chosen per call (`strideOneAlgorithm`). Variable only so tests can force each algorithm.
+nonisolated(unsafe) var convStrideOneAlgorithm: StrideOneConvAlgorithm? = nil
 
-/// Winograd (3×3, dilation 1) pays when there are enough channels per group and enough tiles to
-/// amortise its transforms, and when its transformed weights (4× the kernel) fit the scratch budget.
-@inline(__always) private func useWinograd<T>(_: T.Type, kernel: (Int, Int), dilation: (Int, Int), images: Int,
-                                              outSize: (Int, Int), inPerGroup: Int, outChannels: Int) -> Bool {
-    guard kernel == (3, 3) && dilation == (1, 1) else { return false }
-    switch convWinogradPolicy {
-    case .always: return true
-    case .never: return false
-    case .automatic:
-        let tiles = images * ((outSize.0 + 3) / 4) * ((outSize.1 + 3) / 4)
-        return inPerGroup >= 16 && outChannels >= 16 && tiles >= 64
-            && 36 * outChannels * inPerGroup * MemoryLayout<T>.stride <= convScratchBytes
+/// Which stride-1 convolution a pass computes: the forward one (also the weight gradient's layout) or
+/// the input gradient's, a convolution of dY with the flipped kernel.
+private enum StrideOnePass { case forward, inputGradient }
+
+/// The algorithm for one pass of a stride-1 convolution; nil for im2col (the general path).
+/// - Winograd (3×3, dilation 1) pays when there are enough channels per group and enough tiles to
+///   amortise its transforms, and when its transformed weights (4× the kernel) fit the scratch
+///   budget.
+/// - Otherwise shifted GEMMs rearrange the weight (O·Cg·KH·KW elements) and copy the padded input
+///   once; im2col (col2im for the input gradient) copies the input KH·KW times (C·KH·KW·N·OH·OW)
+///   and reads the weight in place. With fewer output pixels than output channels per group, the
+///   weight is the bigger copy, in either pass: im2col.
+private func strideOneAlgorithm<T>(_: T.Type, _ s: ConvShape, _ pass: StrideOnePass) -> StrideOneConvAlgorithm? {
+    let winogradApplies = s.kh == 3 && s.kw == 3 && s.dh == 1 && s.dw == 1
+    switch convStrideOneAlgorithm {
+    case .winograd?: return winogradApplies ? .winograd : .shifted
+    case .shifted?: return .shifted
+    case .im2col?: return nil
+    case nil: break
     }
+    // The pass's own convolution: its output channels, input channels per group and output size.
+    let (outChannels, inPerGroup, outSize) = pass == .forward ? (s.o, s.cg, (s.oh, s.ow)) : (s.c, s.og, (s.h, s.w))
+    let tiles = s.n * ((outSize.0 + 3) / 4) * ((outSize.1 + 3) / 4)
+    if winogradApplies && inPerGroup >= 16 && outChannels >= 16 && tiles >= 64
+        && 36 * outChannels * inPerGroup * MemoryLayout<T>.stride <= convScratchBytes {
+        return .winograd
+    }
+    return s.og > s.n * s.oh * s.ow ? nil : .shifted
 }
 
 /// Bᵀ·d for one 6-vector.
@@ -737,11 +772,11 @@ private func winogradConv<T: CPUFloat>(_ src: UnsafePointer<T>, images: Int, cha
             let rows = min(block, tiles.rowCount - first), count = rows * tw
             winogradInputTransform(src, channels: channels, height: height, width: width, padding: padding, tiles,
                                    first: first, rows: rows, into: v, rowStride: cs)
-            for xi in 0..<36 {
-                for g in 0..<groups {
-                    gemm(false, false, mg, count, kg, 1, u + xi * us + g * mg * kg, kg,
-                         v + xi * cs + g * kg * ld, ld, 0, m + xi * cs + g * mg * ld, ld)
-                }
+            // 36 · groups independent products: one task each, not split further.
+            forEachTask(36 * groups) { task in
+                let xi = task / groups, g = task % groups
+                gemm(false, false, mg, count, kg, 1, u + xi * us + g * mg * kg, kg,
+                     v + xi * cs + g * kg * ld, ld, 0, m + xi * cs + g * mg * ld, ld, split: false)
             }
             // Output tiles Aᵀ M A, cut at the image border, plus bias. Aᵀ M runs along whole rows of M
             // (six read streams, vectorisable); the second half goes a tile row at a time.
@@ -827,11 +862,10 @@ private func winogradWeightGrad<T: CPUFloat>(_ s: ConvShape, _ dy: UnsafePointer
                     }
                 }
             }
-            for xi in 0..<36 {
-                for g in 0..<s.groups {
-                    gemm(false, true, s.og, s.cg, count, 1, yt + xi * cs + g * s.og * ld, ld,
-                         v + xi * cs + g * s.cg * ld, ld, first == 0 ? 0 : 1, du + xi * us + g * s.og * s.cg, s.cg)
-                }
+            forEachTask(36 * s.groups) { task in
+                let xi = task / s.groups, g = task % s.groups
+                gemm(false, true, s.og, s.cg, count, 1, yt + xi * cs + g * s.og * ld, ld,
+                     v + xi * cs + g * s.cg * ld, ld, first == 0 ? 0 : 1, du + xi * us + g * s.og * s.cg, s.cg, split: false)
             }
         }
         // dW = Gᵀ dU G per (o, c): nine contiguous values of the OIHW gradient.

@@ -49,6 +49,38 @@ func parallelFor(_ count: Int, minimumPerChunk: Int = 32_768, _ body: (Range<Int
     }
 }
 
+/// Runs `body(task)` for every task in 0..<count on up to `cpuWorkerCount` threads that pull tasks
+/// from a shared counter, so uneven tasks balance and a thread the OS leaves unscheduled holds up
+/// only the task it has. With one worker the tasks run in order on the calling thread.
+func forEachTask(_ count: Int, _ body: (Int) -> Void) {
+    forEachTask(count, scratch: 0, UInt8.self) { task, _ in body(task) }
+}
+
+/// `forEachTask`, each thread owning a scratch buffer of `scratch` elements for its tasks.
+func forEachTask<T>(_ count: Int, scratch: Int, _: T.Type, _ body: (Int, UnsafeMutablePointer<T>) -> Void) {
+    let workers = min(cpuWorkerCount, count)
+    if workers <= 1 {
+        let buffer = UnsafeMutablePointer<T>.allocate(capacity: max(scratch, 1))
+        defer { buffer.deallocate() }
+        for task in 0..<count { body(task, buffer) }
+        return
+    }
+    let lock = NSLock()
+    var next = 0
+    DispatchQueue.concurrentPerform(iterations: workers) { _ in
+        let buffer = UnsafeMutablePointer<T>.allocate(capacity: max(scratch, 1))
+        defer { buffer.deallocate() }
+        while true {
+            lock.lock()
+            let task = next
+            next += 1
+            lock.unlock()
+            if task >= count { break }
+            body(task, buffer)
+        }
+    }
+}
+
 let cpuWorkerCount: Int = {
     if let text = ProcessInfo.processInfo.environment["TENSORKIT_NUM_THREADS"], let n = Int(text), n > 0 { return n }
     return max(1, ProcessInfo.processInfo.activeProcessorCount)
