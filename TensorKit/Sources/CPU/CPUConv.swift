@@ -1,10 +1,12 @@
 import Foundation
 
-// 2-D convolution on the CPU as GEMMs (OpenBLAS threads them). Schemes, picked per call:
+// 2-D convolution on the CPU as GEMMs (split across TensorKit's workers: BLAS.swift). Schemes, picked
+// per call and pass (`convAlgorithm`):
 // - 1×1, stride 1, no padding: one GEMM per image and group on the [C, H·W] view.
 // - stride 1, 3×3, dilation 1, enough channels and tiles: Winograd F(4×4, 3×3) (see its section).
-// - other stride-1 kernels with more pixels than output channels: "shifted GEMMs". The batch is laid out as one tall, zero-padded image of
-//   row width Wp = W + 2·pw (each image keeps its own padding rows). There a kernel tap (i, j) is a
+// - other stride-1 kernels with more output pixels than output channels: "shifted GEMMs". The batch
+//   is laid out as one tall, zero-padded image of row width Wp = W + 2·pw (each image keeps its own
+//   padding rows). There a kernel tap (i, j) is a
 //   constant offset i·dh·Wp + j·dw, so the output on a "wide" grid of width Wp is
 //   Σ_taps W_tap [O, C] · X_padded(shifted) [C, rows·Wp]; the Wp − OW extra columns (and the rows
 //   straddling two images) are computed and dropped. This skips im2col's KH·KW-fold copy, but
@@ -127,7 +129,7 @@ private func convForward<T: CPUFloat>(_ s: ConvShape, _ x: UnsafePointer<T>, _ w
                      x + (img * s.c + g * s.cg) * hw, hw, bias == nil ? 0 : 1, out + (img * s.o + g * s.og) * hw, hw)
             }
         }
-    } else if s.sh == 1 && s.sw == 1, let algorithm = strideOneAlgorithm(T.self, s, .forward) {
+    } else if case let algorithm = convAlgorithm(T.self, s, .forward), algorithm != .im2col {
         strideOneConv(x, images: s.n, channels: s.c, height: s.h, width: s.w, kernel: .forward(w, s),
                       padding: (s.ph, s.pw), dilation: (s.dh, s.dw), groups: s.groups, bias: bias,
                       winograd: algorithm == .winograd, out)
@@ -152,7 +154,8 @@ private func convBackwardInput<T: CPUFloat>(_ s: ConvShape, _ dy: UnsafePointer<
     // Stride 1: dX is the stride-1 convolution of dY with the flipped kernel, channels swapped within
     // each group, padded by d·(K−1) − p (needs that padding to be non-negative).
     let qh = s.dh * (s.kh - 1) - s.ph, qw = s.dw * (s.kw - 1) - s.pw
-    if s.sh == 1 && s.sw == 1 && qh >= 0 && qw >= 0, let algorithm = strideOneAlgorithm(T.self, s, .inputGradient) {
+    let algorithm = convAlgorithm(T.self, s, .inputGradient)
+    if qh >= 0 && qw >= 0 && algorithm != .im2col {
         strideOneConv(dy, images: s.n, channels: s.o, height: s.oh, width: s.ow, kernel: .inputGradient(w, s),
                       padding: (qh, qw), dilation: (s.dh, s.dw), groups: s.groups, bias: nil,
                       winograd: algorithm == .winograd, dx)
@@ -188,7 +191,7 @@ private func convBackwardWeight<T: CPUFloat>(_ s: ConvShape, _ dy: UnsafePointer
                      x + (img * s.c + g * s.cg) * hw, hw, 1, dw + g * s.og * s.cg, s.cg)
             }
         }
-    } else if s.sh == 1 && s.sw == 1, let algorithm = strideOneAlgorithm(T.self, s, .forward) {
+    } else if case let algorithm = convAlgorithm(T.self, s, .forward), algorithm != .im2col {
         if algorithm == .winograd {
             winogradWeightGrad(s, dy, x, dw)
         } else {
@@ -591,17 +594,17 @@ private func shiftedConvWeightGrad<T: CPUFloat>(_ s: ConvShape, _ dy: UnsafePoin
 // 2×320×64×64 (unit-scale outputs) the error against float64 is ~3e-6 rms and 8e-5 at worst,
 // where the GEMM paths give ~3e-7 and 3e-6.
 
-/// The algorithms a stride-1 convolution can take. `winograd` applies to 3×3 undilated kernels only;
-/// forced elsewhere, it falls back to `shifted`.
+/// The algorithms a stride-1 convolution can take (strided ones take im2col). `winograd` applies to
+/// 3×3 undilated kernels only; forced elsewhere, it falls back to `shifted`.
 enum StrideOneConvAlgorithm { case winograd, shifted, im2col }
-/// nil: chosen per call (`strideOneAlgorithm`). Variable only so tests can force each algorithm.
+/// nil: chosen per call (`convAlgorithm`). Variable only so tests can force each algorithm.
 nonisolated(unsafe) var convStrideOneAlgorithm: StrideOneConvAlgorithm? = nil
 
-/// Which stride-1 convolution a pass computes: the forward one (also the weight gradient's layout) or
-/// the input gradient's, a convolution of dY with the flipped kernel.
-private enum StrideOnePass { case forward, inputGradient }
+/// Which convolution a pass computes: the forward one (also the weight gradient's layout) or the
+/// input gradient's, a convolution of dY with the flipped kernel.
+private enum ConvPass { case forward, inputGradient }
 
-/// The algorithm for one pass of a stride-1 convolution; nil for im2col (the general path).
+/// The algorithm for one pass of a non-pointwise convolution: im2col whenever the stride is not 1.
 /// - Winograd (3×3, dilation 1) pays when there are enough channels per group and enough tiles to
 ///   amortise its transforms, and when its transformed weights (4× the kernel) fit the scratch
 ///   budget.
@@ -609,14 +612,10 @@ private enum StrideOnePass { case forward, inputGradient }
 ///   once; im2col (col2im for the input gradient) copies the input KH·KW times (C·KH·KW·N·OH·OW)
 ///   and reads the weight in place. With fewer output pixels than output channels per group, the
 ///   weight is the bigger copy, in either pass: im2col.
-private func strideOneAlgorithm<T>(_: T.Type, _ s: ConvShape, _ pass: StrideOnePass) -> StrideOneConvAlgorithm? {
+private func convAlgorithm<T>(_: T.Type, _ s: ConvShape, _ pass: ConvPass) -> StrideOneConvAlgorithm {
+    guard s.sh == 1 && s.sw == 1 else { return .im2col }
     let winogradApplies = s.kh == 3 && s.kw == 3 && s.dh == 1 && s.dw == 1
-    switch convStrideOneAlgorithm {
-    case .winograd?: return winogradApplies ? .winograd : .shifted
-    case .shifted?: return .shifted
-    case .im2col?: return nil
-    case nil: break
-    }
+    if let forced = convStrideOneAlgorithm { return forced == .winograd && !winogradApplies ? .shifted : forced }
     // The pass's own convolution: its output channels, input channels per group and output size.
     let (outChannels, inPerGroup, outSize) = pass == .forward ? (s.o, s.cg, (s.oh, s.ow)) : (s.c, s.og, (s.h, s.w))
     let tiles = s.n * ((outSize.0 + 3) / 4) * ((outSize.1 + 3) / 4)
@@ -624,7 +623,7 @@ private func strideOneAlgorithm<T>(_: T.Type, _ s: ConvShape, _ pass: StrideOneP
         && 36 * outChannels * inPerGroup * MemoryLayout<T>.stride <= convScratchBytes {
         return .winograd
     }
-    return s.og > s.n * s.oh * s.ow ? nil : .shifted
+    return s.og > s.n * s.oh * s.ow ? .im2col : .shifted
 }
 
 /// Bᵀ·d for one 6-vector.
