@@ -6,6 +6,9 @@
 #   scripts/bench-sd.sh --quick              # shorter timing, one DDPO epoch after one warm-up
 #   scripts/bench-sd.sh tiny/ small/unet     # only cases whose config/case name starts with these
 #   scripts/bench-sd.sh --no-ddpo            # skip the DDPO epochs (the slow part)
+#   scripts/bench-sd.sh sd15/                # SD 1.5 at full size (opt-in): UNet forward, LoRA training
+#                                            # pass, VAE decode, 3 repetitions each (~15 min, 4.2 GB of
+#                                            # weights); sd15/sample and sd15/ddpo_epoch only when named
 #
 # Models: scripts/bench_sd_torch.py make writes .build-bench-models/{tiny,small} (ignored by git;
 # rebuilt only when the configs in that script change). Each case runs in its own process on each side
@@ -33,7 +36,7 @@ for arg in "$@"; do
         --quick) BUDGET=0.5; EPOCHS=1; WARMUP=1 ;;
         --no-ddpo) DDPO=0 ;;
         --small-epochs=*) SMALL_EPOCHS="${arg#*=}" ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) PREFIXES+=("$arg") ;;
     esac
 done
@@ -49,14 +52,32 @@ echo "building ddpo-bench (release, scratch $SCRATCH)..." >&2
 swift build -c release --scratch-path "$SCRATCH" --product ddpo-bench >&2
 BIN="$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)/ddpo-bench"
 "$PYTHON" -W ignore scripts/bench_sd_torch.py make --out "$MODELS" 2> >(grep -v -i -E "warn|deprecat" >&2)
+# SD 1.5 at full size only when a prefix asks for it.
+CONFIGS=(tiny small)
+for p in "${PREFIXES[@]}"; do
+    if [[ "$p" == sd15* ]]; then
+        CONFIGS+=(sd15)
+        "$PYTHON" -W ignore scripts/bench_sd_torch.py make --out "$MODELS" sd15 2> >(grep -v -i -E "warn|deprecat" >&2)
+        break
+    fi
+done
 
 OURS="$(mktemp)"; REF="$(mktemp)"
 trap 'rm -f "$OURS" "$REF"' EXIT
 py_quiet() { "$PYTHON" -W ignore "$@" 2> >(grep -v -i -E "warn|deprecat|Loading pipeline|torch_dtype|it/s\]|^\s*$" >&2); }
 
-for config in tiny small; do
+for config in "${CONFIGS[@]}"; do
     for case in unet_fwd_b2 unet_fwdbwd_b1 unet_lora_fwdbwd_b2 vae_decode_b1 sample ddpo_epoch; do
         selected "$config/$case" || continue
+        budget=$BUDGET
+        if [[ "$config" == sd15 ]]; then
+            # Minutes per repetition: the three cases a CPU user meets first, unless a case is named.
+            case "$case" in
+                unet_fwd_b2|unet_lora_fwdbwd_b2|vae_decode_b1) ;;
+                *) printf '%s\n' "${PREFIXES[@]}" | grep -qx "sd15/$case" || continue ;;
+            esac
+            budget=0
+        fi
         if [[ "$case" == ddpo_epoch ]]; then
             [[ $DDPO == 1 ]] || continue
             epochs=$EPOCHS
@@ -69,8 +90,8 @@ for config in tiny small; do
                 --threads "$TORCH_THREADS" >> "$REF" || echo -e "$config/$case\tFAILED" >> "$REF"
         else
             echo "== $config/$case" >&2
-            "$BIN" "$MODELS/$config" "$case" --budget "$BUDGET" >> "$OURS" || echo -e "$config/$case\tFAILED" >> "$OURS"
-            py_quiet scripts/bench_sd_torch.py case --models "$MODELS" --budget "$BUDGET" \
+            "$BIN" "$MODELS/$config" "$case" --budget "$budget" >> "$OURS" || echo -e "$config/$case\tFAILED" >> "$OURS"
+            py_quiet scripts/bench_sd_torch.py case --models "$MODELS" --budget "$budget" \
                 --threads "$TORCH_THREADS" "$config" "$case" >> "$REF" || echo -e "$config/$case\tFAILED" >> "$REF"
         fi
     done

@@ -34,6 +34,7 @@ SETTINGS = {
     "tiny": dict(sample_num_steps=20, sample_batch_size=4, train_batch_size=2),
     "small": dict(sample_num_steps=10, sample_batch_size=2, train_batch_size=1),
 }
+SETTINGS["sd15"] = SETTINGS["small"]  # SD 1.5 at full size (bench_sd_torch.py make sd15) takes small's
 
 
 def main():
@@ -45,7 +46,7 @@ def main():
     args = parser.parse_args()
     name = os.path.basename(os.path.normpath(args.model_dir))
     if name not in SETTINGS:
-        raise SystemExit(f"the model folder's name must be tiny or small, got {name}")
+        raise SystemExit(f"the model folder's name must be one of {', '.join(SETTINGS)}, got {name}")
 
     warnings.filterwarnings("ignore")
     import torch

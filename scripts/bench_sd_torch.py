@@ -2,6 +2,7 @@
 """The diffusers side of scripts/bench-sd.sh, and the maker of the random-weight models both sides load.
 
     python scripts/bench_sd_torch.py make --out .build-bench-models          # writes tiny/ and small/ (if missing)
+    python scripts/bench_sd_torch.py make --out .build-bench-models sd15     # SD 1.5's full size (4.2 GB, opt-in)
     python scripts/bench_sd_torch.py case --models .build-bench-models tiny unet_fwd_b2 [--budget 2] [--threads 2]
 
 `make` builds two Stable Diffusion folders in the diffusers layout with seeded random weights
@@ -19,6 +20,10 @@ Tests/DiffusionModelsTests/Fixtures/make_tokenizer_fixtures.py does), model_max_
          "small" pipeline of REFERENCES.md section 7); VAE (64, 128, 256, 256), 4 levels,
          layers_per_block 2 (256x256 images); text encoder hidden 256, 4 layers, 4 heads,
          intermediate 1024.
+  sd15   Stable Diffusion 1.5's configuration at full size, made only when asked for: UNet (320, 640,
+         1280, 1280), layers_per_block 2, cross_attention_dim 768, sample_size 64 (860 M parameters);
+         VAE (128, 256, 512, 512), 512x512 images; CLIP ViT-L/14's text encoder (hidden 768, 12 layers,
+         12 heads, intermediate 3072). About 4.2 GB of float32 safetensors.
 
 `case` runs one timed case in this process (so the process's peak RSS is the case's) and prints one
 tab-separated line: config/case, median ms, repetitions, minimum ms, peak RSS MiB. Timing rule (as
@@ -47,7 +52,7 @@ import time
 
 from bench_common import clip_byte_symbols
 
-SAMPLE_STEPS = {"tiny": 20, "small": 10}
+SAMPLE_STEPS = {"tiny": 20, "small": 10, "sd15": 10}
 PROMPT = "a photo of a cat"
 
 CONFIGS = {
@@ -72,7 +77,20 @@ CONFIGS = {
                  up_block_types=("UpDecoderBlock2D",) * 4, sample_size=256),
         text=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4),
     ),
+    "sd15": dict(
+        unet=dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, sample_size=64, in_channels=4,
+                  out_channels=4,
+                  down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                  up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+                  cross_attention_dim=768, attention_head_dim=8),
+        vae=dict(block_out_channels=(128, 256, 512, 512), in_channels=3, out_channels=3, latent_channels=4,
+                 layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 4,
+                 up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512),
+        text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+    ),
 }
+# Made by `make` unless named: sd15 is large and slow, for explicit runs only.
+DEFAULT_CONFIGS = ("tiny", "small")
 
 
 def peak_rss_mib():
@@ -101,7 +119,7 @@ def clip_vocab_files(folder):
     return os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
 
 
-def make(out):
+def make(out, names=DEFAULT_CONFIGS):
     import shutil
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -112,7 +130,8 @@ def make(out):
     # The folders depend on the libraries that wrote them too: transformers 5 saves the text encoder's
     # keys without "text_model." and the tokenizer as tokenizer.json only, which transformers 4 cannot read.
     versions = {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__}
-    for name, cfg in CONFIGS.items():
+    for name in names:
+        cfg = CONFIGS[name]
         folder = os.path.join(out, name)
         stamp = os.path.join(folder, ".config.json")
         wanted = json.dumps({"config": cfg, "versions": versions}, sort_keys=True)
@@ -233,6 +252,7 @@ def main():
     sub = parser.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("make")
     m.add_argument("--out", default=".build-bench-models")
+    m.add_argument("configs", nargs="*", help=f"which folders to make, of {sorted(CONFIGS)} (default: tiny small)")
     c = sub.add_parser("case")
     c.add_argument("--models", default=".build-bench-models")
     c.add_argument("--threads", type=int, default=int(os.environ.get("TORCH_THREADS", "2")))
@@ -241,7 +261,10 @@ def main():
     c.add_argument("case")
     args = parser.parse_args()
     if args.cmd == "make":
-        make(args.out)
+        unknown = [c for c in args.configs if c not in CONFIGS]
+        if unknown:
+            parser.error(f"make: unknown config {unknown[0]!r}; known: {', '.join(sorted(CONFIGS))}")
+        make(args.out, args.configs or DEFAULT_CONFIGS)
     else:
         run_case(args)
 

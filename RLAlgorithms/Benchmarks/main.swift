@@ -4,8 +4,9 @@
 //   swift run -c release ddpo-bench MODEL_DIR CASE [--budget SECONDS] [--epochs N] [--warmup N]
 //
 // MODEL_DIR is a diffusers Stable Diffusion folder (scripts/bench_sd_torch.py make writes
-// .build-bench-models/tiny and .build-bench-models/small); its last path component ("tiny" or "small")
-// names the config, which picks the sampling steps and the DDPO settings. One case runs per process,
+// .build-bench-models/tiny and .build-bench-models/small, and sd15 when asked); its last path component
+// ("tiny", "small" or "sd15") names the config, which picks the sampling steps and the DDPO settings
+// (sd15 takes small's). One case runs per process,
 // so the peak RSS printed is that case's. Output, one tab-separated line on stdout:
 //   config/case   median ms   repetitions   minimum ms   peak RSS MiB
 // Progress and per-phase details go to stderr.
@@ -18,7 +19,7 @@
 //                   base frozen, LoRA rank 4 on the attention projections as the DDPO pipeline adds it
 //   vae_decode_b1   VAE decode of one latent, no graph
 //   sample          StableDiffusionPipeline.sample: one prompt, guidance 7.5 (UNet batch 2), DDIM eta 0,
-//                   20 steps (tiny) / 10 (small), text encoding and VAE decode included
+//                   20 steps (tiny) / 10 (small, sd15), text encoding and VAE decode included
 //   ddpo_epoch      one DDPOTrainer epoch (sample, JPEG-compressibility reward, PPO on LoRA); tiny: 20 steps,
 //                   sample batch 4, train batch 2; small: 10 steps, sample batch 2, train batch 1; 2 sample
 //                   batches per epoch, TRL's other defaults; timed per epoch after --warmup epochs
@@ -94,8 +95,8 @@ guard positional.count == 2 else { fail("usage: ddpo-bench MODEL_DIR CASE (see -
 let modelDir = URL(fileURLWithPath: positional[0])
 let caseName = positional[1]
 let configName = modelDir.standardizedFileURL.lastPathComponent
-guard configName == "tiny" || configName == "small" else {
-    fail("the model folder's name must be tiny or small (it picks the settings), got \(configName)")
+guard ["tiny", "small", "sd15"].contains(configName) else {
+    fail("the model folder's name must be tiny, small or sd15 (it picks the settings), got \(configName)")
 }
 let sampleSteps = configName == "tiny" ? 20 : 10
 let prompt = "a photo of a cat"

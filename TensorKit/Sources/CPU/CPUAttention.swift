@@ -246,7 +246,7 @@ private func exponentiateShiftedFloat(_ row: UnsafeMutablePointer<Float>, _ n: I
     var j = 0
     while j + 8 <= n {
         let raw = UnsafeMutableRawPointer(row + j)
-        let e = fastExp(raw.loadUnaligned(as: SIMD8<Float>.self) - s)
+        let e = VectorMath.exp8(raw.loadUnaligned(as: SIMD8<Float>.self) - s)
         raw.storeBytes(of: e, as: SIMD8<Float>.self)
         acc += e
         j += 8
@@ -259,34 +259,6 @@ private func exponentiateShiftedFloat(_ row: UnsafeMutablePointer<Float>, _ n: I
         j += 1
     }
     return sum
-}
-
-/// Eight-lane exp for the softmax: exp(x) = 2ⁿ · eʳ with n = round(x / ln 2) and |r| ≤ ln 2 / 2,
-/// where the degree-6 Taylor polynomial is within ~2 ulp. Written with SSE2-level operations only
-/// (the package targets baseline x86-64), so it vectorises without libm calls per lane. Inputs below
-/// −87 give 2⁻¹²⁶-scale values instead of denormals/0, which is immaterial next to a row maximum of 1.
-@inline(__always)
-private func fastExp(_ input: SIMD8<Float>) -> SIMD8<Float> {
-    // Clamp with lane-wise selects between two vectors (maxps/minps); callers screen out NaN first.
-    let lo = SIMD8<Float>(repeating: -87), hi = SIMD8<Float>(repeating: 88)
-    var above = lo, x = hi
-    for l in 0..<8 { above[l] = input[l] > lo[l] ? input[l] : lo[l] }
-    for l in 0..<8 { x[l] = above[l] < hi[l] ? above[l] : hi[l] }
-    // Adding 1.5·2²³ rounds to an integer held in the low mantissa bits.
-    let magic = SIMD8<Float>(repeating: 12_582_912)
-    let t = x * SIMD8(repeating: 1.442_695_04) + magic
-    let n = t - magic
-    let r = x - n * SIMD8(repeating: 0.693_145_751_953_125) - n * SIMD8(repeating: 1.428_606_765_330_187e-6)
-    var p = SIMD8<Float>(repeating: 1.0 / 720)
-    p = p * r + SIMD8(repeating: 1.0 / 120)
-    p = p * r + SIMD8(repeating: 1.0 / 24)
-    p = p * r + SIMD8(repeating: 1.0 / 6)
-    p = p * r + SIMD8(repeating: 0.5)
-    p = p * r + SIMD8(repeating: 1)
-    p = p * r + SIMD8(repeating: 1)
-    let exponent = (unsafeBitCast(t, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)
-                    &+ SIMD8(repeating: 127)) &<< SIMD8(repeating: 23)
-    return p * unsafeBitCast(exponent, to: SIMD8<Float>.self)
 }
 
 // MARK: - Scheduling

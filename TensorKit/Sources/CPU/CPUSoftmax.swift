@@ -2,7 +2,7 @@ import Foundation
 
 // Softmax and log-softmax over the last axis of a contiguous tensor, one row at a time:
 // max, then Σ exp(x - max) (the terms written out for softmax), then one scaling sweep.
-// Float rows use a SIMD exp (`vexpf8`); libm's scalar expf would dominate the run time.
+// Float rows use a SIMD exp (`VectorMath.exp8`); libm's scalar expf would dominate the run time.
 
 extension CPUBackend {
     public func softmax(_ x: Tensor, log: Bool) -> Tensor {
@@ -122,7 +122,7 @@ private func softmaxRowFloat(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointe
         for i in 0..<n where x[i] > mx { mx = x[i] }
         var v = SIMD8<Float>(repeating: 0)
         for i in 0..<n { v[i] = x[i] - mx }
-        var e = vexpf8(v)
+        var e = VectorMath.exp8(v)
         e.replace(with: 0, where: laneIndex .>= Float(n))
         let total = e.sum()
         if log {
@@ -153,19 +153,19 @@ private func softmaxRowFloat(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointe
     var s0 = SIMD8<Float>(repeating: 0), s1 = s0
     i = 0
     while i + 16 <= n {
-        let e0 = vexpf8(loadF8(x + i) - vm), e1 = vexpf8(loadF8(x + i + 8) - vm)
+        let e0 = VectorMath.exp8(loadF8(x + i) - vm), e1 = VectorMath.exp8(loadF8(x + i + 8) - vm)
         if !log { storeF8(e0, y + i); storeF8(e1, y + i + 8) }
         s0 += e0; s1 += e1
         i += 16
     }
     if i + 8 <= n {
-        let e = vexpf8(loadF8(x + i) - vm)
+        let e = VectorMath.exp8(loadF8(x + i) - vm)
         if !log { storeF8(e, y + i) }
         s0 += e
         i += 8
     }
     if i < n {
-        var e = vexpf8(loadF8(x + tailStart) - vm)
+        var e = VectorMath.exp8(loadF8(x + tailStart) - vm)
         if !log { storeF8(e, y + tailStart) }
         e.replace(with: 0, where: laneIndex .< Float(i - tailStart))
         s1 += e
@@ -211,15 +211,15 @@ private func softmaxBackwardRowFloat(_ y: UnsafePointer<Float>, _ g: UnsafePoint
     var i = 0
     if log {
         // Overlapping last vector: dx depends only on the same lane's inputs, so repeats are identical.
-        while i + 8 <= n { storeF8(loadF8(g + i) - vexpf8(loadF8(y + i)) * vs, dx + i); i += 8 }
+        while i + 8 <= n { storeF8(loadF8(g + i) - VectorMath.exp8(loadF8(y + i)) * vs, dx + i); i += 8 }
         if i < n {
             if n >= 8 {
                 let t = n - 8
-                storeF8(loadF8(g + t) - vexpf8(loadF8(y + t)) * vs, dx + t)
+                storeF8(loadF8(g + t) - VectorMath.exp8(loadF8(y + t)) * vs, dx + t)
             } else {
                 var v = SIMD8<Float>(repeating: 0)
                 for j in 0..<n { v[j] = y[j] }
-                let e = vexpf8(v)
+                let e = VectorMath.exp8(v)
                 for j in 0..<n { dx[j] = g[j] - e[j] * s }
             }
         }
@@ -227,37 +227,4 @@ private func softmaxBackwardRowFloat(_ y: UnsafePointer<Float>, _ g: UnsafePoint
         while i + 8 <= n { storeF8(loadF8(y + i) * (loadF8(g + i) - vs), dx + i); i += 8 }
         while i < n { dx[i] = y[i] * (g[i] - s); i += 1 }
     }
-}
-
-/// exp of 8 floats for the softmax sweeps, within 1.1e-7 relative (about 1 ulp) for -87 ≤ x ≤ 88. Below -87 (where
-/// the result would be subnormal) it returns 0, so -inf gives 0; NaN gives NaN. Inputs above 88 are
-/// outside its domain (softmax only passes x - max ≤ 0, log-softmax backward passes log-probabilities).
-///
-/// exp(x) = 2^k · exp(r) with k = round(x / ln 2) and r = x - k·ln 2, ln 2 split into a short high
-/// part (k·ln2_hi is exact) and a correction; exp(r) on |r| ≤ ln2/2 by a degree-6 polynomial fitted
-/// for minimal relative error (about 2e-9, well below float rounding); 2^k built in the exponent bits.
-/// No upper clamp or NaN blend: each costs as much as a third of the polynomial on SSE, and NaN
-/// already propagates through the arithmetic.
-@inline(__always)
-func vexpf8(_ x: SIMD8<Float>) -> SIMD8<Float> {
-    let lo: Float = -87
-    var xc = x
-    xc.replace(with: lo, where: x .< lo)
-    // Adding 1.5·2^23 rounds to an integer and leaves it in the low mantissa bits.
-    let magic: Float = 12_582_912
-    let kShifted = xc * Float(1.4426950408889634) + magic
-    let k = kShifted - magic
-    let r = (xc - k * Float(0.693359375)) - k * Float(-2.12194440e-4)
-    var p = SIMD8<Float>(repeating: 0.0013836845755577087)
-    p = p * r + 0.008374815806746483
-    p = p * r + 0.04166822507977486
-    p = p * r + 0.16666419804096222
-    p = p * r + 0.49999991059303284
-    p = p * r + 1
-    p = p * r + 1
-    let kBits = unsafeBitCast(kShifted, to: SIMD8<Int32>.self) &- 0x4B40_0000
-    let scale = unsafeBitCast((kBits &+ 127) &<< 23, to: SIMD8<Float>.self)
-    var result = p * scale
-    result.replace(with: 0, where: x .< lo)
-    return result
 }
