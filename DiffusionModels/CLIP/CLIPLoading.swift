@@ -94,7 +94,7 @@ enum CLIPCheckpoint {
                             rename: ([String: Tensor]) -> [String: Tensor] = { $0 }) throws {
         let weights = try ComponentWeights.read(in: directory, stem: "model", variant: variant, ignore: ignore)
         do {
-            try model.load(rename(weights.tensors), strict: true)
+            try model.load(rename(weights.tensors), strict: true, loaded: { SafeTensorsFile.releasePages(of: $0) })
         } catch let error as ModuleLoadError {
             throw CLIPError.weights(file: weights.label, model: name, report: error.report)
         }

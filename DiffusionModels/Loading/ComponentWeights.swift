@@ -111,10 +111,13 @@ public struct ComponentWeights {
     }
 
     /// Loads the tensors into `model` strictly (every key of the model present with its shape, and
-    /// nothing else), converting half-precision storage to the parameters' dtype.
+    /// nothing else), converting half-precision storage to the parameters' dtype. Each file page is
+    /// given back once its tensor is copied (`SafeTensorsFile.releasePages(of:)`), so the load's
+    /// peak is the model plus one tensor rather than the model plus the files; the tensors stay
+    /// readable (from the file again) but must not have been written to.
     public func loadStrict(into model: Module, name: String) throws {
         do {
-            try model.load(tensors, strict: true)
+            try model.load(tensors, strict: true, loaded: { SafeTensorsFile.releasePages(of: $0) })
         } catch let error as ModuleLoadError {
             throw DiffusersLoadError(path: label, "weights do not match the \(name) built from config.json:\n\(error.report)",
                                      report: error.report)

@@ -95,6 +95,68 @@ final class SafeTensorsTests: XCTestCase {
         XCTAssertEqual(values(keep!, Float.self), [5, 6])
     }
 
+    /// The kernel's own count of the file's resident pages in this process (/proc/self/smaps), in bytes.
+    private func residentBytes(ofMappingOf file: String) throws -> Int? {
+        // Read to the end by hand: Foundation's whole-file readers return /proc/self/smaps cut short.
+        let fd = open("/proc/self/smaps", O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = [], chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            bytes += chunk[0..<n]
+        }
+        let smaps = String(decoding: bytes, as: UTF8.self)
+        var total = 0, inside = false, found = false
+        for line in smaps.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            if let first = fields.first, first.contains("-"), fields.count >= 5 {  // a mapping's header line
+                inside = line.hasSuffix(file)
+                found = found || inside
+            } else if inside, fields.first == "Rss:", fields.count >= 2, let kB = Int(fields[1]) {
+                total += kB * 1024
+            }
+        }
+        return found ? total : nil
+    }
+
+    func testLoadingGivesBackTheFilePagesAndTheTensorsReadTheFileAgain() throws {
+        // A 2048 x 1024 float32 weight (8 MiB) with values that differ page by page.
+        let rows = 2048, columns = 1024
+        let weight = (0..<(rows * columns)).map { Float($0 % 9973) * 0.25 - 1000 }
+        let bias = (0..<rows).map { Float($0) }
+        let file = path("linear.safetensors")
+        try saveSafeTensors(["weight": rawTensor(weight, shape: [rows, columns], dtype: .float32),
+                             "bias": rawTensor(bias, shape: [rows], dtype: .float32)], to: file)
+        let opened = try SafeTensorsFile(path: file)
+        let tensors = try opened.tensors()
+        guard let untouched = try residentBytes(ofMappingOf: file) else {
+            throw XCTSkip("no /proc/self/smaps on this system")
+        }
+        let model = Linear(columns, rows)
+        var released = 0
+        try model.load(tensors, loaded: { released += SafeTensorsFile.releasePages(of: $0) })
+
+        // The copy happened before the pages went: the module holds the file's values.
+        XCTAssertEqual(values(model.weight, Float.self), weight)
+        XCTAssertEqual(values(model.bias!, Float.self), bias)
+        // Only the pages the weight shares with the header or the bias (at most 2) may stay resident;
+        // without the release all 8 MiB would (the copy read every page).
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        XCTAssertGreaterThanOrEqual(released, rows * columns * 4 - 2 * page)
+        let resident = try XCTUnwrap(try residentBytes(ofMappingOf: file))
+        XCTAssertLessThanOrEqual(resident, untouched + 3 * page, "resident \(resident) bytes after the load")
+        // The mapped tensors read the file again, with the same values.
+        XCTAssertEqual(values(tensors["weight"]!, Float.self), weight)
+        XCTAssertGreaterThan(try XCTUnwrap(try residentBytes(ofMappingOf: file)), rows * columns * 4 - 2 * page)
+
+        // Copies and in-memory tensors have nothing to give back.
+        XCTAssertEqual(SafeTensorsFile.releasePages(of: model.weight), 0)
+        XCTAssertEqual(SafeTensorsFile.releasePages(of: try SafeTensorsFile(bytes: Array(
+            try Data(contentsOf: URL(fileURLWithPath: file)))).tensor("weight")), 0)
+    }
+
     func testMisalignedDataIsCopied() throws {
         // A U8 tensor of 1 byte, then an F32 tensor at buffer offset 1: legal, but unaligned.
         let header = #"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"b":{"dtype":"F32","shape":[2],"data_offsets":[1,9]}}"#

@@ -12,6 +12,9 @@ public final class Storage: @unchecked Sendable {
     /// the contents compares (CUDA's channels-last convolution weights). Writes through `pointer`
     /// itself are not counted.
     public internal(set) var version: UInt64 = 0
+    /// True for a private (copy-on-write) mapping of a file made by `SafeTensorsFile(path:)`: its
+    /// clean pages can be dropped and read again from the file (`SafeTensorsFile.releasePages(of:)`).
+    var isPrivateFileMapping = false
 
     /// Zero-filled, 64-byte aligned host memory.
     public init(cpuByteCount byteCount: Int) {

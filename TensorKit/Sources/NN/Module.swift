@@ -239,9 +239,11 @@ open class Module {
     ///
     /// Strict mode checks everything first and throws `ModuleLoadError` without changing anything
     /// when a key is missing, unexpected or has the wrong shape. Non-strict mode loads every key
-    /// that exists with a matching shape and reports the rest.
+    /// that exists with a matching shape and reports the rest. `loaded` runs with each source tensor
+    /// once it has been copied (the diffusers loaders give back its file pages there).
     @discardableResult
-    public func load(_ weights: [String: Tensor], strict: Bool = true) throws -> LoadReport {
+    public func load(_ weights: [String: Tensor], strict: Bool = true,
+                     loaded: (Tensor) -> Void = { _ in }) throws -> LoadReport {
         let keys = stateKeys()
         let own = stateDict()
         var report = LoadReport()
@@ -261,6 +263,7 @@ open class Module {
             for key in keys where !mismatched.contains(key) {
                 guard let source = weights[key] else { continue }
                 own[key]!.assign(source)
+                loaded(source)
                 report.loadedKeys.append(key)
             }
         }
