@@ -55,6 +55,22 @@ from bench_common import clip_byte_symbols
 SAMPLE_STEPS = {"tiny": 20, "small": 10, "sd15": 10}
 PROMPT = "a photo of a cat"
 
+def sd15_layout(unet_channels, layers_per_block, latent_size, cross_attention_dim, vae_channels, image_size, text):
+    """SD 1.5's pipeline layout (3 CrossAttnDownBlock2D + DownBlock2D, mid block with cross-attention,
+    UpBlock2D + 3 CrossAttnUpBlock2D; a 4-level VAE) at the given widths and sizes."""
+    return dict(
+        unet=dict(block_out_channels=unet_channels, layers_per_block=layers_per_block, sample_size=latent_size,
+                  in_channels=4, out_channels=4,
+                  down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                  up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+                  cross_attention_dim=cross_attention_dim, attention_head_dim=8),
+        vae=dict(block_out_channels=vae_channels, in_channels=3, out_channels=3, latent_channels=4,
+                 layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 4,
+                 up_block_types=("UpDecoderBlock2D",) * 4, sample_size=image_size),
+        text=text,
+    )
+
+
 CONFIGS = {
     "tiny": dict(
         unet=dict(block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
@@ -66,28 +82,13 @@ CONFIGS = {
                  sample_size=64),
         text=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=5, num_attention_heads=4),
     ),
-    "small": dict(
-        unet=dict(block_out_channels=(64, 128, 256, 256), layers_per_block=1, sample_size=32, in_channels=4,
-                  out_channels=4,
-                  down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                  up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-                  cross_attention_dim=256, attention_head_dim=8),
-        vae=dict(block_out_channels=(64, 128, 256, 256), in_channels=3, out_channels=3, latent_channels=4,
-                 layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 4,
-                 up_block_types=("UpDecoderBlock2D",) * 4, sample_size=256),
-        text=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4),
-    ),
-    "sd15": dict(
-        unet=dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, sample_size=64, in_channels=4,
-                  out_channels=4,
-                  down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                  up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-                  cross_attention_dim=768, attention_head_dim=8),
-        vae=dict(block_out_channels=(128, 256, 512, 512), in_channels=3, out_channels=3, latent_channels=4,
-                 layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 4,
-                 up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512),
-        text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
-    ),
+    # SD 1.5's block layout: at reduced width (small) and at full size (sd15).
+    "small": sd15_layout(unet_channels=(64, 128, 256, 256), layers_per_block=1, latent_size=32, cross_attention_dim=256,
+                         vae_channels=(64, 128, 256, 256), image_size=256,
+                         text=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4)),
+    "sd15": sd15_layout(unet_channels=(320, 640, 1280, 1280), layers_per_block=2, latent_size=64, cross_attention_dim=768,
+                        vae_channels=(128, 256, 512, 512), image_size=512,
+                        text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12)),
 }
 # Made by `make` unless named: sd15 is large and slow, for explicit runs only.
 DEFAULT_CONFIGS = ("tiny", "small")
