@@ -176,6 +176,24 @@ final class AttentionTests: XCTestCase {
         }
     }
 
+    func testOneKeyGivesTheQueriesNoGradient() {
+        // Softmax over a single key is 1 whatever the score, so the output is v for every query and
+        // dq is exactly 0 (by hand); dv is the sum of the output gradients over the queries, dk is 0.
+        for dtype in [DType.float32, .float64] {
+            let c = Case(b: 2, h: 3, nq: 19, nk: 1, d: 40, chunk: 8)
+            let (q, k, v) = inputs(c, seed: 31, dtype: dtype)
+            let gradOut = randomDouble([2, 3, 19, 40], seed: 32).to(dtype)
+            let (out, lse) = CPUBackend.shared.attention(q: q, k: k, v: v, scale: 0.7, causal: false, chunkRows: c.chunk)
+            let (dq, dk, dv) = CPUBackend.shared.attentionBackward(
+                q: q, k: k, v: v, output: out, logSumExp: lse, gradOutput: gradOut, scale: 0.7, causal: false,
+                chunkRows: c.chunk)
+            XCTAssertEqual(dq.toArray(), [Double](repeating: 0, count: dq.numel), "dq \(dtype)")
+            XCTAssertEqual(dk.toArray(), [Double](repeating: 0, count: dk.numel), "dk \(dtype)")
+            assertClose(dv.toArray(), gradOut.to(.float64).sum(axis: 2, keepDims: true).toArray(),
+                        atol: dtype == .float32 ? 1e-5 : 1e-12, rtol: 1e-6, "dv \(dtype)")
+        }
+    }
+
     func testSingleHeadRunsTheSerialPath() {
         // One head and one block: no worker threads, OpenBLAS keeps its own threading.
         let c = Case(b: 1, h: 1, nq: 33, nk: 21, d: 8, causal: true)

@@ -47,6 +47,29 @@ final class AutogradTests: XCTestCase {
         XCTAssertTrue(z.grad!.isContiguous)
     }
 
+    func testLinearWeightGradientThroughTheTransposedView() {
+        // linear(x, W) multiplies by W's transposed view; W's gradient Σ_rows dyᵀ·x, by hand in double.
+        let x = Tensor((0..<24).map { Double($0) * 0.25 - 3 }, shape: [2, 3, 4], dtype: .float64)
+        let w = Tensor((0..<20).map { Double($0 % 7) - 2.5 }, shape: [5, 4], dtype: .float64).requiringGrad()
+        let dy = Tensor((0..<30).map { Double(($0 * 5) % 11) - 4 }, shape: [2, 3, 5], dtype: .float64)
+        linear(x, weight: w, bias: nil).backward(dy)
+        let xs = x.toArray(), dys = dy.toArray()
+        var expected = [Double](repeating: 0, count: 20)
+        for r in 0..<6 { for o in 0..<5 { for c in 0..<4 { expected[o * 4 + c] += dys[r * 5 + o] * xs[r * 4 + c] } } }
+        XCTAssertEqual(w.grad!.toArray(), expected)
+        XCTAssertEqual(w.grad!.strides, [4, 1])
+
+        // The same rule when the caller's seed is what the transposed view's gradient would view:
+        // the leaf must not take the caller's memory.
+        let v = Tensor([1, 2, 3, 4, 5, 6], shape: [2, 3], dtype: .float64).requiringGrad()
+        let seed = Tensor([6, 5, 4, 3, 2, 1], shape: [3, 2], dtype: .float64)
+        v.transposed().backward(seed)
+        XCTAssertFalse(v.grad!.storage === seed.storage)
+        XCTAssertEqual(v.grad!.toArray(), [6, 4, 2, 5, 3, 1])
+        v.grad!.assign(Tensor.zeros([2, 3], dtype: .float64))
+        XCTAssertEqual(seed.toArray(), [6, 5, 4, 3, 2, 1])
+    }
+
     func testNoGradScopeRecordsNothing() {
         let x = Tensor([1, 2], shape: [2]).requiringGrad()
         let y = withNoGrad { (x * 2).exp() }

@@ -149,9 +149,15 @@ extension Tensor {
         }
 
         for node in order.reversed() {
-            guard let gradOutput = pending.removeValue(forKey: ObjectIdentifier(node)),
-                  let backward = node.backward else { continue }
-            var grads = backward(gradOutput)
+            var grads: [Tensor?]
+            do {
+                // Scoped so that the incoming gradient is released before the outgoing ones are
+                // accumulated: a view op's gradient (a transpose's) shares its storage, and a leaf
+                // can take that memory only when nothing else holds it.
+                guard let gradOutput = pending.removeValue(forKey: ObjectIdentifier(node)),
+                      let backward = node.backward else { continue }
+                grads = backward(gradOutput)
+            }
             precondition(grads.count == node.edges.count, "\(node.name): backward returned \(grads.count) grads for \(node.edges.count) inputs")
             for (i, edge) in node.edges.enumerated() {
                 // Moved out of the array, so that a fresh gradient is referenced only here.

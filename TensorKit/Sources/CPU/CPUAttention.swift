@@ -49,9 +49,9 @@ extension CPUBackend {
         let dq = empty(q.shape, q.dtype), dk = empty(k.shape, k.dtype), dv = empty(v.shape, v.dtype)
         switch q.dtype {
         case .float32:
-            attentionBackwardKernel(Float.self, g, q, k, v, output, logSumExp, gradOutput, dq, dk, dv, scale: scale, causal: causal)
+            attentionBackwardKernel(Float.self, g, q, k, v, logSumExp, gradOutput, dq, dk, dv, scale: scale, causal: causal)
         case .float64:
-            attentionBackwardKernel(Double.self, g, q, k, v, output, logSumExp, gradOutput, dq, dk, dv, scale: scale, causal: causal)
+            attentionBackwardKernel(Double.self, g, q, k, v, logSumExp, gradOutput, dq, dk, dv, scale: scale, causal: causal)
         default: preconditionFailure("attention backward is not defined for \(q.dtype) on the CPU")
         }
         return (dq, dk, dv)
@@ -144,27 +144,27 @@ private func attentionScores<T: CPUFloat>(_ m: Int, _ kn: Int, _ d: Int, _ alpha
 // MARK: - Backward
 
 private func attentionBackwardKernel<T: CPUFloat>(
-    _: T.Type, _ g: AttentionGeometry, _ q: Tensor, _ k: Tensor, _ v: Tensor, _ out: Tensor, _ lse: Tensor,
+    _: T.Type, _ g: AttentionGeometry, _ q: Tensor, _ k: Tensor, _ v: Tensor, _ lse: Tensor,
     _ gradOut: Tensor, _ dq: Tensor, _ dk: Tensor, _ dv: Tensor, scale: Double, causal: Bool
 ) {
     if g.headCount == 0 || g.nq == 0 || g.nk == 0 { return }
     let qp = q.pointer(as: T.self), kp = k.pointer(as: T.self), vp = v.pointer(as: T.self)
-    let op = out.pointer(as: T.self), lp = lse.pointer(as: T.self), gp = gradOut.pointer(as: T.self)
+    let lp = lse.pointer(as: T.self), gp = gradOut.pointer(as: T.self)
     let dqp = dq.pointer(as: T.self), dkp = dk.pointer(as: T.self), dvp = dv.pointer(as: T.self)
     let (nq, nk, d, dvn, chunk) = (g.nq, g.nk, g.d, g.dv, g.chunk)
     let alpha = T(scale)
     // One task per head: dK and dV sum over all query blocks of their head, so a head's blocks
     // stay on one thread and need no reduction.
-    runAttentionTasks(g.headCount, scratchCount: 2 * chunk * nk + chunk, T.self) { h, scratch in
-        let p = scratch, dp = scratch + chunk * nk, rowDot = scratch + 2 * chunk * nk
+    runAttentionTasks(g.headCount, scratchCount: 2 * chunk * nk, T.self) { h, scratch in
+        let p = scratch, dp = scratch + chunk * nk
         let kh = kp + h * nk * d, vh = vp + h * nk * dvn
         let dkh = dkp + h * nk * d, dvh = dvp + h * nk * dvn
         for i0 in stride(from: 0, to: nq, by: chunk) {
             let m = min(chunk, nq - i0)
             let kn = causal ? min(nk, i0 + m) : nk
-            let qc = qp + (h * nq + i0) * d, oc = op + (h * nq + i0) * dvn, gc = gp + (h * nq + i0) * dvn
+            let qc = qp + (h * nq + i0) * d, gc = gp + (h * nq + i0) * dvn
             let lc = lp + h * nq + i0
-            // P = exp(S − lse) recomputed from the saved log-sum-exp; D_i = rowsum(dO ∘ O).
+            // P = exp(S − lse) recomputed from the saved log-sum-exp.
             attentionScores(m, kn, d, alpha, qc, kh, p)
             for r in 0..<m {
                 let row = p + r * kn
@@ -175,12 +175,11 @@ private func attentionBackwardKernel<T: CPUFloat>(
                 } else {
                     row.update(repeating: .nan, count: valid)
                 }
-                var dot: T = 0
-                let o = oc + r * dvn, go = gc + r * dvn
-                for c in 0..<dvn { dot += o[c] * go[c] }
-                rowDot[r] = dot
             }
-            // dV += Pᵀ dO; dP = dO Vᵀ, then dS = P ∘ (dP − D) in place.
+            // dV += Pᵀ dO; dP = dO Vᵀ, then dS = P ∘ (dP − D) in place with D_i = Σ_j P_ij dP_ij.
+            // (FlashAttention's D_i = rowsum(dO ∘ O) is the same sum in exact arithmetic, but its
+            // rounding differs from dP's: a row whose P is one-hot, a single key above all, would
+            // then get a gradient of rounding noise instead of exactly 0.)
             if dvn == 0 {  // BLAS rejects a zero leading dimension
                 dp.update(repeating: 0, count: m * kn)
             } else {
@@ -188,7 +187,8 @@ private func attentionBackwardKernel<T: CPUFloat>(
                 gemm(false, true, m, kn, dvn, 1, gc, dvn, vh, dvn, 0, dp, kn, split: false)
             }
             for r in 0..<m {
-                let pr = p + r * kn, dr = dp + r * kn, di = rowDot[r]
+                let pr = p + r * kn, dr = dp + r * kn
+                let di = rowDotProduct(pr, dr, kn)
                 for j in 0..<kn { dr[j] = pr[j] * (dr[j] - di) }
             }
             if d > 0 {
@@ -201,6 +201,21 @@ private func attentionBackwardKernel<T: CPUFloat>(
 }
 
 // MARK: - Row helpers
+
+/// Σ a[j]·b[j] for j < n, in eight lanes of fused multiply-adds.
+@inline(__always)
+private func rowDotProduct<T: CPUFloat>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ n: Int) -> T {
+    var acc = SIMD8<T>(repeating: 0)
+    var j = 0
+    while j + 8 <= n {
+        acc = acc.addingProduct(UnsafeRawPointer(a + j).loadUnaligned(as: SIMD8<T>.self),
+                                UnsafeRawPointer(b + j).loadUnaligned(as: SIMD8<T>.self))
+        j += 8
+    }
+    var sum = acc.sum()
+    while j < n { sum = sum.addingProduct(a[j], b[j]); j += 1 }
+    return sum
+}
 
 /// The maximum of row[0..<n], and whether every element is finite.
 @inline(__always)

@@ -29,12 +29,19 @@ extension Tensor {
         // needed: a frozen weight (LoRA's base layers) neither keeps its input nor costs a GEMM.
         let aShape = shape, bShape = other.shape
         let savedRhs = requiresGrad ? rhs : nil, savedLhs = other.requiresGrad ? lhs : nil
+        // A matrix operand laid out column-major (a transposed view: `linear`'s weight.transposed())
+        // gets its gradient in the same layout, (Gᵀ·A)ᵀ, so that the transpose's backward hands the
+        // weight a contiguous gradient it can keep, not a transposed view to copy (PyTorch's
+        // mm_mat2_backward does the same).
+        let bColumnMajor = other.rank == 2 && k > 1 && n > 1 && other.strides == [1, k]
         return Tensor.record(result, "matmul", inputs: [self, other]) { g in
             let gradA = savedRhs.map { g.matmul($0.transposed()).sumToShape(aShape) }
             let gradB = savedLhs.map { a -> Tensor in
-                if bShape.count == 2 && aShape.count > 2 {
+                if bShape.count == 2 && aShape.count >= 2 {
                     // Σ over the batch of [M, K]ᵀ·[M, N] is one GEMM over all B·M rows.
-                    return a.reshape([-1, k]).transposed().matmul(g.reshape([-1, n]))
+                    let rowsA = a.reshape([-1, k]), rowsG = g.reshape([-1, n])
+                    if bColumnMajor { return rowsG.transposed().matmul(rowsA).transposed() }
+                    return rowsA.transposed().matmul(rowsG)
                 }
                 return a.transposed().matmul(g).sumToShape(bShape)
             }
