@@ -393,7 +393,9 @@ def check_train_step(binary, model_dir, call, seed, work):
     clipfrac equal, every LoRA gradient within 1e-4 of max(its own scale, 1e-3 x the largest), as
     TrainStepTests judges; else both sides again in float64."""
     import types
+    import numpy
     from trl import DDPOConfig
+    from trl.models import modeling_sd_base
     from trl.models.modeling_sd_base import DefaultDDPOStableDiffusionPipeline
     from trl.trainer.ddpo_trainer import DDPOTrainer
     rng = random.Random(seed + 3)
@@ -454,8 +456,18 @@ def check_train_step(binary, model_dir, call, seed, work):
         stand_in = types.SimpleNamespace(sd_pipeline=pipe, config=config, autocast=pipe.autocast,
                                          loss=lambda a, c, r: DDPOTrainer.loss(None, a, c, r))
         t = lambda k: io[k].to(dtype)
-        loss, approx_kl, clipfrac = DDPOTrainer.calculate_loss(stand_in, t("latents"), pipe.scheduler.timesteps[index],
-                                                               t("next_latents"), t("log_probs"), t("advantages"), embeds.to(dtype))
+        # TRL's scheduler_step subtracts log √(2π) computed in float32 (`torch.as_tensor(np.pi)` is a
+        # float32 tensor), 1.56e-8 below the double value: in float64 every log-probability it returns
+        # is that much too high, which is the whole approx_kl difference where the log-ratios are
+        # ~1e-6 (case 92022). Its module's `np` serves only that line; in float64 it gets a double π.
+        saved_np = modeling_sd_base.np
+        if dtype == torch.float64:
+            modeling_sd_base.np = types.SimpleNamespace(pi=numpy.float64(numpy.pi))
+        try:
+            loss, approx_kl, clipfrac = DDPOTrainer.calculate_loss(stand_in, t("latents"), pipe.scheduler.timesteps[index],
+                                                                   t("next_latents"), t("log_probs"), t("advantages"), embeds.to(dtype))
+        finally:
+            modeling_sd_base.np = saved_np
         loss.backward()
         values = {"loss": float(loss), "approx_kl": float(approx_kl), "clipfrac": float(clipfrac)}
         grads = {}
