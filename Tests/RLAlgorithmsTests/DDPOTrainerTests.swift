@@ -51,8 +51,9 @@ final class DDPOTrainerTests: XCTestCase {
         return RewardOutput(rewards: (0..<b).map { i in values[(i * per)..<((i + 1) * per)].reduce(0, +) / Double(per) })
     }
 
-    func makeTrainer(_ config: DDPOConfig, reward: any RewardFunction = DDPOTrainerTests.brightness) throws -> DDPOTrainer {
-        let pipe = try DefaultDDPOStableDiffusionPipeline(directory: Self.model, seed: 1)
+    func makeTrainer(_ config: DDPOConfig, reward: any RewardFunction = DDPOTrainerTests.brightness,
+                     model: URL = DDPOTrainerTests.model) throws -> DDPOTrainer {
+        let pipe = try DefaultDDPOStableDiffusionPipeline(directory: model, seed: 1)
         return try DDPOTrainer(config: config, reward: reward, prompts: try PromptSource.builtin("simple_animals", seed: 9),
                                pipeline: pipe)
     }
@@ -308,9 +309,7 @@ extension DDPOTrainerTests {
             c.train_learning_rate = 3e-2
             c.train_clip_range = 0.2
             c.save_freq = 1000
-            let pipe = try DefaultDDPOStableDiffusionPipeline(directory: model, seed: 1)
-            let trainer = try DDPOTrainer(config: c, reward: JPEGCompressibility(),
-                                          prompts: try PromptSource.builtin("simple_animals", seed: 9), pipeline: pipe)
+            let trainer = try makeTrainer(c, reward: JPEGCompressibility(), model: model)
             if environment["LEARN_VERBOSE"] != nil {
                 trainer.onEvent = { if case .step(let m) = $0 { print("step", m.globalStep, "loss", m.loss, "kl", m.approxKL, "clip", m.clipFraction) } }
             }
