@@ -139,6 +139,11 @@ class Ctx:
             return torch.cuda.max_memory_allocated() / 2**20
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # process peak RSS (KiB on Linux)
 
+    def reserved_mib(self):
+        # What PyTorch's caching allocator held from the device at its peak (None on the CPU).
+        import torch
+        return torch.cuda.max_memory_reserved() / 2**20 if self.cuda else None
+
 
 def write_result(path, obj):
     tmp = path + ".tmp"
@@ -384,7 +389,7 @@ def child_ddpo_ref(c):
         c.sync()
         seconds = time.perf_counter() - t0
         res["epochs"].append({"epoch": epoch, "seconds": seconds, "sampling_seconds": phase.get("sampling"),
-                              "peak_mib": c.peak_mib(),
+                              "peak_mib": c.peak_mib(), "reserved_mib": c.reserved_mib(),
                               "reward_mean": sum(rewards) / len(rewards) if rewards else None})
         rewards.clear()
         write_result(c.a.result, res)
@@ -817,6 +822,9 @@ def render(R, cfg, a):
                             f"{fmt(m.get('checkpointing_available_mib'), ' MiB', 0)} available)")
             if eps and eps[0].get("reward_mean") is not None:
                 note.append(f"TRL epoch 0 reward_mean {eps[0]['reward_mean']:.3f}")
+            if m.get("gpu_reserved_peak_mib") is not None or (eps and eps[-1].get("reserved_mib") is not None):
+                note.append(f"held from the device at the peak: ours {fmt(m.get('gpu_reserved_peak_mib'), ' MiB', 0)}, "
+                            f"TRL {fmt(eps[-1].get('reserved_mib') if eps else None, ' MiB', 0)} (max_memory_reserved)")
         d = cfg["ddpo"]
         row(f"DDPO epoch: {d['sample_batch_size']}×{d['sample_num_batches_per_epoch']} samples, "
             f"{d['sample_num_steps']} steps, train batch {d['train_batch_size']}, LoRA r4 (s)",

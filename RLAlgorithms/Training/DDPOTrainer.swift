@@ -316,6 +316,7 @@ public final class DDPOTrainer {
             timing["gpu_peak_mib"] = Double(max(stats.peakInUse, samplingPeak)) / 1_048_576
             timing["gpu_in_use_mib"] = Double(stats.inUse) / 1_048_576
             timing["gpu_cached_mib"] = Double(stats.cached) / 1_048_576
+            timing["gpu_reserved_peak_mib"] = Double(stats.peakReserved) / 1_048_576
         }
         if let lossScaler { timing["loss_scale"] = lossScaler.scale }
         logger?.log(timing, step: globalStep)

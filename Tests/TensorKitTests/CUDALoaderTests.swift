@@ -69,10 +69,12 @@ final class CUDALoaderTests: XCTestCase {
         var sizes: [UInt64: Int] = [:]
         var frees = 0
         init(capacity: Int) { self.capacity = capacity }
+        /// Consecutive allocations are adjacent, so spans must not merge across them.
         func rawAllocate(_ n: Int) -> UInt64? {
             if used + n > capacity { return nil }
-            used += n; next += UInt64(n); sizes[next] = n
-            return next
+            let address = next
+            used += n; next += UInt64(n); sizes[address] = n
+            return address
         }
         func rawFree(_ a: UInt64) { used -= sizes.removeValue(forKey: a)!; frees += 1 }
     }
@@ -179,11 +181,117 @@ final class CUDALoaderTests: XCTestCase {
         let fake = FakeDevice(capacity: 8 << 20)
         let alloc = CUDACachingAllocator(raw: fake)
         let a = alloc.allocate(6 << 20)!
+        let small = alloc.allocate(4096)!
         alloc.free(a)                                   // cached, still held from the device
-        XCTAssertNotNil(alloc.allocate(4 << 20))        // does not fit beside it: cache released, retried
-        XCTAssertEqual(alloc.statistics.oomRetries, 1)
-        XCTAssertEqual(fake.frees, 1)
+        alloc.free(small)
+        XCTAssertNotNil(alloc.allocate(8 << 20))        // no cached span holds it, nor the device beside them
+        XCTAssertEqual(alloc.statistics.oomRetries, 1)  // so both were released, and the retry fits
+        XCTAssertEqual(fake.frees, 2)
         XCTAssertNil(alloc.allocate(16 << 20))          // never fits
+    }
+
+    /// Blocks above 1 MiB: a request takes the front of the smallest cached span that holds it, the
+    /// rest stays cached, and freed spans merge back into whole segments (which alone go back to the
+    /// device). Sizes here are whole 2 MiB buckets, so the addresses follow by hand.
+    func testAllocatorSplitsAndMergesLargeSpans() {
+        let fake = FakeDevice(capacity: 64 << 20)
+        let alloc = CUDACachingAllocator(raw: fake)
+        let a = alloc.allocate(6 << 20)!
+        let b = alloc.allocate(10 << 20)!               // the fake's next segment, adjacent to a's
+        XCTAssertEqual(b, a + (6 << 20))
+        alloc.free(b)
+        alloc.free(a)
+        let x = alloc.allocate(4 << 20)!                // the smaller span that holds it: a's
+        XCTAssertEqual(x, a)
+        let y = alloc.allocate(2 << 20)!                // exactly what is left of a's
+        XCTAssertEqual(y, a + (4 << 20))
+        let z = alloc.allocate(8 << 20)!                // the front of b's
+        XCTAssertEqual(z, b)
+        var s = alloc.statistics
+        XCTAssertEqual(s.rawAllocations, 2)
+        XCTAssertEqual(s.cacheHits, 3)
+        XCTAssertEqual(s.inUse, 14 << 20)
+        XCTAssertEqual(s.cached, 2 << 20)
+        XCTAssertEqual(s.reserved, fake.used)
+        alloc.free(x)
+        alloc.releaseCached()                           // x's span lies beside live y: nothing returned
+        XCTAssertEqual(fake.frees, 0)
+        XCTAssertEqual(alloc.statistics.cached, 6 << 20)
+        alloc.free(y)                                   // x + y merge into a's whole segment
+        let w = alloc.allocate(6 << 20)!
+        XCTAssertEqual(w, a)
+        alloc.free(w)
+        alloc.free(z)                                   // z + b's rest: b's whole segment, not a's too
+        s = alloc.statistics
+        XCTAssertEqual(s.inUse, 0)
+        XCTAssertEqual(s.cached, 16 << 20)
+        XCTAssertEqual(s.rawAllocations, 2)
+        alloc.releaseCached()
+        XCTAssertEqual(fake.frees, 2)
+        XCTAssertEqual(fake.used, 0)
+        XCTAssertEqual(alloc.statistics.cached, 0)
+    }
+
+    /// With splitting off (TENSORKIT_CUDA_SPLIT_BLOCKS=0) a cached block serves its own bucket size
+    /// only: a smaller request gets a segment of its own.
+    func testAllocatorWithoutSplittingReusesExactSizesOnly() {
+        let fake = FakeDevice(capacity: 64 << 20)
+        let alloc = CUDACachingAllocator(raw: fake, splitsBlocks: false)
+        let a = alloc.allocate(6 << 20)!
+        alloc.free(a)
+        let b = alloc.allocate(4 << 20)!
+        XCTAssertEqual(b, a + (6 << 20))
+        XCTAssertEqual(alloc.allocate((5 << 20) + 1), a)    // the 6 MiB bucket
+        XCTAssertEqual(alloc.statistics.rawAllocations, 2)
+        XCTAssertEqual(alloc.statistics.cached, 0)
+    }
+
+    /// Random allocations and frees against the fake device: live blocks never overlap and each lies
+    /// inside one raw allocation, the allocator's count of held memory is what the device handed
+    /// out, and once everything is freed, every segment is whole again and goes back to the device.
+    func testAllocatorSpansStayDisjointUnderRandomUse() {
+        let fake = FakeDevice(capacity: 1 << 40)
+        let alloc = CUDACachingAllocator(raw: fake)
+        var seed: UInt64 = 0x9E3779B97F4A7C15
+        func next(_ bound: Int) -> Int {           // splitmix64, so a failure replays
+            seed &+= 0x9E3779B97F4A7C15
+            var z = seed
+            z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
+            z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
+            return Int((z ^ (z >> 31)) % UInt64(bound))
+        }
+        var live: [UInt64: Int] = [:]              // address -> bytes asked for
+        for step in 0..<20_000 {
+            if live.isEmpty || next(100) < 55 {
+                let bytes = next(4) == 0 ? 1 + next(1 << 20) : (1 << 20) + 1 + next(40 << 20)
+                guard let address = alloc.allocate(bytes) else { return XCTFail("out of memory at step \(step)") }
+                XCTAssertNil(live[address], "address handed out twice at step \(step)")
+                live[address] = bytes
+            } else {
+                let victim = live.keys.sorted()[next(live.count)]
+                live[victim] = nil
+                alloc.free(victim)
+            }
+            if step % 500 == 0 || step == 19_999 {
+                let blocks = live.map { ($0.key, UInt64(CUDACachingAllocator.roundedSize($0.value))) }.sorted { $0.0 < $1.0 }
+                let segments = fake.sizes.map { ($0.key, UInt64($0.value)) }.sorted { $0.0 < $1.0 }
+                var j = 0                           // the last segment starting at or before the block
+                for (i, block) in blocks.enumerated() {
+                    if i > 0 { XCTAssertLessThanOrEqual(blocks[i - 1].0 + blocks[i - 1].1, block.0, "overlap at step \(step)") }
+                    while j + 1 < segments.count && segments[j + 1].0 <= block.0 { j += 1 }
+                    XCTAssertTrue(segments[j].0 <= block.0 && block.0 + block.1 <= segments[j].0 + segments[j].1,
+                                  "block outside its raw allocation at step \(step)")
+                }
+                let s = alloc.statistics
+                XCTAssertEqual(s.inUse, blocks.reduce(0) { $0 + Int($1.1) })
+                XCTAssertEqual(s.reserved, fake.used, "held memory at step \(step)")
+            }
+        }
+        for address in live.keys { alloc.free(address) }
+        alloc.releaseCached()
+        XCTAssertEqual(fake.used, 0)
+        XCTAssertEqual(fake.sizes.count, 0)
+        XCTAssertEqual(alloc.statistics.cached, 0)
     }
 
     func testGeometryMergesContiguousAxes() {

@@ -96,6 +96,13 @@ public enum CUDA {
     nonisolated(unsafe) public static var fastCopies: Bool =
         ProcessInfo.processInfo.environment["TENSORKIT_CUDA_FAST_COPY"] != "0"
 
+    /// The caching allocator serves a request above 1 MiB from the front of a larger cached block,
+    /// splitting it, and merges freed neighbours (`CUDACachingAllocator`). Off (`false`, or
+    /// TENSORKIT_CUDA_SPLIT_BLOCKS=0): only a cached block of the request's exact bucket size is
+    /// reused, as before 2026-11-29. Read when a device's context is made.
+    nonisolated(unsafe) public static var splitBlocks: Bool =
+        ProcessInfo.processInfo.environment["TENSORKIT_CUDA_SPLIT_BLOCKS"] != "0"
+
     /// Host-to-device copies of up to 1 MiB (scheduler coefficients, timestep embeddings, a step's
     /// noise) go through their own slots of pinned memory and do not wait for the device
     /// (`CUDAUploadRing`). Off (`false`, or TENSORKIT_CUDA_UPLOAD_RING=0): every upload waits for
@@ -316,7 +323,7 @@ final class CUDADeviceContext: @unchecked Sendable {
         try blas.check(blas.cublasCreate(&handle), "cublasCreate")
         try blas.check(blas.cublasSetStream(handle, s), "cublasSetStream")
         blasHandle = handle
-        allocator = CUDACachingAllocator(raw: CUDADriverAllocator(api: api, context: ctx))
+        allocator = CUDACachingAllocator(raw: CUDADriverAllocator(api: api, context: ctx), splitsBlocks: CUDA.splitBlocks)
         if let text = ProcessInfo.processInfo.environment["TENSORKIT_CUDA_MEMORY_TRACE"] {
             if let mib = Double(text), mib >= 0, mib.isFinite {
                 allocator.traceMinimumBytes = Int(mib * 1_048_576)
